@@ -1,0 +1,65 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Every target builds its own
+# virtualenv on first use, so a fresh machine needs only Python and make.
+SHELL := /bin/bash
+PYTHON ?= $(shell scripts/find_python.sh 3.13)
+SAM_PYTHON ?= $(PYTHON)
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+SAM_VERSION := 1.170.0
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo local test unit integration e2e check-template lint bench clean
+
+help:
+	@echo "make demo            run one job through the local stack and show the result images"
+	@echo "make test            install what the tests need, run them and the template checks"
+	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make lint            ruff (lint + format check) and mypy"
+	@echo "make bench           performance benchmarks (not part of make test)"
+
+$(BIN)/.installed: requirements-dev.txt layers/vary_region/requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
+	@touch $@
+
+venv: $(BIN)/.installed
+
+$(SAM_VENV)/.installed:
+	@test -x $(SAM_VENV)/bin/python || $(SAM_PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+	@touch $@
+
+demo: venv
+	$(BIN)/python -m vary_region_local.demo
+
+local: venv
+	$(BIN)/vary-region-local
+
+test: venv $(SAM_VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+check-template: venv $(SAM_VENV)/.installed
+	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy layers/vary_region/vary_region functions local cli
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output

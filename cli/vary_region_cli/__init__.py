@@ -1,0 +1,1 @@
+"""vary-region command-line tool."""

@@ -1,0 +1,52 @@
+"""Submit function: S3 upload notifications (through SQS) -> the job's one paid APIFRAME submission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vary_region import wiring
+from vary_region.observability import MetricUnit, logger, metrics, tracer
+from vary_region.s3_notifications import is_s3_notification, uploaded_keys
+from vary_region.settings import get_settings
+from vary_region.submission import SubmitOutcome
+
+settings = get_settings()
+submitter = wiring.job_submitter(settings)
+processor = BatchProcessor(event_type=EventType.SQS)
+
+_OUTCOME_METRICS = {
+    SubmitOutcome.SUBMITTED: "JobsSubmitted",
+    SubmitOutcome.REJECTED: "JobsRejected",
+    SubmitOutcome.FAILED: "JobsFailed",
+    SubmitOutcome.AMBIGUOUS: "SubmissionsAmbiguous",
+}
+
+
+def handle_upload(key: str) -> None:
+    result = submitter.handle_upload(key)
+    logger.info("upload handled", extra={"outcome": str(result.outcome), "job_id": result.job_id})
+    if result.first_seen:
+        metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=1)
+    if result.outcome in _OUTCOME_METRICS:
+        metrics.add_metric(name=_OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    for key in uploaded_keys(record.json_body):
+        handle_upload(key)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if is_s3_notification(event):  # direct S3 trigger, e.g. `sam local invoke -e events/s3-put-mask.json`
+        for key in uploaded_keys(event):
+            handle_upload(key)
+        return {"batchItemFailures": []}
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

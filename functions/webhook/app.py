@@ -1,0 +1,54 @@
+"""Webhook function: APIFRAME progress and final webhooks (HTTP API) -> job state and result images."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vary_region import wiring
+from vary_region.completion import UpdateOutcome
+from vary_region.observability import MetricUnit, logger, metrics, tracer
+from vary_region.settings import get_settings
+from vary_region.webhook import WebhookDelivery, WebhookMalformed, WebhookUnauthorized
+
+settings = get_settings()
+receiver = wiring.webhook_receiver(settings)
+app = APIGatewayHttpResolver()
+
+# Not done yet, but the provider (if it retries) or the reconciler will bring the job home.
+_TRY_AGAIN = (UpdateOutcome.COPY_RETRY, UpdateOutcome.BUSY)
+
+
+@app.post("/webhook/<job_id>")
+@tracer.capture_method
+def receive_webhook(job_id: str) -> Response:
+    event = app.current_event
+    body = (event.decoded_body or "").encode("utf-8")
+    result = receiver.receive(WebhookDelivery(job_id=unquote(job_id), headers=event.headers, body=body))
+    status = 503 if result.outcome in _TRY_AGAIN else 200
+    return Response(status, content_types.APPLICATION_JSON, {"outcome": str(result.outcome), "detail": result.detail})
+
+
+@app.exception_handler(WebhookUnauthorized)
+def unauthorized(_: WebhookUnauthorized) -> Response:
+    metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
+    logger.warning("webhook rejected: unknown job or wrong secret")
+    return Response(401, content_types.APPLICATION_JSON, {"message": "unauthorized"})
+
+
+@app.exception_handler(WebhookMalformed)
+def malformed(error: WebhookMalformed) -> Response:
+    metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
+    logger.warning("webhook rejected: malformed body", extra={"reason": str(error)})
+    return Response(400, content_types.APPLICATION_JSON, {"message": str(error)})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,178 @@
+"""APIFRAME HTTP client: timeouts on every call, bounded retries, and no blind resubmission.
+
+Every accepted /inpaint costs credits. A request that failed before it reached the provider
+(connection refused, connect timeout) or that the provider answered with 429/408/5xx is safe to
+retry; a request whose answer was lost after it was sent (read timeout, reset mid-response) may
+have created a task and is reported as SubmissionAmbiguous instead.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
+from vary_region.task_result import TaskResult, parse_task_result
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+FETCH_MANY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    parent_task_id: str
+    mask_data_url: str
+    prompt: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
+
+    def to_body(self) -> dict[str, str]:
+        body = {"parent_task_id": self.parent_task_id, "mask": self.mask_data_url}
+        if self.prompt:
+            body["prompt"] = self.prompt
+        if self.webhook_url:
+            body["webhook_url"] = self.webhook_url
+        if self.webhook_secret:
+            body["webhook_secret"] = self.webhook_secret
+        return body
+
+    def __repr__(self) -> str:  # the mask and the secret never reach a log line
+        return f"InpaintRequest(parent_task_id={self.parent_task_id!r}, prompt={self.prompt!r})"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    budget_seconds: float = 20.0
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter; a provider's Retry-After wins when it is longer."""
+        jittered = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return max(jittered, retry_after or 0.0)
+
+
+class ApiframeClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Callable[[], str],
+        *,
+        session: requests.Session | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 15.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._session = session or requests.Session()
+        self._timeout = (connect_timeout, read_timeout)
+        self._retry = retry
+        self._sleep = sleep
+
+    def submit_inpaint(self, request: InpaintRequest) -> str:
+        """POST /inpaint; returns the new task id. Never resends a request that may have landed."""
+        body = self._call("/inpaint", request.to_body(), ambiguous_after_send=True)
+        task_id = body.get("task_id") if isinstance(body, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            # The provider answered 2xx, so a task may exist; we cannot know its id.
+            raise SubmissionAmbiguous("APIFRAME accepted /inpaint but returned no task_id")
+        return task_id
+
+    def fetch(self, task_id: str) -> TaskResult:
+        return parse_task_result(self._call("/fetch", {"task_id": task_id}))
+
+    def fetch_many(self, task_ids: list[str]) -> list[TaskResult]:
+        """Fetch up to 20 tasks; /fetch-many wants at least two ids, so one id goes to /fetch."""
+        if len(task_ids) > FETCH_MANY_LIMIT:
+            raise ValueError(f"at most {FETCH_MANY_LIMIT} task ids per call")
+        if len(task_ids) == 1:
+            return [self.fetch(task_ids[0])]
+        if not task_ids:
+            return []
+        body = self._call("/fetch-many", {"task_ids": task_ids})
+        tasks = body.get("tasks", []) if isinstance(body, dict) else []
+        results = []
+        for task in tasks if isinstance(tasks, list) else []:
+            try:
+                results.append(parse_task_result(task))
+            except ValueError:
+                continue
+        return results
+
+    def _call(self, path: str, payload: dict[str, Any], *, ambiguous_after_send: bool = False) -> Any:
+        deadline = time.monotonic() + self._retry.budget_seconds
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                response = self._session.post(
+                    self._base_url + path,
+                    json=payload,
+                    headers={"Authorization": self._api_key(), "Accept": "application/json"},
+                    timeout=self._timeout,
+                )
+            except requests.exceptions.RequestException as exc:
+                if ambiguous_after_send and _may_have_been_received(exc):
+                    raise SubmissionAmbiguous(f"no answer from APIFRAME {path} after sending ({type(exc).__name__})") from None
+                reason = f"{type(exc).__name__} calling APIFRAME {path}"
+            else:
+                if response.status_code < 300:
+                    return _json_or_empty(response)
+                if response.status_code not in RETRYABLE_STATUS:
+                    raise ProviderRejected(response.status_code, provider_error_message(response))
+                reason = f"APIFRAME {path} answered {response.status_code}"
+                retry_after = _retry_after_seconds(response)
+            pause = self._retry.delay(attempt, retry_after)
+            if time.monotonic() + pause > deadline:
+                raise ProviderUnavailable(f"{reason}; gave up after {attempt + 1} attempts")
+            self._sleep(pause)
+            attempt += 1
+
+
+def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:
+    """Connection failures before sending are safe to retry; anything later may have created a task."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        text = f"{type(reason).__name__} {reason!r}"
+        return not any(marker in text for marker in ("NewConnectionError", "NameResolutionError", "ConnectTimeout"))
+    return True
+
+
+def _json_or_empty(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {}
+
+
+def provider_error_message(response: requests.Response) -> str:
+    """Read `{"errors":[{"msg"}]}` or `{"message"}`; never fail on an empty or non-JSON body."""
+    body = _json_or_empty(response)
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            message = first.get("msg") or first.get("message") if isinstance(first, dict) else first
+            if message:
+                return str(message)[:1000]
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str) and body[key].strip():
+                return body[key].strip()[:1000]
+    return f"HTTP {response.status_code} with no message"
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return min(max(float(value), 0.0), 60.0) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,131 @@
+"""The job file a user uploads (job.json, or the inline form with the mask as a data URL)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from vary_region.errors import JobRejected
+
+# APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
+_FOLDED_WHITESPACE = re.compile(r"[\t\r\n]+")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    parent_task_id: str
+    prompt: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InlineMask:
+    declared_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_spec_bytes: int = 256 * 1024
+    max_prompt_chars: int = 4000
+    max_metadata_bytes: int = 4096
+
+
+def parse_job_spec(raw: bytes, limits: Limits = Limits()) -> JobSpec:
+    """Parse job.json; raise JobRejected with a specific code for every way it can be unusable."""
+    return _spec_from_document(_load_document(raw, limits), limits)
+
+
+def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask]:
+    """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL."""
+    document = _load_document(raw, limits, max_size=limits.max_spec_bytes + max_mask_bytes * 4 // 3 + 1024)
+    spec = _spec_from_document(document, limits)
+    mask = document.get("mask")
+    if mask is None:
+        raise JobRejected("MASK_MISSING", "the inline job has no `mask` field (a data URL of the mask image)")
+    return spec, parse_mask_data_url(mask, max_mask_bytes)
+
+
+def parse_mask_data_url(value: Any, max_mask_bytes: int) -> InlineMask:
+    if not isinstance(value, str):
+        raise JobRejected("MASK_DATA_URL_INVALID", "`mask` must be a string data URL like data:image/png;base64,...")
+    match = _DATA_URL.match(value.strip())
+    if not match:
+        raise JobRejected("MASK_DATA_URL_INVALID", "`mask` is not a base64 data URL (data:image/png;base64,...)")
+    encoded = re.sub(r"\s+", "", match["data"])
+    if len(encoded) * 3 // 4 > max_mask_bytes + 3:
+        raise JobRejected("MASK_TOO_LARGE", f"the mask is larger than {max_mask_bytes} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise JobRejected("MASK_DATA_URL_INVALID", "the mask data URL does not hold valid base64") from None
+    return InlineMask(declared_type=match["mime"].lower(), data=data)
+
+
+def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> dict[str, Any]:
+    max_size = limits.max_spec_bytes if max_size is None else max_size
+    if len(raw) > max_size:
+        raise JobRejected("SPEC_TOO_LARGE", f"the job file is larger than {max_size} bytes")
+    if not raw.strip():
+        raise JobRejected("SPEC_EMPTY", "the job file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise JobRejected("SPEC_NOT_UTF8", "the job file is not valid UTF-8") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobRejected("SPEC_INVALID_JSON", f"the job file is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict):
+        raise JobRejected("SPEC_NOT_OBJECT", "the job file must hold a JSON object")
+    return document
+
+
+def _spec_from_document(document: dict[str, Any], limits: Limits) -> JobSpec:
+    return JobSpec(
+        parent_task_id=_parent_task_id(document.get("parent_task_id")),
+        prompt=_prompt(document.get("prompt"), limits),
+        metadata=_metadata(document.get("metadata"), limits),
+    )
+
+
+def _parent_task_id(value: Any) -> str:
+    if value is None:
+        raise JobRejected("PARENT_TASK_ID_MISSING", "`parent_task_id` (the id of an upscale-1x task) is required")
+    if not isinstance(value, str):
+        raise JobRejected("PARENT_TASK_ID_INVALID", "`parent_task_id` must be a string")
+    value = value.strip()
+    if not _TASK_ID.match(value):
+        raise JobRejected("PARENT_TASK_ID_INVALID", "`parent_task_id` is not a task id (letters, digits, '-' and '_')")
+    return value
+
+
+def _prompt(value: Any, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise JobRejected("PROMPT_INVALID", "`prompt` must be a string")
+    # Line breaks and tabs are harmless typing accidents; other control characters are not.
+    value = _FOLDED_WHITESPACE.sub(" ", value).strip()
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise JobRejected("PROMPT_CONTROL_CHARACTERS", "`prompt` contains control characters")
+    if len(value) > limits.max_prompt_chars:
+        raise JobRejected("PROMPT_TOO_LONG", f"`prompt` is longer than {limits.max_prompt_chars} characters")
+    return value or None
+
+
+def _metadata(value: Any, limits: Limits) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise JobRejected("METADATA_INVALID", "`metadata` must be a JSON object")
+    if len(json.dumps(value, ensure_ascii=False).encode()) > limits.max_metadata_bytes:
+        raise JobRejected("METADATA_TOO_LARGE", f"`metadata` is larger than {limits.max_metadata_bytes} bytes")
+    return value

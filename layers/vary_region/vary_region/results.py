@@ -1,0 +1,43 @@
+"""The documents a user finds next to the result images: result.json and error.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vary_region.errors import JobError
+from vary_region.image_copier import CopiedImage
+from vary_region.job import Job, parse_timestamp
+from vary_region.job_files import JobFiles
+from vary_region.job_keys import ResultKeys
+
+
+def write_error(files: JobFiles, keys: ResultKeys, job_id: str, status: str, error: JobError) -> None:
+    files.write_json(keys.error_json, {"job_id": job_id, "status": status, "error": error.to_dict()})
+
+
+def result_document(job: Job, task_id: str, images: list[CopiedImage], completed_at: str) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": "COMPLETED",
+        "task_id": task_id,
+        "parent_task_id": job.parent_task_id,
+        "prompt": job.prompt,
+        "images": {
+            image.name: {"key": image.key, "source_url": image.source_url, "bytes": image.size,
+                         "content_type": image.content_type}
+            for image in images
+        },
+        "timings": {
+            "received_at": job.created_at,
+            "submitted_at": job.submitted_at or job.submit_claimed_at,
+            "completed_at": completed_at,
+            "duration_seconds": _seconds_between(job.created_at, completed_at),
+        },
+        "metadata": job.metadata,
+    }
+
+
+def _seconds_between(start: str | None, end: str) -> float | None:
+    if not start:
+        return None
+    return round((parse_timestamp(end) - parse_timestamp(start)).total_seconds(), 3)

@@ -1,0 +1,35 @@
+"""Uploaded-object keys from the notification shapes S3 produces."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import S3Event
+
+
+def uploaded_keys(notification: Any) -> list[str]:
+    """Decoded keys of the ObjectCreated records in an S3 notification; [] for anything else.
+
+    S3 URL-encodes keys in notifications (space as '+'), sends an `s3:TestEvent` when a
+    notification is configured, and its EventBridge form carries the key decoded.
+    """
+    if not isinstance(notification, dict):
+        return []
+    if notification.get("Event") == "s3:TestEvent":
+        return []
+    if notification.get("detail-type") == "Object Created":
+        key = notification.get("detail", {}).get("object", {}).get("key")
+        return [key] if isinstance(key, str) else []
+    if not isinstance(notification.get("Records"), list):
+        return []
+    keys = []
+    for record in S3Event(notification).records:
+        if record.event_name.startswith("ObjectCreated"):
+            keys.append(unquote_plus(record.s3.get_object.key))
+    return keys
+
+
+def is_s3_notification(event: Any) -> bool:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return bool(records) and isinstance(records[0], dict) and records[0].get("eventSource") == "aws:s3"

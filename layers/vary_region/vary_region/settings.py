@@ -1,0 +1,135 @@
+"""Typed settings, read once from the environment (the only module that looks at os.environ)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+DEFAULT_IMAGE_HOSTS = "cdn.apiframe.pro,cdn.apiframe.ai,cdn2.apiframe.ai"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed: a deployment mistake, never a job's fault."""
+
+
+@dataclass(frozen=True)
+class ImageOrigin:
+    """One entry of the image-host allowlist.
+
+    A bare host name means `https://<host>` on the default port. An explicit `http://` origin is
+    accepted only for a loopback host: that is how the local stack admits its simulator and nothing else.
+    """
+
+    scheme: str
+    host: str
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> ImageOrigin:
+        entry = entry.strip().lower()
+        if "://" not in entry:
+            return cls(scheme="https", host=entry)
+        parts = urlsplit(entry)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise SettingsError(f"ALLOWED_IMAGE_HOSTS entry {entry!r} is not a host or an origin")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise SettingsError(f"ALLOWED_IMAGE_HOSTS entry {entry!r}: plain http is allowed on loopback only")
+        return cls(scheme=parts.scheme, host=parts.hostname, port=parts.port)
+
+    @property
+    def is_loopback(self) -> bool:
+        return _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs_bucket: str
+    jobs_table: str
+    apiframe_base_url: str = "https://api.apiframe.pro"
+    api_key_secret_id: str = ""
+    api_key_parameter: str = ""
+    webhook_base_url: str = ""
+    allowed_image_origins: tuple[ImageOrigin, ...] = field(
+        default_factory=lambda: tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
+    )
+    inbox_prefix: str = "inbox/"
+    results_prefix: str = "results/"
+    max_mask_bytes: int = 8 * 1024 * 1024
+    max_spec_bytes: int = 256 * 1024
+    max_prompt_chars: int = 4000
+    max_metadata_bytes: int = 4096
+    max_image_bytes: int = 50 * 1024 * 1024
+    image_timeout_seconds: float = 20.0
+    image_copy_attempts: int = 3
+    copy_failures_before_failed: int = 3
+    submit_retry_budget_seconds: float = 20.0
+    apiframe_connect_timeout: float = 3.05
+    apiframe_read_timeout: float = 15.0
+    reconcile_quiet_seconds: int = 300
+    submit_ambiguity_window_seconds: int = 3600
+    stale_receipt_seconds: int = 86400
+    job_ttl_days: int = 90
+    max_active_tasks: int = 10
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"environment variable {name} is required")
+            return value
+
+        def number(name: str, default: float, cast: type = int) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = cast(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not a number") from exc
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive")
+            return value
+
+        hosts = env.get("ALLOWED_IMAGE_HOSTS", "").strip() or DEFAULT_IMAGE_HOSTS
+        defaults = cls(jobs_bucket="-", jobs_table="-")
+        return cls(
+            jobs_bucket=required("JOBS_BUCKET"),
+            jobs_table=required("JOBS_TABLE"),
+            apiframe_base_url=(env.get("APIFRAME_BASE_URL", "").strip() or defaults.apiframe_base_url).rstrip("/"),
+            api_key_secret_id=env.get("APIFRAME_API_KEY_SECRET_ID", "").strip(),
+            api_key_parameter=env.get("APIFRAME_API_KEY_PARAMETER", "").strip(),
+            webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
+            allowed_image_origins=tuple(ImageOrigin.parse(h) for h in hosts.split(",") if h.strip()),
+            max_image_bytes=int(number("MAX_IMAGE_BYTES", defaults.max_image_bytes)),
+            reconcile_quiet_seconds=int(number("RECONCILE_QUIET_SECONDS", defaults.reconcile_quiet_seconds)),
+            submit_ambiguity_window_seconds=int(
+                number("SUBMIT_AMBIGUITY_WINDOW_SECONDS", defaults.submit_ambiguity_window_seconds)
+            ),
+            job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
+            max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
+            submit_retry_budget_seconds=float(
+                number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
+            ),
+            image_timeout_seconds=float(number("IMAGE_TIMEOUT_SECONDS", defaults.image_timeout_seconds, float)),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The container's settings, read on first use and kept for its lifetime."""
+    return Settings.from_env()

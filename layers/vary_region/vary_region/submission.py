@@ -1,0 +1,174 @@
+"""From an uploaded file to the job's one paid submission.
+
+Pairs job.json with its mask (in either upload order), validates both before any credit is
+spent, wins the job's single submission claim with a conditional write, and only then calls
+APIFRAME. Redelivered and concurrent events lose the claim and do nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from urllib.parse import quote
+
+from vary_region.apiframe import ApiframeClient, InpaintRequest
+from vary_region.errors import JobError, JobRejected, ProviderRejected, ProviderUnavailable, Stage, SubmissionAmbiguous
+from vary_region.job import utc_now
+from vary_region.job_files import JobFiles, job_file_kinds
+from vary_region.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
+from vary_region.mask import Mask, normalise_media_type, validate_mask
+from vary_region.observability import logger
+from vary_region.results import write_error
+from vary_region.settings import Settings
+from vary_region.task_store import TaskStore
+from vary_region.webhook_auth import hash_webhook_secret, new_webhook_secret
+
+
+class SubmitOutcome(StrEnum):
+    IGNORED = "ignored"  # not a job file
+    WAITING = "waiting_for_files"  # the other half of the job has not arrived yet
+    ALREADY_HANDLED = "already_handled"  # a redelivery, or the other file's event won the claim
+    REJECTED = "rejected"
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+    AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    outcome: SubmitOutcome
+    job_id: str | None = None
+    task_id: str | None = None
+    error: JobError | None = None
+    first_seen: bool = False  # this upload was the first sign of the job
+
+
+class JobSubmitter:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        files: JobFiles,
+        apiframe: ApiframeClient,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._files = files
+        self._apiframe = apiframe
+        self._clock = clock
+        self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
+
+    def handle_upload(self, key: str) -> SubmitResult:
+        """React to one uploaded object (its decoded S3 key)."""
+        uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
+        if uploaded is None:
+            return SubmitResult(SubmitOutcome.IGNORED)
+        job_id = uploaded.job_id
+        logger.append_keys(job_id=job_id)
+        existing = self._store.get(job_id)
+        if existing is not None and (existing.status.is_final or existing.was_submitted):
+            return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id, existing.task_id)
+        first_seen = existing is None and self._store.record_received(job_id, self._clock())
+        try:
+            inputs = self._load_inputs(uploaded)
+        except JobRejected as rejection:
+            result = self._reject(job_id, rejection.error)
+        else:
+            result = SubmitResult(SubmitOutcome.WAITING, job_id) if inputs is None else self._submit(job_id, *inputs)
+        return replace(result, first_seen=first_seen)
+
+    def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask] | None:
+        max_mask = self._settings.max_mask_bytes
+        if uploaded.kind is InboxObjectKind.INLINE:
+            stored = self._files.read(uploaded.key, self._limits.max_spec_bytes + max_mask * 2)
+            if stored is None:
+                return None
+            if stored.data is None:
+                raise JobRejected("SPEC_TOO_LARGE", "the inline job file is too large")
+            spec, inline_mask = parse_inline_job(stored.data, self._limits, max_mask)
+            return spec, validate_mask(inline_mask.data, inline_mask.declared_type, max_mask)
+        files = job_file_kinds(self._files.list_job_folder(uploaded.job_id))
+        specs, masks = files[InboxObjectKind.SPEC], files[InboxObjectKind.MASK]
+        if len(masks) > 1:
+            raise JobRejected("MASK_AMBIGUOUS", "the job folder holds more than one mask file; keep exactly one")
+        if not specs or not masks:
+            return None
+        spec_file = self._files.read(specs[0].key, self._limits.max_spec_bytes)
+        mask_file = self._files.read(masks[0].key, max_mask)
+        if spec_file is None or mask_file is None:
+            return None
+        if spec_file.data is None:
+            raise JobRejected("SPEC_TOO_LARGE", f"job.json is larger than {self._limits.max_spec_bytes} bytes")
+        spec = parse_job_spec(spec_file.data, self._limits)
+        if mask_file.data is None:
+            raise JobRejected("MASK_TOO_LARGE", f"the mask is {mask_file.size} bytes; the limit is {max_mask}")
+        mask = validate_mask(mask_file.data, masks[0].declared_mask_type, max_mask)
+        uploaded_as = normalise_media_type(mask_file.content_type)
+        if uploaded_as and uploaded_as.startswith("image/") and uploaded_as != mask.media_type:
+            raise JobRejected(
+                "MASK_TYPE_MISMATCH", f"the mask was uploaded as {uploaded_as} but its content is {mask.media_type}"
+            )
+        return spec, mask
+
+    def _reject(self, job_id: str, error: JobError) -> SubmitResult:
+        if self._store.mark_rejected(job_id, error, self._clock()):
+            write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "REJECTED", error)
+            logger.warning("job rejected", extra={"error_code": error.code})
+            return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
+        return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+
+    def _submit(self, job_id: str, spec: JobSpec, mask: Mask) -> SubmitResult:
+        token = uuid.uuid4().hex
+        secret = new_webhook_secret()
+        claimed = self._store.claim_submission(
+            job_id, token, hash_webhook_secret(secret), spec.parent_task_id, spec.prompt, spec.metadata, self._clock()
+        )
+        if not claimed:
+            return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+        request = InpaintRequest(
+            parent_task_id=spec.parent_task_id,
+            mask_data_url=mask.to_data_url(),
+            prompt=spec.prompt,
+            webhook_url=self.webhook_url(job_id),
+            webhook_secret=secret,
+        )
+        try:
+            task_id = self._apiframe.submit_inpaint(request)
+        except ProviderRejected as exc:
+            error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
+            if self._store.mark_failed(job_id, error, self._clock()):
+                write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "FAILED", error)
+            logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
+            return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
+        except SubmissionAmbiguous as exc:
+            error = JobError(
+                "SUBMIT_AMBIGUOUS",
+                f"{exc}. The task may exist at APIFRAME; it was not resent. The job completes if its webhook "
+                "arrives, otherwise it fails after the ambiguity window.",
+                Stage.SUBMIT,
+            )
+            self._store.mark_submit_ambiguous(job_id, token, error, self._clock())
+            logger.error("submission outcome unknown; not resending", extra={"error_code": error.code})
+            return SubmitResult(SubmitOutcome.AMBIGUOUS, job_id, error=error)
+        except BaseException:
+            # Nothing reached the provider (ProviderUnavailable, or a failure before sending):
+            # give the claim back so the redelivered event can try again.
+            self._store.release_claim(job_id, token, self._clock())
+            raise
+        self._store.mark_submitted(job_id, token, task_id, self._clock())
+        logger.append_keys(task_id=task_id)
+        logger.info("job submitted")
+        return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
+
+    def webhook_url(self, job_id: str) -> str | None:
+        if not self._settings.webhook_base_url:
+            return None
+        return f"{self._settings.webhook_base_url}/{quote(job_id, safe='')}"
+
+
+__all__ = ["JobSubmitter", "ProviderUnavailable", "SubmitOutcome", "SubmitResult"]

@@ -1,0 +1,274 @@
+"""The job table: every state change is a conditional write, so a state never moves backwards,
+a finished job never changes again, and two concurrent deliveries cannot both win."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from vary_region.errors import JobError, Stage
+from vary_region.job import Job, JobStatus, timestamp
+
+ACTIVE = "ACTIVE"  # value of the sparse `active` attribute that the reconciler's index is built on
+_OPEN = (JobStatus.RECEIVED, JobStatus.SUBMITTED, JobStatus.PROCESSING)
+
+
+class TaskStoreError(Exception):
+    """The table could not be read or written (not a lost race: those return False)."""
+
+
+def _lost_race(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class TaskStore:
+    def __init__(self, table: Any, ttl_days: int = 90) -> None:
+        self._table = table  # a boto3 DynamoDB Table resource
+        self._ttl = timedelta(days=ttl_days)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        try:
+            item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        except ClientError as exc:
+            raise TaskStoreError(str(exc)) from exc
+        return _job_from_item(item) if item else None
+
+    def quiet_jobs(self, updated_before: datetime, limit: int = 100) -> list[Job]:
+        """Unfinished jobs whose last change is older than `updated_before` (oldest first)."""
+        from boto3.dynamodb.conditions import Key
+
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": "active-by-updated",
+            "KeyConditionExpression": Key("active").eq(ACTIVE) & Key("updated_at").lt(timestamp(updated_before)),
+            "Limit": limit,
+        }
+        while len(jobs) < limit:
+            page = self._table.query(**kwargs)
+            jobs.extend(_job_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return jobs[:limit]
+
+    # --- transitions ---------------------------------------------------------------------------
+
+    def record_received(self, job_id: str, now: datetime) -> bool:
+        """Create the RECEIVED item the first time any file of the job is seen."""
+        return self._update(
+            job_id,
+            "SET #status = :received, created_at = :now, updated_at = :now, active = :active, expires_at = :ttl",
+            "attribute_not_exists(job_id)",
+            {":received": JobStatus.RECEIVED.value, ":now": timestamp(now), ":active": ACTIVE, ":ttl": self._expiry(now)},
+        )
+
+    def claim_submission(
+        self, job_id: str, token: str, secret_hash: str, parent_task_id: str, prompt: str | None,
+        metadata: dict[str, Any], now: datetime,
+    ) -> bool:
+        """Win the right to make the one paid submission of this job (False: someone else has it)."""
+        return self._update(
+            job_id,
+            "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, webhook_secret_hash = :hash, "
+            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata",
+            "#status = :received AND attribute_not_exists(submit_claim)",
+            {
+                ":token": token, ":now": timestamp(now), ":hash": secret_hash, ":parent": parent_task_id,
+                ":prompt": prompt, ":metadata": json.dumps(metadata, ensure_ascii=False),
+                ":received": JobStatus.RECEIVED.value,
+            },
+        )
+
+    def release_claim(self, job_id: str, token: str, now: datetime) -> bool:
+        """Give the claim back when the provider certainly did not accept the request."""
+        return self._update(
+            job_id,
+            "SET updated_at = :now REMOVE submit_claim, submit_claimed_at, webhook_secret_hash",
+            "submit_claim = :token AND attribute_not_exists(task_id)",
+            {":token": token, ":now": timestamp(now)},
+        )
+
+    def mark_submitted(self, job_id: str, token: str, task_id: str, now: datetime) -> bool:
+        values = {":token": token, ":task": task_id, ":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
+        if self._update(
+            job_id,
+            "SET #status = :submitted, task_id = :task, submitted_at = :now, updated_at = :now",
+            "submit_claim = :token AND #status = :received",
+            values | {":submitted": JobStatus.SUBMITTED.value},
+        ):
+            return True
+        # A webhook may have outrun us and already recorded this task (and moved the job on).
+        return self._update(
+            job_id,
+            "SET submitted_at = :now",
+            "submit_claim = :token AND task_id = :task AND attribute_not_exists(submitted_at)",
+            {":token": token, ":task": task_id, ":now": timestamp(now)},
+        )
+
+    def mark_submit_ambiguous(self, job_id: str, token: str, error: JobError, now: datetime) -> bool:
+        """The request may have created a task: keep the job open, flagged, and never resend it."""
+        return self._update(
+            job_id,
+            "SET #status = :submitted, submitted_at = :now, updated_at = :now, needs_attention = :yes, #error = :error",
+            "submit_claim = :token AND #status = :received",
+            {
+                ":submitted": JobStatus.SUBMITTED.value, ":now": timestamp(now), ":yes": True,
+                ":error": error.to_dict(), ":token": token, ":received": JobStatus.RECEIVED.value,
+            },
+        )
+
+    def record_progress(self, job_id: str, task_id: str, percentage: int | None, now: datetime) -> bool:
+        """Move to PROCESSING; progress only goes up, and never after the job finished."""
+        values: dict[str, Any] = {":task": task_id, ":now": timestamp(now), ":processing": JobStatus.PROCESSING.value}
+        update = "SET #status = :processing, task_id = :task, updated_at = :now"
+        condition = self._open_and_claimed() + " AND (attribute_not_exists(task_id) OR task_id = :task)"
+        if percentage is not None:
+            update += ", percentage = :pct"
+            condition += " AND (attribute_not_exists(percentage) OR percentage <= :pct)"
+            values[":pct"] = percentage
+        return self._update(job_id, update, condition, values | self._open_values())
+
+    def touch(self, job_id: str, now: datetime) -> bool:
+        """Note that the reconciler looked, so a still-running job is asked again only after a quiet period."""
+        return self._update(
+            job_id, "SET updated_at = :now", self._open_and_claimed(), {":now": timestamp(now)} | self._open_values()
+        )
+
+    def acquire_copy_lease(self, job_id: str, task_id: str, now: datetime, seconds: int) -> bool:
+        """One copier at a time per job, so concurrent final webhooks do not copy twice."""
+        return self._update(
+            job_id,
+            "SET copy_lease_until = :until, task_id = :task",
+            self._open_and_claimed()
+            + " AND (attribute_not_exists(task_id) OR task_id = :task)"
+            + " AND (attribute_not_exists(copy_lease_until) OR copy_lease_until < :now)",
+            {":until": timestamp(now + timedelta(seconds=seconds)), ":now": timestamp(now), ":task": task_id}
+            | self._open_values(),
+        )
+
+    def record_copy_failure(self, job_id: str, message: str, now: datetime) -> int:
+        try:
+            response = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET last_copy_error = :message, updated_at = :now REMOVE copy_lease_until "
+                "ADD copy_failures :one",
+                ConditionExpression=self._open_and_claimed(),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":message": message[:1000], ":now": timestamp(now), ":one": 1}
+                | self._open_values(),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _lost_race(exc):
+                return 0
+            raise TaskStoreError(str(exc)) from exc
+        return int(response["Attributes"]["copy_failures"])
+
+    def mark_completed(self, job_id: str, task_id: str, result: dict[str, Any], now: datetime) -> bool:
+        return self._update(
+            job_id,
+            "SET #status = :completed, percentage = :hundred, completed_at = :now, updated_at = :now, "
+            "#result = :result, expires_at = :ttl REMOVE active, copy_lease_until, #error, needs_attention",
+            self._open_and_claimed() + " AND task_id = :task",
+            {
+                ":completed": JobStatus.COMPLETED.value, ":hundred": 100, ":now": timestamp(now), ":result": result,
+                ":ttl": self._expiry(now), ":task": task_id,
+            }
+            | self._open_values(),
+        )
+
+    def mark_failed(self, job_id: str, error: JobError, now: datetime) -> bool:
+        """A submitted (or claimed) job ends: the provider said no, or results could not be copied."""
+        return self._update(
+            job_id,
+            "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl "
+            "REMOVE active, copy_lease_until",
+            self._open_and_claimed(),
+            {":failed": JobStatus.FAILED.value, ":error": error.to_dict(), ":now": timestamp(now), ":ttl": self._expiry(now)}
+            | self._open_values(),
+        )
+
+    def mark_rejected(self, job_id: str, error: JobError, now: datetime) -> bool:
+        """Bad input: only a job that was never claimed for submission can be rejected."""
+        return self._update(
+            job_id,
+            "SET #status = :rejected, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl, "
+            "created_at = if_not_exists(created_at, :now) REMOVE active",
+            "attribute_not_exists(job_id) OR (#status = :received AND attribute_not_exists(submit_claim))",
+            {
+                ":rejected": JobStatus.REJECTED.value, ":error": error.to_dict(), ":now": timestamp(now),
+                ":ttl": self._expiry(now), ":received": JobStatus.RECEIVED.value,
+            },
+        )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _open_and_claimed() -> str:
+        return "#status IN (:s_received, :s_submitted, :s_processing) AND attribute_exists(submit_claim)"
+
+    @staticmethod
+    def _open_values() -> dict[str, str]:
+        return {":s_received": "RECEIVED", ":s_submitted": "SUBMITTED", ":s_processing": "PROCESSING"}
+
+    def _expiry(self, now: datetime) -> int:
+        return int((now + self._ttl).timestamp())
+
+    def _update(self, job_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        names = {name: name[1:] for name in ("#status", "#error", "#result") if name in update or name in condition}
+        kwargs: dict[str, Any] = {
+            "Key": {"job_id": job_id},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {k: v for k, v in values.items() if k in update or k in condition},
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self._table.update_item(**kwargs)
+        except ClientError as exc:
+            if _lost_race(exc):
+                return False
+            raise TaskStoreError(str(exc)) from exc
+        return True
+
+
+def _job_from_item(item: dict[str, Any]) -> Job:
+    error = item.get("error")
+    return Job(
+        job_id=item["job_id"],
+        status=JobStatus(item["status"]),
+        created_at=item.get("created_at", ""),
+        updated_at=item.get("updated_at", ""),
+        task_id=item.get("task_id"),
+        percentage=int(item["percentage"]) if item.get("percentage") is not None else None,
+        parent_task_id=item.get("parent_task_id"),
+        prompt=item.get("prompt"),
+        metadata=json.loads(item["metadata_json"]) if item.get("metadata_json") else {},
+        webhook_secret_hash=item.get("webhook_secret_hash"),
+        submit_claim=item.get("submit_claim"),
+        submit_claimed_at=item.get("submit_claimed_at"),
+        submitted_at=item.get("submitted_at"),
+        completed_at=item.get("completed_at"),
+        needs_attention=bool(item.get("needs_attention", False)),
+        copy_failures=int(item.get("copy_failures", 0)),
+        error=JobError(error["code"], error["message"], Stage(error["stage"])) if isinstance(error, dict) else None,
+        result=_plain(item.get("result")),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; callers want JSON-ready values."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,67 @@
+"""Which result-image URLs may be fetched: https from allowed hosts only, never an internal address.
+
+The URLs come from the provider (or from whoever knows a webhook secret), so they are untrusted:
+without this check the webhook function could be pointed at the instance metadata service or at
+anything else inside the VPC.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from vary_region.errors import UnsafeImageUrl
+from vary_region.settings import ImageOrigin
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    return [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
+def check_image_url(url: str, allowed: Sequence[ImageOrigin], resolver: Resolver = resolve_host) -> None:
+    """Raise UnsafeImageUrl unless url is on the allowlist and resolves only to public addresses."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeImageUrl("the image URL is malformed") from None
+    host = (parts.hostname or "").lower()
+    if not host or parts.username or parts.password:
+        raise UnsafeImageUrl("the image URL has no host, or carries credentials")
+    origin = _matching_origin(parts.scheme, host, port, allowed)
+    if origin is None:
+        raise UnsafeImageUrl(f"image host {parts.scheme}://{host} is not in the allowed list")
+    if origin.is_loopback:
+        return  # the local stack's simulator, admitted explicitly by origin (scheme, host and port)
+    if _is_ip_literal(host):
+        raise UnsafeImageUrl("image URLs must name a host, not an IP address")
+    try:
+        addresses = resolver(host, port or 443)
+    except OSError:
+        raise UnsafeImageUrl(f"image host {host} does not resolve") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global:
+            raise UnsafeImageUrl(f"image host {host} resolves to a non-public address")
+
+
+def _matching_origin(scheme: str, host: str, port: int | None, allowed: Sequence[ImageOrigin]) -> ImageOrigin | None:
+    for origin in allowed:
+        if origin.scheme != scheme or origin.host != host:
+            continue
+        default_port = 443 if scheme == "https" else 80
+        if (origin.port or default_port) == (port or default_port):
+            return origin
+    return None
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,53 @@
+"""A provider webhook, from raw request to job update: authenticate first, then parse, then apply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vary_region.completion import JobCompleter, UpdateResult
+from vary_region.task_result import MalformedTaskPayload, parse_task_result
+from vary_region.task_store import TaskStore
+from vary_region.webhook_auth import SharedSecretVerifier, WebhookVerifier
+
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+class WebhookUnauthorized(Exception):
+    """Unknown job or task, or a missing/wrong secret. Deliberately one error: nothing is revealed."""
+
+
+class WebhookMalformed(Exception):
+    """Authenticated, but the body is not a task payload."""
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    job_id: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    def __init__(self, store: TaskStore, completer: JobCompleter, verifier: WebhookVerifier | None = None) -> None:
+        self._store = store
+        self._completer = completer
+        self._verifier = verifier or SharedSecretVerifier()
+
+    def receive(self, delivery: WebhookDelivery) -> UpdateResult:
+        job = self._store.get(delivery.job_id)
+        if job is None or not job.was_submitted or not job.webhook_secret_hash:
+            raise WebhookUnauthorized()
+        if not self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
+            raise WebhookUnauthorized()
+        if len(delivery.body) > MAX_WEBHOOK_BYTES:
+            raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
+        try:
+            update = parse_task_result(json.loads(delivery.body))
+        except (ValueError, MalformedTaskPayload) as exc:
+            raise WebhookMalformed(f"the body is not a task payload: {exc}") from None
+        if job.task_id and update.task_id != job.task_id:
+            # The right secret for this job with another job's task id: treat it as forged.
+            raise WebhookUnauthorized()
+        return self._completer.apply(job, update)

@@ -1,0 +1,73 @@
+"""Builds the domain objects from settings. Handlers call these once per container (at import),
+so AWS clients and HTTP sessions are reused across invocations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import requests
+from botocore.config import Config
+
+from vary_region.api_key import api_key_reader
+from vary_region.apiframe import ApiframeClient, RetryPolicy
+from vary_region.completion import JobCompleter
+from vary_region.image_copier import ImageCopier
+from vary_region.job_files import JobFiles
+from vary_region.reconcile import Reconciler
+from vary_region.settings import Settings
+from vary_region.submission import JobSubmitter
+from vary_region.task_store import TaskStore
+from vary_region.webhook import WebhookReceiver
+
+# Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
+_AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=20)
+
+
+def s3_client() -> Any:
+    return boto3.client("s3", config=_AWS_CONFIG)
+
+
+def task_store(settings: Settings) -> TaskStore:
+    table = boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table)
+    return TaskStore(table, ttl_days=settings.job_ttl_days)
+
+
+def apiframe_client(settings: Settings) -> ApiframeClient:
+    return ApiframeClient(
+        settings.apiframe_base_url,
+        api_key_reader(settings),
+        session=requests.Session(),
+        connect_timeout=settings.apiframe_connect_timeout,
+        read_timeout=settings.apiframe_read_timeout,
+        retry=RetryPolicy(budget_seconds=settings.submit_retry_budget_seconds),
+    )
+
+
+def job_submitter(settings: Settings) -> JobSubmitter:
+    return JobSubmitter(settings, task_store(settings), JobFiles(s3_client(), settings.jobs_bucket), apiframe_client(settings))
+
+
+def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient) -> JobCompleter:
+    s3 = s3_client()
+    copier = ImageCopier(
+        s3,
+        settings.jobs_bucket,
+        settings.allowed_image_origins,
+        max_bytes=settings.max_image_bytes,
+        timeout_seconds=settings.image_timeout_seconds,
+        attempts=settings.image_copy_attempts,
+    )
+    return JobCompleter(settings, store, JobFiles(s3, settings.jobs_bucket), apiframe, copier)
+
+
+def webhook_receiver(settings: Settings) -> WebhookReceiver:
+    store = task_store(settings)
+    return WebhookReceiver(store, job_completer(settings, store, apiframe_client(settings)))
+
+
+def reconciler(settings: Settings) -> Reconciler:
+    store = task_store(settings)
+    apiframe = apiframe_client(settings)
+    completer = job_completer(settings, store, apiframe)
+    return Reconciler(settings, store, JobFiles(s3_client(), settings.jobs_bucket), apiframe, completer)

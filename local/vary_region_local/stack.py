@@ -1,0 +1,285 @@
+"""The whole pipeline on one machine: moto server (S3, DynamoDB, SQS, Secrets Manager), the APIFRAME
+simulator (or any APIFRAME-compatible server via APIFRAME_BASE_URL), and the real handlers wired the
+way AWS wires them. `vary-region-local` (or `make local`) runs it in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import yaml
+
+from vary_region_local.http_api import HttpApiServer
+from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
+from vary_region_local.sqs_poller import SqsPoller
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
+SIMULATOR_API_KEY = "sim-local-api-key"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What `.local/stack.json` publishes: the contract that clients of the local stack rely on."""
+
+    aws_endpoint_url: str
+    region: str
+    bucket: str
+    table: str
+    webhook_url: str
+    queue_url: str
+    apiframe_base_url: str
+    simulator: bool
+    api_key_secret_id: str
+
+
+@dataclass
+class StackOptions:
+    host: str = "127.0.0.1"
+    aws_port: int = 0
+    webhook_port: int = 0
+    simulator_port: int = 0
+    region: str = "us-east-1"
+    bucket: str = "vary-region-local"
+    table: str = "vary-region-jobs"
+    apiframe_base_url: str | None = None  # None: start the built-in simulator
+    api_key: str = SIMULATOR_API_KEY
+    simulator_step_delay: float = 0.3
+    reconcile_period_seconds: float = 2.0
+    reconcile_quiet_seconds: int = 10
+    submit_retry_budget_seconds: float = 5.0
+    max_image_bytes: int | None = None
+    state_dir: Path | None = REPO_ROOT / ".local"
+    extra_env: dict[str, str] | None = None
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads template.yaml with its CloudFormation tags (!Sub, !Ref, ...) as plain values."""
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def template_resource(logical_id: str) -> dict[str, Any]:
+    template = yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return template["Resources"][logical_id]["Properties"]
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """The job table exactly as template.yaml declares it, so the local schema cannot drift."""
+    props = template_resource("JobsTable")
+    definition = {
+        "TableName": table_name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        definition["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return definition
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.simulator: Any = None
+        self.info: StackInfo | None = None
+        self._moto: Any = None
+        self._webhook_server: HttpApiServer | None = None
+        self._poller: SqsPoller | None = None
+        self._reconcile_stop = threading.Event()
+        self._reconcile_thread: threading.Thread | None = None
+        self.functions: dict[str, LocalFunction] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> StackInfo:
+        from moto.server import ThreadedMotoServer
+
+        opts = self.options
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update(LOCAL_CREDENTIALS | {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": opts.region,
+                                               "AWS_REGION": opts.region})
+        apiframe_url = opts.apiframe_base_url
+        if apiframe_url is None:
+            from vary_region_local.simulator import ApiframeSimulator
+
+            self.simulator = ApiframeSimulator(api_key=opts.api_key, host=opts.host, port=opts.simulator_port,
+                                               step_delay=opts.simulator_step_delay)
+            apiframe_url = self.simulator.start()
+        queue_url, queue_arn, secret_id = self._create_resources()
+
+        # The webhook endpoint must be listening before the handlers learn its URL.
+        self._webhook_server = HttpApiServer(self._invoke_webhook, host=opts.host, port=opts.webhook_port)
+        webhook_base = self._webhook_server.url + "/webhook"
+        os.environ.update(self._function_environment(apiframe_url, secret_id, webhook_base))
+        self._load_functions()
+        self._webhook_server.start()
+
+        sqs = boto3.client("sqs")
+        self._poller = SqsPoller(sqs, queue_url, queue_arn, opts.region, self.functions["submit"].invoke)
+        self._poller.start()
+        self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+        self._reconcile_thread.start()
+
+        self.info = StackInfo(
+            aws_endpoint_url=endpoint, region=opts.region, bucket=opts.bucket, table=opts.table,
+            webhook_url=webhook_base, queue_url=queue_url, apiframe_base_url=apiframe_url,
+            simulator=self.simulator is not None, api_key_secret_id=secret_id,
+        )
+        if opts.state_dir is not None:
+            opts.state_dir.mkdir(parents=True, exist_ok=True)
+            (opts.state_dir / "stack.json").write_text(json.dumps(asdict(self.info), indent=2) + "\n")
+        return self.info
+
+    def stop(self) -> None:
+        self._reconcile_stop.set()
+        if self._reconcile_thread:
+            self._reconcile_thread.join(timeout=10)
+        if self._poller:
+            self._poller.stop()
+        if self._webhook_server:
+            self._webhook_server.stop()
+        if self.simulator:
+            self.simulator.stop()
+        if self._moto:
+            self._moto.stop()
+        state = self.options.state_dir
+        if state is not None and (state / "stack.json").exists():
+            (state / "stack.json").unlink()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- wiring --------------------------------------------------------------------------------
+
+    def _create_resources(self) -> tuple[str, str, str]:
+        opts = self.options
+        s3, sqs = boto3.client("s3"), boto3.client("sqs")
+        dynamodb, secrets = boto3.client("dynamodb"), boto3.client("secretsmanager")
+        s3.create_bucket(Bucket=opts.bucket)
+        dynamodb.create_table(**table_definition(opts.table))
+        dynamodb.update_time_to_live(TableName=opts.table,
+                                     TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+        dlq_url = sqs.create_queue(QueueName="vary-region-submit-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName="vary-region-submit",
+            Attributes={"VisibilityTimeout": "30",
+                        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+        )["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.put_bucket_notification_configuration(
+            Bucket=opts.bucket,
+            NotificationConfiguration={"QueueConfigurations": [{
+                "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "inbox/"}]}},
+            }]},
+        )
+        secret_arn = secrets.create_secret(Name="vary-region/apiframe-api-key", SecretString=opts.api_key)["ARN"]
+        return queue_url, queue_arn, secret_arn
+
+    def _function_environment(self, apiframe_url: str, secret_id: str, webhook_base: str) -> dict[str, str]:
+        opts = self.options
+        origin = urlsplit(apiframe_url)
+        env = {
+            "JOBS_BUCKET": opts.bucket,
+            "JOBS_TABLE": opts.table,
+            "APIFRAME_BASE_URL": apiframe_url,
+            "APIFRAME_API_KEY_SECRET_ID": secret_id,
+            "APIFRAME_API_KEY_PARAMETER": "",
+            "WEBHOOK_BASE_URL": webhook_base,
+            # Exactly the APIFRAME server's origin: plain http is admitted on loopback only.
+            "ALLOWED_IMAGE_HOSTS": f"{origin.scheme}://{origin.netloc}",
+            "RECONCILE_QUIET_SECONDS": str(opts.reconcile_quiet_seconds),
+            "SUBMIT_RETRY_BUDGET_SECONDS": str(opts.submit_retry_budget_seconds),
+            "POWERTOOLS_SERVICE_NAME": "vary-region",
+            "POWERTOOLS_METRICS_NAMESPACE": "VaryRegion",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        if opts.max_image_bytes:
+            env["MAX_IMAGE_BYTES"] = str(opts.max_image_bytes)
+        return env | (opts.extra_env or {})
+
+    def _load_functions(self) -> None:
+        from vary_region.settings import get_settings
+
+        get_settings.cache_clear()  # each stack's functions are fresh containers with this environment
+        self.functions = {
+            "submit": LocalFunction("vary-region-submit", "submit", 60),
+            "webhook": LocalFunction("vary-region-webhook", "webhook", 29),
+            "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
+        }
+
+    def _invoke_webhook(self, event: dict[str, Any]) -> Any:
+        return self.functions["webhook"].invoke(event)
+
+    def run_reconciler(self) -> Any:
+        event = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "region": self.options.region, "resources": [], "detail": {}}
+        return self.functions["reconciler"].invoke(event)
+
+    def _reconcile_loop(self) -> None:
+        while not self._reconcile_stop.wait(self.options.reconcile_period_seconds):
+            try:
+                self.run_reconciler()
+            except Exception as exc:
+                print(f"reconciler error: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vary-region-local", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("LOCAL_AWS_PORT", "4566")))
+    parser.add_argument("--webhook-port", type=int, default=int(os.environ.get("LOCAL_WEBHOOK_PORT", "4580")))
+    parser.add_argument("--simulator-port", type=int, default=int(os.environ.get("LOCAL_SIMULATOR_PORT", "4590")))
+    parser.add_argument("--apiframe-base-url", default=os.environ.get("APIFRAME_BASE_URL") or None,
+                        help="an APIFRAME-compatible server to use instead of the built-in simulator")
+    parser.add_argument("--api-key", default=os.environ.get("APIFRAME_API_KEY", SIMULATOR_API_KEY))
+    parser.add_argument("--step-delay", type=float, default=0.3, help="simulator: seconds between task steps")
+    parser.add_argument("--reconcile-period", type=float, default=2.0)
+    parser.add_argument("--reconcile-quiet", type=int, default=10)
+    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".local")
+    args = parser.parse_args(argv)
+    options = StackOptions(
+        host=args.host, aws_port=args.aws_port, webhook_port=args.webhook_port, simulator_port=args.simulator_port,
+        apiframe_base_url=args.apiframe_base_url, api_key=args.api_key, simulator_step_delay=args.step_delay,
+        reconcile_period_seconds=args.reconcile_period, reconcile_quiet_seconds=args.reconcile_quiet,
+        state_dir=args.state_dir,
+    )
+    stack = LocalStack(options)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    info = stack.start()
+    print("vary-region local stack is ready:", flush=True)
+    print(json.dumps(asdict(info), indent=2), flush=True)
+    print(f"(written to {args.state_dir / 'stack.json'}; Ctrl-C stops the stack)", flush=True)
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        print("vary-region local stack stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
