@@ -132,8 +132,9 @@ class LocalStack:
         sqs = boto3.client("sqs")
         self._poller = SqsPoller(sqs, queue_url, queue_arn, opts.region, self.functions["submit"].invoke)
         self._poller.start()
-        self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
-        self._reconcile_thread.start()
+        if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
+            self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+            self._reconcile_thread.start()
 
         self.info = StackInfo(
             aws_endpoint_url=endpoint, region=opts.region, bucket=opts.bucket, table=opts.table,
