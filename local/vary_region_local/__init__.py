@@ -1,0 +1,1 @@
+"""Local stack of vary-region: the APIFRAME simulator and the local runner (never deployed)."""
