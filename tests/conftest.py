@@ -21,6 +21,8 @@ def stack() -> Iterator[Any]:
         reconcile_quiet_seconds=1,
         submit_retry_budget_seconds=3.0,
         max_image_bytes=2 * 1024 * 1024,
+        # Short enough that timeout tests run in seconds, long enough for a loaded CI machine.
+        extra_env={"APIFRAME_READ_TIMEOUT_SECONDS": "2", "IMAGE_TIMEOUT_SECONDS": "3"},
     )
     with LocalStack(options) as running:
         yield running

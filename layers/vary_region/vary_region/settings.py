@@ -126,6 +126,7 @@ class Settings:
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),
             image_timeout_seconds=float(number("IMAGE_TIMEOUT_SECONDS", defaults.image_timeout_seconds, float)),
+            apiframe_read_timeout=float(number("APIFRAME_READ_TIMEOUT_SECONDS", defaults.apiframe_read_timeout, float)),
         )
 
 
