@@ -48,7 +48,7 @@ _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL 
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
 _EXTRA_FIELDS = {"actions": ["upsample1", "variation1", "reroll"], "sim_note": "unknown field"}
 _STAT_NAMES = ("inpaint_calls", "tasks_created", "fetch_calls", "webhooks_sent", "webhooks_failed",
-               "image_requests")
+               "image_requests", "running_tasks_peak")
 
 
 @dataclass
@@ -158,6 +158,7 @@ class ApiframeSimulator:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._active_workers = 0
+        self._running_tasks = 0  # created and not yet finished or failed: what a plan's task limit counts
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._tasks: dict[str, _Task] = {}
         self._images: dict[str, dict[str, bytes]] = {}  # task id -> grid, 1..4 as PNG bytes
@@ -208,6 +209,7 @@ class ApiframeSimulator:
             for f in dataclasses.fields(SimulatorFaults):
                 setattr(self.faults, f.name, f.default)
             self._stats = dict.fromkeys(_STAT_NAMES, 0)
+            self._stats["running_tasks_peak"] = self._running_tasks
             self.inpaint_requests.clear()
 
     def stats(self) -> dict[str, int]:
@@ -352,6 +354,8 @@ class ApiframeSimulator:
             self._tasks[task.task_id] = task
             self._stats["tasks_created"] += 1
             self._active_workers += 1
+            self._running_tasks += 1
+            self._stats["running_tasks_peak"] = max(self._stats["running_tasks_peak"], self._running_tasks)
         threading.Thread(target=self._run_task, args=(task,), name=f"sim-task-{task.task_id[:8]}",
                          daemon=True).start()
         return task
@@ -372,9 +376,13 @@ class ApiframeSimulator:
         except Exception as exc:  # a simulator bug must not leave the task "processing" forever
             log.exception("simulated task %s crashed", task.task_id)
             with self._lock:
+                if task.status not in ("finished", "failed"):
+                    self._running_tasks -= 1
                 task.status, task.result = "failed", _failed_payload(task, f"simulator error: {exc}")
         finally:
             with self._idle:
+                if task.status not in ("finished", "failed"):  # stopped mid-task
+                    self._running_tasks -= 1
                 self._active_workers -= 1
                 self._idle.notify_all()
 
@@ -385,6 +393,7 @@ class ApiframeSimulator:
         result = self._result_payload(task) if message is None else _failed_payload(task, message)
         with self._lock:
             task.status, task.result = ("finished" if message is None else "failed"), result
+            self._running_tasks -= 1
         return dict(result)
 
     def _result_payload(self, task: _Task) -> dict[str, Any]:

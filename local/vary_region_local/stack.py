@@ -21,6 +21,7 @@ import yaml
 
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
+from vary_region_local.moto_fixes import serialise_dynamodb_requests
 from vary_region_local.sqs_poller import SqsPoller
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
@@ -58,6 +59,7 @@ class StackOptions:
     reconcile_quiet_seconds: int = 10
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
+    max_active_tasks: int = 10
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
 
@@ -106,6 +108,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         opts = self.options
+        serialise_dynamodb_requests()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
         self._moto.start()
@@ -125,7 +128,7 @@ class LocalStack:
         # The webhook endpoint must be listening before the handlers learn its URL.
         self._webhook_server = HttpApiServer(self._invoke_webhook, host=opts.host, port=opts.webhook_port)
         webhook_base = self._webhook_server.url + "/webhook"
-        os.environ.update(self._function_environment(apiframe_url, secret_id, webhook_base))
+        os.environ.update(self._function_environment(apiframe_url, secret_id, webhook_base, queue_url))
         self._load_functions()
         self._webhook_server.start()
 
@@ -197,7 +200,8 @@ class LocalStack:
         secret_arn = secrets.create_secret(Name="vary-region/apiframe-api-key", SecretString=opts.api_key)["ARN"]
         return queue_url, queue_arn, secret_arn
 
-    def _function_environment(self, apiframe_url: str, secret_id: str, webhook_base: str) -> dict[str, str]:
+    def _function_environment(self, apiframe_url: str, secret_id: str, webhook_base: str,
+                              queue_url: str) -> dict[str, str]:
         opts = self.options
         origin = urlsplit(apiframe_url)
         env = {
@@ -211,6 +215,9 @@ class LocalStack:
             "ALLOWED_IMAGE_HOSTS": f"{origin.scheme}://{origin.netloc}",
             "RECONCILE_QUIET_SECONDS": str(opts.reconcile_quiet_seconds),
             "SUBMIT_RETRY_BUDGET_SECONDS": str(opts.submit_retry_budget_seconds),
+            "SUBMIT_QUEUE_URL": queue_url,
+            "MAX_ACTIVE_TASKS": str(opts.max_active_tasks),
+            "HOLD_DELAY_SECONDS": "1",
             "POWERTOOLS_SERVICE_NAME": "vary-region",
             "POWERTOOLS_METRICS_NAMESPACE": "VaryRegion",
             "POWERTOOLS_TRACE_DISABLED": "true",

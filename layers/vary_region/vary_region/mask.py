@@ -18,6 +18,7 @@ MIN_SIDE = 16
 MAX_SIDE = 8192
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+_INFLATE_STEP = 1024 * 1024
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 # PNG colour type -> (channels, has_alpha)
 _PNG_CHANNELS = {0: (1, False), 2: (3, False), 3: (1, False), 4: (2, True), 6: (4, True)}
@@ -126,7 +127,7 @@ def _png_is_blank(data: bytes, width: int, height: int) -> bool:
         palette = next((body for kind, body in chunks if kind == b"PLTE"), b"")
         # Only when index 0 is the single black entry does "all indexes zero" mean "all black".
         black = [i for i in range(len(palette) // 3) if palette[i * 3 : i * 3 + 3] == b"\0\0\0"]
-        if depth != 8 or black != [0]:
+        if black != [0]:
             return False
     bits_per_pixel = channels * depth
     pixel_bytes = max(1, bits_per_pixel // 8)
@@ -139,18 +140,24 @@ def _png_is_blank(data: bytes, width: int, height: int) -> bool:
         if pass_width:
             rows.extend([(pass_width * bits_per_pixel + 7) // 8] * pass_height)
     inflater = zlib.decompressobj()
-    pending = b""
+    pending = bytearray()
+    start = 0  # consumed prefix of `pending`; dropped in bulk so large masks stay linear in time
     stream = (body for kind, body in chunks if kind == b"IDAT")
+    compressed = b""
     for row_length in rows:
-        while len(pending) < row_length + 1:
-            compressed = next(stream, None)
-            if compressed is None:
-                pending += inflater.flush()
-                if len(pending) < row_length + 1:
+        while len(pending) - start < row_length + 1:
+            if not compressed:
+                compressed = next(stream, b"")
+                if not compressed:
                     raise _truncated("PNG")
-                break
-            pending += inflater.decompress(compressed)
-        row, pending = pending[1 : row_length + 1], pending[row_length + 1 :]
+            if start > len(pending) // 2:
+                del pending[:start]
+                start = 0
+            # Bounded output: a tiny file must not inflate into hundreds of megabytes at once.
+            pending += inflater.decompress(compressed, _INFLATE_STEP)
+            compressed = inflater.unconsumed_tail
+        row = bytes(pending[start + 1 : start + 1 + row_length])
+        start += row_length + 1
         for channel_byte in range(colour_bytes):
             if row[channel_byte::pixel_bytes].strip(b"\0"):
                 return False

@@ -1,4 +1,4 @@
-"""Uploaded-object keys from the notification shapes S3 produces."""
+"""Uploaded-object keys from the messages on the submit queue: S3 notifications and held jobs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
+
+from vary_region.held_jobs import held_job_key
 
 
 def uploaded_keys(notification: Any) -> list[str]:
@@ -18,6 +20,9 @@ def uploaded_keys(notification: Any) -> list[str]:
         return []
     if notification.get("Event") == "s3:TestEvent":
         return []
+    held = held_job_key(notification)
+    if held is not None:  # a job that waited for a provider slot comes back
+        return [held]
     if notification.get("detail-type") == "Object Created":
         key = notification.get("detail", {}).get("object", {}).get("key")
         return [key] if isinstance(key, str) else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -82,6 +83,8 @@ class Settings:
     stale_receipt_seconds: int = 86400
     job_ttl_days: int = 90
     max_active_tasks: int = 10
+    submit_queue_url: str = ""
+    hold_delay_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -101,8 +104,8 @@ class Settings:
                 value = cast(raw)
             except ValueError as exc:
                 raise SettingsError(f"{name}={raw!r} is not a number") from exc
-            if value <= 0:
-                raise SettingsError(f"{name} must be positive")
+            if not (value > 0 and math.isfinite(value)):
+                raise SettingsError(f"{name} must be a positive number")
             return value
 
         hosts = env.get("ALLOWED_IMAGE_HOSTS", "").strip() or DEFAULT_IMAGE_HOSTS
@@ -122,6 +125,8 @@ class Settings:
             ),
             job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
             max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
+            submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
+            hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),

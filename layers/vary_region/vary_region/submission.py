@@ -24,7 +24,7 @@ from vary_region.mask import Mask, normalise_media_type, validate_mask
 from vary_region.observability import logger
 from vary_region.results import write_error
 from vary_region.settings import Settings
-from vary_region.task_store import TaskStore
+from vary_region.task_store import ProviderBusy, TaskStore
 from vary_region.webhook_auth import hash_webhook_secret, new_webhook_secret
 
 
@@ -36,6 +36,7 @@ class SubmitOutcome(StrEnum):
     SUBMITTED = "submitted"
     FAILED = "failed"
     AMBIGUOUS = "ambiguous"
+    HELD = "held"  # valid, but every provider slot is taken: it comes back through the queue
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class JobSubmitter:
         files: JobFiles,
         apiframe: ApiframeClient,
         clock: Callable[[], datetime] = utc_now,
+        hold: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._hold = hold
         self._store = store
         self._files = files
         self._apiframe = apiframe
@@ -79,7 +82,7 @@ class JobSubmitter:
         except JobRejected as rejection:
             result = self._reject(job_id, rejection.error)
         else:
-            result = SubmitResult(SubmitOutcome.WAITING, job_id) if inputs is None else self._submit(job_id, *inputs)
+            result = SubmitResult(SubmitOutcome.WAITING, job_id) if inputs is None else self._submit(uploaded, *inputs)
         return replace(result, first_seen=first_seen)
 
     def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask] | None:
@@ -122,12 +125,21 @@ class JobSubmitter:
             return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _submit(self, job_id: str, spec: JobSpec, mask: Mask) -> SubmitResult:
+    def _submit(self, uploaded: InboxObject, spec: JobSpec, mask: Mask) -> SubmitResult:
+        job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
-        claimed = self._store.claim_submission(
-            job_id, token, hash_webhook_secret(secret), spec.parent_task_id, spec.prompt, spec.metadata, self._clock()
-        )
+        try:
+            claimed = self._store.claim_submission(
+                job_id, token, hash_webhook_secret(secret), spec.parent_task_id, spec.prompt, spec.metadata,
+                self._clock(),
+            )
+        except ProviderBusy:
+            if self._hold is None:
+                raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
+            self._hold(uploaded.key)
+            logger.info("all provider slots taken; job held back")
+            return SubmitResult(SubmitOutcome.HELD, job_id)
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
         request = InpaintRequest(

@@ -7,6 +7,7 @@ status "finished" means finished, "failed" means failed, anything else is still 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -81,7 +82,7 @@ def _percentage(value: Any) -> int | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if number != number:  # NaN
+    if not math.isfinite(number):
         return None
     return max(0, min(100, int(number)))
 

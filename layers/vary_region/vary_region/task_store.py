@@ -4,6 +4,9 @@ a finished job never changes again, and two concurrent deliveries cannot both wi
 from __future__ import annotations
 
 import json
+import random
+import re
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,11 +17,17 @@ from vary_region.errors import JobError, Stage
 from vary_region.job import Job, JobStatus, timestamp
 
 ACTIVE = "ACTIVE"  # value of the sparse `active` attribute that the reconciler's index is built on
-_OPEN = (JobStatus.RECEIVED, JobStatus.SUBMITTED, JobStatus.PROCESSING)
+# The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
+SLOTS_KEY = "/provider-slots"
+_TRANSACTION_ATTEMPTS = 5
 
 
 class TaskStoreError(Exception):
     """The table could not be read or written (not a lost race: those return False)."""
+
+
+class ProviderBusy(Exception):
+    """Every provider slot is taken (MAX_ACTIVE_TASKS tasks in flight): hold the job back."""
 
 
 def _lost_race(exc: ClientError) -> bool:
@@ -26,9 +35,10 @@ def _lost_race(exc: ClientError) -> bool:
 
 
 class TaskStore:
-    def __init__(self, table: Any, ttl_days: int = 90) -> None:
+    def __init__(self, table: Any, ttl_days: int = 90, max_active_tasks: int = 10) -> None:
         self._table = table  # a boto3 DynamoDB Table resource
         self._ttl = timedelta(days=ttl_days)
+        self._max_active = max_active_tasks
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -72,26 +82,47 @@ class TaskStore:
         self, job_id: str, token: str, secret_hash: str, parent_task_id: str, prompt: str | None,
         metadata: dict[str, Any], now: datetime,
     ) -> bool:
-        """Win the right to make the one paid submission of this job (False: someone else has it)."""
-        return self._update(
+        """Win the right to make the one paid submission of this job, together with a provider slot.
+
+        False: another delivery has the claim. ProviderBusy: all slots are taken. Both writes are one
+        transaction, so a slot is never taken without a claim that will give it back.
+        """
+        job_update = self._update_request(
             job_id,
             "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, webhook_secret_hash = :hash, "
-            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata",
+            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {
                 ":token": token, ":now": timestamp(now), ":hash": secret_hash, ":parent": parent_task_id,
                 ":prompt": prompt, ":metadata": json.dumps(metadata, ensure_ascii=False),
-                ":received": JobStatus.RECEIVED.value,
+                ":received": JobStatus.RECEIVED.value, ":yes": True,
             },
         )
+        take_slot = {
+            "Key": {"job_id": SLOTS_KEY},
+            "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
+            "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
+            "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":max": self._max_active},
+        }
+        job_lost, slots_full = self._transact(job_update, take_slot)
+        if job_lost:
+            return False
+        if slots_full:
+            raise ProviderBusy(f"{self._max_active} provider tasks are already in flight")
+        return True
+
+    def slots_in_use(self) -> int:
+        item = self._table.get_item(Key={"job_id": SLOTS_KEY}, ConsistentRead=True).get("Item") or {}
+        return int(item.get("in_use", 0))
 
     def release_claim(self, job_id: str, token: str, now: datetime) -> bool:
-        """Give the claim back when the provider certainly did not accept the request."""
+        """Give the claim (and its slot) back when the provider certainly did not accept the request."""
         return self._update(
             job_id,
             "SET updated_at = :now REMOVE submit_claim, submit_claimed_at, webhook_secret_hash",
             "submit_claim = :token AND attribute_not_exists(task_id)",
             {":token": token, ":now": timestamp(now)},
+            release_slot=True,
         )
 
     def mark_submitted(self, job_id: str, token: str, task_id: str, now: datetime) -> bool:
@@ -181,6 +212,7 @@ class TaskStore:
                 ":ttl": self._expiry(now), ":task": task_id,
             }
             | self._open_values(),
+            release_slot=True,
         )
 
     def mark_failed(self, job_id: str, error: JobError, now: datetime) -> bool:
@@ -192,6 +224,7 @@ class TaskStore:
             self._open_and_claimed(),
             {":failed": JobStatus.FAILED.value, ":error": error.to_dict(), ":now": timestamp(now), ":ttl": self._expiry(now)}
             | self._open_values(),
+            release_slot=True,
         )
 
     def mark_rejected(self, job_id: str, error: JobError, now: datetime) -> bool:
@@ -220,23 +253,75 @@ class TaskStore:
     def _expiry(self, now: datetime) -> int:
         return int((now + self._ttl).timestamp())
 
-    def _update(self, job_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
-        names = {name: name[1:] for name in ("#status", "#error", "#result") if name in update or name in condition}
-        kwargs: dict[str, Any] = {
+    @staticmethod
+    def _update_request(job_id: str, update: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+        tokens = set(re.findall(r"[:#]\w+", update + " " + condition))
+        request: dict[str, Any] = {
             "Key": {"job_id": job_id},
             "UpdateExpression": update,
             "ConditionExpression": condition,
-            "ExpressionAttributeValues": {k: v for k, v in values.items() if k in update or k in condition},
+            "ExpressionAttributeValues": {k: v for k, v in values.items() if k in tokens},
         }
+        names = {name: name[1:] for name in ("#status", "#error", "#result") if name in tokens}
         if names:
-            kwargs["ExpressionAttributeNames"] = names
+            request["ExpressionAttributeNames"] = names
+        return request
+
+    def _update(self, job_id: str, update: str, condition: str, values: dict[str, Any], *,
+                release_slot: bool = False) -> bool:
+        """One conditional job update; False when the condition failed (a lost race, not an error).
+
+        release_slot: the update ends the job's claim, so the provider slot it holds (if any) is
+        given back in the same transaction.
+        """
+        if release_slot:
+            update = update + (", holds_slot" if " REMOVE " in update else " REMOVE holds_slot")
+            held = self._update_request(job_id, update, condition + " AND holds_slot = :yes", values | {":yes": True})
+            give_back = {
+                "Key": {"job_id": SLOTS_KEY},
+                "UpdateExpression": "SET in_use = in_use - :one",
+                "ConditionExpression": "in_use > :zero",
+                "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+            }
+            job_lost, counter_empty = self._transact(held, give_back)
+            if not job_lost and not counter_empty:
+                return True
+            # No slot held, a lost race, or a counter already at zero: the plain update decides.
         try:
-            self._table.update_item(**kwargs)
+            self._table.update_item(**self._update_request(job_id, update, condition, values))
         except ClientError as exc:
             if _lost_race(exc):
                 return False
             raise TaskStoreError(str(exc)) from exc
         return True
+
+    def _transact(self, first: dict[str, Any], second: dict[str, Any]) -> tuple[bool, bool]:
+        """Two conditional updates, all or nothing; returns which condition(s) failed."""
+        # The resource's client serialises plain Python values itself, as Table.update_item does.
+        items = [{"Update": dict(request, TableName=self._table.name)} for request in (first, second)]
+        for attempt in range(_TRANSACTION_ATTEMPTS):
+            try:
+                self._table.meta.client.transact_write_items(TransactItems=items)
+                return False, False
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise TaskStoreError(str(exc)) from exc
+                reasons = exc.response.get("CancellationReasons") or _reasons_from_message(str(exc))
+                codes = [r.get("Code") for r in reasons] + [None, None]
+                if "ConditionalCheckFailed" in codes[:2]:
+                    return codes[0] == "ConditionalCheckFailed", codes[1] == "ConditionalCheckFailed"
+                # The slot counter is one hot item: concurrent transactions on it conflict. Retry those.
+                if "TransactionConflict" not in codes or attempt == _TRANSACTION_ATTEMPTS - 1:
+                    raise TaskStoreError(str(exc)) from exc
+                time.sleep(random.uniform(0.01, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")
+        return False, False
+
+
+def _reasons_from_message(message: str) -> list[dict[str, str]]:
+    """Some endpoints put the reasons only in the message: "... reasons [ConditionalCheckFailed, None]"."""
+    listed = message.rsplit("[", 1)[-1].rstrip("]").split(",")
+    return [{"Code": reason.strip()} for reason in listed]
 
 
 def _job_from_item(item: dict[str, Any]) -> Job:

@@ -63,5 +63,14 @@ def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    else:
+        return True
+    # Resolvers also read legacy IPv4 forms ("127.1", "2130706433", "0x7f000001") as addresses.
+    if not all(part.isdigit() or part.lower().startswith("0x") for part in host.split(".")):
+        return False
+    try:
+        socket.inet_aton(host)
+    except OSError:
         return False
     return True

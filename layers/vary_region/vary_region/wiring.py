@@ -12,6 +12,7 @@ from botocore.config import Config
 from vary_region.api_key import api_key_reader
 from vary_region.apiframe import ApiframeClient, RetryPolicy
 from vary_region.completion import JobCompleter
+from vary_region.held_jobs import HeldJobQueue
 from vary_region.image_copier import ImageCopier
 from vary_region.job_files import JobFiles
 from vary_region.reconcile import Reconciler
@@ -30,7 +31,7 @@ def s3_client() -> Any:
 
 def task_store(settings: Settings) -> TaskStore:
     table = boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table)
-    return TaskStore(table, ttl_days=settings.job_ttl_days)
+    return TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=settings.max_active_tasks)
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
@@ -45,7 +46,12 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
 
 
 def job_submitter(settings: Settings) -> JobSubmitter:
-    return JobSubmitter(settings, task_store(settings), JobFiles(s3_client(), settings.jobs_bucket), apiframe_client(settings))
+    hold = None
+    if settings.submit_queue_url:
+        queue = HeldJobQueue(boto3.client("sqs", config=_AWS_CONFIG), settings.submit_queue_url, settings.hold_delay_seconds)
+        hold = queue.hold
+    files = JobFiles(s3_client(), settings.jobs_bucket)
+    return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
 
 
 def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient) -> JobCompleter:

@@ -1,0 +1,188 @@
+"""Reading what APIFRAME says about a task: loose on shape, strict on meaning."""
+
+from __future__ import annotations
+
+import pytest
+from vary_region.task_result import MalformedTaskPayload, TaskState, parse_task_result
+
+GRID = "https://cdn.apiframe.pro/images/29e9-grid.png"
+IMAGES = [f"https://cdn.apiframe.pro/images/29e9-{i}.png" for i in range(1, 5)]
+
+
+def finished(**extra):
+    return {"task_id": "29e9", "task_type": "inpaint", "original_image_url": GRID, "image_urls": IMAGES, **extra}
+
+
+def test_given_documented_finished_shape_without_status_when_parsed_then_task_is_finished_with_five_urls():
+    result = parse_task_result(finished())
+
+    assert result.task_id == "29e9"
+    assert result.state is TaskState.FINISHED
+    assert result.provider_status is None
+    assert result.grid_url == GRID
+    assert result.image_urls == tuple(IMAGES)
+    assert result.error_message is None
+
+
+def test_given_finished_result_when_urls_are_listed_then_order_is_grid_then_1_to_4():
+    urls = parse_task_result(finished()).result_urls
+
+    assert list(urls) == ["grid", "1", "2", "3", "4"]
+    assert list(urls.values()) == [GRID, *IMAGES]
+
+
+def test_given_finished_result_without_grid_when_urls_are_listed_then_only_numbered_images_appear():
+    payload = finished()
+    del payload["original_image_url"]
+
+    assert list(parse_task_result(payload).result_urls) == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("status", ["finished", "FINISHED", " Finished "])
+def test_given_status_finished_and_no_image_urls_when_parsed_then_task_is_finished_with_no_urls(status):
+    result = parse_task_result({"task_id": "t1", "status": status})
+
+    assert result.state is TaskState.FINISHED
+    assert result.provider_status == "finished"
+    assert result.image_urls == ()
+    assert result.result_urls == {}
+
+
+def test_given_image_urls_with_non_string_entries_when_parsed_then_only_strings_are_kept():
+    result = parse_task_result(finished(image_urls=[IMAGES[0], None, 7, IMAGES[1]]))
+
+    assert result.image_urls == (IMAGES[0], IMAGES[1])
+    assert list(result.result_urls) == ["grid", "1", "2"]
+
+
+@pytest.mark.parametrize("image_urls", [[], None, "https://cdn.apiframe.pro/1.png", {"1": "x"}])
+def test_given_no_usable_image_list_and_no_status_when_parsed_then_task_is_still_running(image_urls):
+    result = parse_task_result({"task_id": "t1", "image_urls": image_urls})
+
+    assert result.state is TaskState.RUNNING
+    assert result.image_urls == ()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"message": "Midjourney refused the prompt"}, "Midjourney refused the prompt"),
+        ({"error": "  banned word  "}, "banned word"),
+        ({"errors": [{"msg": "Invalid parent task"}]}, "Invalid parent task"),
+        ({"message": "", "error": "fallback error"}, "fallback error"),
+    ],
+)
+def test_given_failed_task_with_a_message_when_parsed_then_the_message_is_kept(payload, message):
+    result = parse_task_result({"task_id": "t1", "status": "failed", **payload})
+
+    assert result.state is TaskState.FAILED
+    assert result.error_message == message
+
+
+@pytest.mark.parametrize("extra", [{}, {"errors": []}, {"errors": [{}]}, {"error": {"code": 1}}, {"message": "  "}])
+def test_given_failed_task_without_a_usable_message_when_parsed_then_a_generic_message_is_given(extra):
+    result = parse_task_result({"task_id": "t1", "status": "failed", **extra})
+
+    assert result.state is TaskState.FAILED
+    assert result.error_message
+    assert "failed" in result.error_message
+
+
+def test_given_failed_task_with_a_huge_message_when_parsed_then_the_message_is_bounded():
+    result = parse_task_result({"task_id": "t1", "status": "FAILED", "message": "x" * 50_000})
+
+    assert result.state is TaskState.FAILED
+    assert len(result.error_message) <= 1000
+
+
+def test_given_status_failed_and_image_urls_when_parsed_then_failed_wins():
+    result = parse_task_result(finished(status="failed", message="nope"))
+
+    assert result.state is TaskState.FAILED
+    assert result.error_message == "nope"
+
+
+@pytest.mark.parametrize("status", ["pending", "staged", "starting", "processing", "retry", "retrying", None, "", 5])
+def test_given_any_other_status_without_images_when_parsed_then_task_is_running(status):
+    result = parse_task_result({"task_id": "t1", "status": status})
+
+    assert result.state is TaskState.RUNNING
+    assert result.error_message is None
+
+
+@pytest.mark.parametrize(
+    ("percentage", "expected"),
+    [
+        ("80", 80),
+        ("80%", 80),
+        (" 80 % ", 80),
+        (80, 80),
+        (80.5, 80),
+        ("80.5", 80),
+        ("0", 0),
+        ("100", 100),
+        (150, 100),
+        ("-5", 0),
+        ("garbage", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        ([80], None),
+        ({"value": 80}, None),
+        ("nan", None),
+    ],
+)
+def test_given_percentage_in_any_form_when_parsed_then_it_is_a_bounded_int_or_none(percentage, expected):
+    result = parse_task_result({"task_id": "t1", "status": "processing", "percentage": percentage})
+
+    assert result.state is TaskState.RUNNING
+    assert result.percentage == expected
+
+
+@pytest.mark.parametrize("percentage", ["inf", "Infinity", "-inf", float("inf")])
+def test_given_infinite_percentage_when_parsed_then_it_is_tolerated(percentage):
+    result = parse_task_result({"task_id": "t1", "status": "processing", "percentage": percentage})
+
+    assert result.state is TaskState.RUNNING
+    assert result.percentage in (None, 0, 100)
+
+
+def test_given_unknown_extra_fields_when_parsed_then_they_are_tolerated():
+    result = parse_task_result(
+        finished(actions=["upscale1"], seed=123, nested={"a": [1, {"b": None}]}, percentage="100", eta=None)
+    )
+
+    assert result.state is TaskState.FINISHED
+    assert result.percentage == 100
+    assert list(result.result_urls) == ["grid", "1", "2", "3", "4"]
+
+
+def test_given_task_id_with_spaces_when_parsed_then_it_is_trimmed():
+    assert parse_task_result({"task_id": "  t1 \n"}).task_id == "t1"
+
+
+@pytest.mark.parametrize("payload", [None, [], [finished()], "29e9", 42, b"{}"])
+def test_given_payload_that_is_not_an_object_when_parsed_then_malformed(payload):
+    with pytest.raises(MalformedTaskPayload):
+        parse_task_result(payload)
+
+
+@pytest.mark.parametrize("task_id", [None, "", "   ", 42, ["t1"]])
+def test_given_payload_without_a_usable_task_id_when_parsed_then_malformed(task_id):
+    payload = finished()
+    payload["task_id"] = task_id
+
+    with pytest.raises(MalformedTaskPayload):
+        parse_task_result(payload)
+
+
+def test_given_payload_missing_task_id_when_parsed_then_malformed():
+    payload = finished()
+    del payload["task_id"]
+
+    with pytest.raises(MalformedTaskPayload):
+        parse_task_result(payload)
+
+
+def test_given_empty_grid_url_when_parsed_then_grid_is_absent():
+    assert parse_task_result(finished(original_image_url="")).grid_url is None

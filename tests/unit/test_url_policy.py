@@ -1,0 +1,248 @@
+"""Result-image URLs are untrusted: https, allowed hosts, public addresses only."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from vary_region.errors import UnsafeImageUrl
+from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
+from vary_region.url_policy import check_image_url
+
+DEFAULT_ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
+PUBLIC_V4 = "104.18.20.35"
+PUBLIC_V6 = "2606:4700:4700::1111"
+
+
+class FakeResolver:
+    """Answers from a table (like DNS would) and records what it was asked."""
+
+    def __init__(self, answers: dict[str, list[str]] | None = None, default: list[str] | None = None) -> None:
+        self.answers = answers or {}
+        self.default = [PUBLIC_V4] if default is None else default
+        self.asked: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        return self.answers.get(host, self.default)
+
+
+def no_dns(host: str, port: int) -> list[str]:
+    raise AssertionError(f"the resolver must not be consulted for {host}:{port}")
+
+
+def inet_aton_resolver(host: str, port: int) -> list[str]:
+    """What getaddrinfo does with numeric shorthand hosts such as 2130706433 or 0x7f.1: no DNS at all."""
+    return [socket.inet_ntoa(socket.inet_aton(host))]
+
+
+def refused(url: str, allowed=DEFAULT_ORIGINS, resolver=no_dns) -> UnsafeImageUrl:
+    with pytest.raises(UnsafeImageUrl) as info:
+        check_image_url(url, allowed, resolver)
+    assert info.value.permanent  # retrying the same URL can never help
+    return info.value
+
+
+# --- accepted ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.apiframe.pro/images/29e9-grid.png",
+        "https://cdn.apiframe.ai/images/1.png",
+        "https://cdn2.apiframe.ai/images/4.png?sig=abc&exp=123",
+        "https://CDN.APIFRAME.PRO/images/1.png",
+        "https://cdn.apiframe.pro:443/images/1.png",
+    ],
+)
+def test_given_https_url_on_an_allowed_host_with_public_addresses_when_checked_then_it_is_accepted(url):
+    resolver = FakeResolver(default=[PUBLIC_V4, PUBLIC_V6])
+
+    check_image_url(url, DEFAULT_ORIGINS, resolver)
+
+    assert len(resolver.asked) == 1
+    host, port = resolver.asked[0]
+    assert host.endswith("apiframe.pro") or host.endswith("apiframe.ai")
+    assert port == 443
+
+
+def test_given_custom_allowlist_when_checked_then_only_its_hosts_are_accepted():
+    allowed = (ImageOrigin.parse("images.example.com"),)
+
+    check_image_url("https://images.example.com/a.png", allowed, FakeResolver())
+    refused("https://cdn.apiframe.pro/a.png", allowed)
+
+
+# --- refused by scheme, host, port or form ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cdn.apiframe.pro/images/1.png",
+        "ftp://cdn.apiframe.pro/images/1.png",
+        "file:///etc/passwd",
+        "gopher://cdn.apiframe.pro/",
+        "//cdn.apiframe.pro/images/1.png",
+    ],
+)
+def test_given_url_that_is_not_https_when_checked_then_it_is_refused(url):
+    refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/1.png",
+        "https://cdn.apiframe.pro.evil.example/1.png",
+        "https://evilcdn.apiframe.pro/1.png",
+        "https://apiframe.pro/1.png",
+        "https://cdn.apiframe.pro.:443/1.png",
+        "https://evil.example/cdn.apiframe.pro/1.png",
+        "https://evil.example/?u=https://cdn.apiframe.pro/1.png",
+        "https://evil.example#@cdn.apiframe.pro/1.png",
+        "https://cdn.apiframe.pro:8443/1.png",
+        "https://cdn.apiframe.pro:80/1.png",
+    ],
+)
+def test_given_url_on_another_host_or_port_when_checked_then_it_is_refused(url):
+    refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@cdn.apiframe.pro/1.png",
+        "https://user@cdn.apiframe.pro/1.png",
+        "https://:pass@cdn.apiframe.pro/1.png",
+        "https://cdn.apiframe.pro@evil.example/1.png",
+        "https://cdn.apiframe.pro\\@evil.example/1.png",
+    ],
+)
+def test_given_url_carrying_credentials_when_checked_then_it_is_refused(url):
+    refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "not a url",
+        "https://",
+        "https:///1.png",
+        "https://cdn.apiframe.pro:99999/1.png",
+        "https://[::1/1.png",
+        "https://cdn.apiframe.pro:abc/1.png",
+    ],
+)
+def test_given_malformed_url_when_checked_then_it_is_refused_without_crashing(url):
+    refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/1.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/1.png",
+        "https://[::1]/1.png",
+        "https://[fd00:ec2::254]/latest/meta-data/",
+        "https://2130706433/1.png",  # 127.0.0.1 in decimal
+        "https://0x7f000001/1.png",
+        "https://0177.0.0.1/1.png",
+        "https://127.1/1.png",
+        "https://0/1.png",
+    ],
+)
+def test_given_ip_address_url_with_default_allowlist_when_checked_then_it_is_refused(url):
+    refused(url, resolver=inet_aton_resolver)
+
+
+@pytest.mark.parametrize(
+    ("entry", "url"),
+    [
+        ("93.184.216.34", "https://93.184.216.34/1.png"),
+        (f"https://[{PUBLIC_V6}]", f"https://[{PUBLIC_V6}]/1.png"),
+    ],
+)
+def test_given_ip_literal_even_on_the_allowlist_when_checked_then_it_is_refused_without_dns(entry, url):
+    error = refused(url, allowed=(ImageOrigin.parse(entry),), resolver=no_dns)
+    assert "IP" in str(error)
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1"])
+def test_given_numeric_shorthand_host_on_the_allowlist_when_checked_then_it_is_refused(host):
+    # getaddrinfo turns these into 127.0.0.1 without asking DNS; the check must not admit them.
+    refused(f"https://{host}/1.png", allowed=(ImageOrigin.parse(host),), resolver=inet_aton_resolver)
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1"])
+def test_given_numeric_shorthand_host_on_the_allowlist_when_checked_then_it_is_refused_as_an_ip_literal(host):
+    refused(f"https://{host}/1.png", allowed=(ImageOrigin.parse(host),), resolver=no_dns)
+
+
+# --- refused by where the host resolves ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # instance metadata
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.1",
+        "0.0.0.0",
+        "100.64.0.1",  # carrier-grade NAT
+        "::1",
+        "fe80::1%eth0",
+        "fd00:ec2::254",  # the IPv6 metadata endpoint
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "::ffff:10.0.0.1",
+    ],
+)
+def test_given_allowed_host_resolving_to_a_non_public_address_when_checked_then_it_is_refused(address):
+    refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=[address]))
+
+
+def test_given_allowed_host_resolving_to_public_and_private_addresses_when_checked_then_it_is_refused():
+    refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=[PUBLIC_V4, "10.0.0.7"]))
+
+
+def test_given_allowed_host_that_does_not_resolve_when_checked_then_it_is_refused():
+    def failing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    refused("https://cdn.apiframe.pro/1.png", resolver=failing)
+
+
+# --- the local stack's explicit loopback origin ----------------------------------------------------
+
+LOCAL = (*DEFAULT_ORIGINS, ImageOrigin.parse("http://127.0.0.1:8123"))
+
+
+def test_given_explicit_loopback_origin_when_its_url_is_checked_then_it_is_accepted_without_dns():
+    check_image_url("http://127.0.0.1:8123/images/t1/grid.png", LOCAL, no_dns)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8124/images/1.png",  # another port
+        "http://127.0.0.1/images/1.png",  # the default port
+        "https://127.0.0.1:8123/images/1.png",  # another scheme
+        "http://localhost:8123/images/1.png",  # another host name
+        "http://127.0.0.2:8123/images/1.png",
+        "http://[::1]:8123/images/1.png",
+        "http://169.254.169.254:8123/latest/meta-data/",
+    ],
+)
+def test_given_explicit_loopback_origin_when_a_neighbouring_url_is_checked_then_it_is_refused(url):
+    refused(url, allowed=LOCAL)
+
+
+def test_given_explicit_loopback_origin_when_cdn_urls_are_checked_then_they_still_need_https_and_public_dns():
+    check_image_url("https://cdn.apiframe.pro/1.png", LOCAL, FakeResolver())
+    refused("http://cdn.apiframe.pro/1.png", allowed=LOCAL)
+    refused("https://cdn.apiframe.pro/1.png", allowed=LOCAL, resolver=FakeResolver(default=["127.0.0.1"]))
