@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from vary_region import wiring
 from vary_region.observability import logger, metrics, tracer
 from vary_region.settings import get_settings

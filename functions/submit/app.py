@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from vary_region import wiring
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.s3_notifications import is_s3_notification, uploaded_keys
@@ -49,4 +48,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         for key in uploaded_keys(event):
             handle_upload(key)
         return {"batchItemFailures": []}
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

@@ -8,7 +8,6 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from vary_region import wiring
 from vary_region.completion import UpdateOutcome
 from vary_region.observability import MetricUnit, logger, metrics, tracer

@@ -17,8 +17,9 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 ROUTE = "POST /webhook/{job_id}"
 
 
-def http_api_event(method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
-                   source_ip: str) -> dict[str, Any]:
+def http_api_event(
+    method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
     """The event API Gateway sends for `POST /webhook/{job_id}` (payload format 2.0)."""
     now = time.time()
     try:
@@ -38,8 +39,13 @@ def http_api_event(method: str, raw_path: str, raw_query: str, headers: dict[str
             "apiId": "local",
             "domainName": "localhost",
             "domainPrefix": "localhost",
-            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": headers.get("User-Agent", "")},
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("User-Agent", ""),
+            },
             "requestId": uuid.uuid4().hex,
             "routeKey": ROUTE if path_parameters else "$default",
             "stage": "$default",
@@ -102,8 +108,9 @@ class HttpApiServer:
                 if self.command != "POST" or not parts.path.startswith("/webhook/"):
                     self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
                     return
-                event = http_api_event(self.command, parts.path, parts.query, dict(self.headers.items()), body,
-                                       self.client_address[0])
+                event = http_api_event(
+                    self.command, parts.path, parts.query, dict(self.headers.items()), body, self.client_address[0]
+                )
                 try:
                     response = invoke(event)
                 except Exception:  # an unhandled handler error is a 500 from API Gateway too

@@ -47,8 +47,15 @@ _INITIAL_CREDITS = 10_000
 _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL | re.IGNORECASE)
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
 _EXTRA_FIELDS = {"actions": ["upsample1", "variation1", "reroll"], "sim_note": "unknown field"}
-_STAT_NAMES = ("inpaint_calls", "tasks_created", "fetch_calls", "webhooks_sent", "webhooks_failed",
-               "image_requests", "running_tasks_peak")
+_STAT_NAMES = (
+    "inpaint_calls",
+    "tasks_created",
+    "fetch_calls",
+    "webhooks_sent",
+    "webhooks_failed",
+    "image_requests",
+    "running_tasks_peak",
+)
 
 
 @dataclass
@@ -146,9 +153,15 @@ class _Task:
 class ApiframeSimulator:
     """An APIFRAME-compatible server on a local port; see the module docstring."""
 
-    def __init__(self, api_key: str = "sim-key", host: str = "127.0.0.1", port: int = 0,
-                 step_delay: float = 0.2, progress_steps: Sequence[int] = (25, 50, 75),
-                 image_size: tuple[int, int] = (512, 512)) -> None:
+    def __init__(
+        self,
+        api_key: str = "sim-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        step_delay: float = 0.2,
+        progress_steps: Sequence[int] = (25, 50, 75),
+        image_size: tuple[int, int] = (512, 512),
+    ) -> None:
         self.api_key, self.host, self.port = api_key, host, port
         self.step_delay, self.progress_steps = step_delay, tuple(progress_steps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -167,9 +180,12 @@ class ApiframeSimulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._routes: dict[tuple[str, str], Callable[[bytes], _Response]] = {
-            ("POST", "/inpaint"): self._inpaint, ("POST", "/fetch"): self._fetch,
-            ("POST", "/fetch-many"): self._fetch_many, ("POST", "/imagine"): self._imagine,
-            ("POST", "/upscale-1x"): self._upscale, ("GET", "/account"): self._account,
+            ("POST", "/inpaint"): self._inpaint,
+            ("POST", "/fetch"): self._fetch,
+            ("POST", "/fetch-many"): self._fetch_many,
+            ("POST", "/imagine"): self._imagine,
+            ("POST", "/upscale-1x"): self._upscale,
+            ("GET", "/account"): self._account,
         }
 
     # ---- lifecycle and the Python control surface -------------------------------------------
@@ -182,8 +198,9 @@ class ApiframeSimulator:
         url_host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         self.base_url = f"http://{url_host}:{self.port}"
         # A short poll interval keeps stop() fast, which matters for per-test servers.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="apiframe-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="apiframe-simulator", daemon=True
+        )
         self._thread.start()
         return self.base_url
 
@@ -289,8 +306,14 @@ class ApiframeSimulator:
         prompt = _optional_str(payload, "prompt") or ""
         webhook_url, secret = _webhook_fields(payload)
         self._resolve_inpaint_parent(parent_id)
-        task = self._create_task("inpaint", parent_task_id=parent_id, prompt=prompt, mask_bytes=mask,
-                                 webhook_url=webhook_url, webhook_secret=secret)
+        task = self._create_task(
+            "inpaint",
+            parent_task_id=parent_id,
+            prompt=prompt,
+            mask_bytes=mask,
+            webhook_url=webhook_url,
+            webhook_secret=secret,
+        )
         with self._lock:
             self.inpaint_requests.append(dict(payload))
         if delay:  # the task already runs: a client timing out here cannot know it was accepted
@@ -312,8 +335,9 @@ class ApiframeSimulator:
         if index not in ("1", "2", "3", "4"):
             raise _BadRequest('index must be one of "1", "2", "3", "4"')
         webhook_url, secret = _webhook_fields(payload)
-        task = self._create_task(f"upscale#{index}", parent_task_id=parent_id, webhook_url=webhook_url,
-                                 webhook_secret=secret)
+        task = self._create_task(
+            f"upscale#{index}", parent_task_id=parent_id, webhook_url=webhook_url, webhook_secret=secret
+        )
         return _json(200, {"task_id": task.task_id})
 
     def _fetch(self, body: bytes) -> _Response:
@@ -331,8 +355,15 @@ class ApiframeSimulator:
 
     def _account(self, body: bytes) -> _Response:
         used = self.stats()["tasks_created"]
-        return _json(200, {"email": "simulator@localhost", "plan": "simulator",
-                           "credits": max(0, _INITIAL_CREDITS - used), "usage": {"tasks": used}})
+        return _json(
+            200,
+            {
+                "email": "simulator@localhost",
+                "plan": "simulator",
+                "credits": max(0, _INITIAL_CREDITS - used),
+                "usage": {"tasks": used},
+            },
+        )
 
     # ---- tasks ----------------------------------------------------------------------------------
     def _resolve_inpaint_parent(self, parent_id: str) -> None:
@@ -356,8 +387,7 @@ class ApiframeSimulator:
             self._active_workers += 1
             self._running_tasks += 1
             self._stats["running_tasks_peak"] = max(self._stats["running_tasks_peak"], self._running_tasks)
-        threading.Thread(target=self._run_task, args=(task,), name=f"sim-task-{task.task_id[:8]}",
-                         daemon=True).start()
+        threading.Thread(target=self._run_task, args=(task,), name=f"sim-task-{task.task_id[:8]}", daemon=True).start()
         return task
 
     def _run_task(self, task: _Task) -> None:
@@ -438,8 +468,9 @@ class ApiframeSimulator:
         if secret:
             headers["x-webhook-secret"] = secret
         try:
-            with requests.post(url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT,
-                               allow_redirects=False) as response:
+            with requests.post(
+                url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT, allow_redirects=False
+            ) as response:
                 delivered = 200 <= response.status_code < 300
         except requests.RequestException:
             delivered = False
@@ -460,8 +491,9 @@ class ApiframeSimulator:
             return _error(404, "image not found")
         if faults.image_padding_bytes:
             png = _pad_png(png, faults.image_padding_bytes)
-        return _Response(200, png, "image/png", truncate=faults.image_truncate,
-                         bytes_per_second=faults.image_bytes_per_second)
+        return _Response(
+            200, png, "image/png", truncate=faults.image_truncate, bytes_per_second=faults.image_bytes_per_second
+        )
 
     def _image_for_path(self, path: str) -> bytes | None:
         quoted_id, _, file_name = path.removeprefix("/images/").rpartition("/")
@@ -500,8 +532,12 @@ class ApiframeSimulator:
 
 # ---- payload and request helpers ----------------------------------------------------------------
 def _progress_payload(task: _Task, percentage: str) -> dict[str, Any]:
-    return {"task_id": task.task_id, "task_type": task.task_type, "status": "processing",
-            "percentage": percentage}  # a string, as documented
+    return {
+        "task_id": task.task_id,
+        "task_type": task.task_type,
+        "status": "processing",
+        "percentage": percentage,
+    }  # a string, as documented
 
 
 def _failed_payload(task: _Task, message: str) -> dict[str, Any]:
@@ -553,8 +589,11 @@ def _decode_mask(value: object) -> bytes:
         raise _BadRequest("mask is not valid base64") from None
     try:
         with Image.open(io.BytesIO(raw)) as image:
-            sane = (len(raw) <= _MAX_MASK_BYTES and image.format in ("PNG", "JPEG", "WEBP")
-                    and max(image.size) <= _MAX_MASK_SIDE)
+            sane = (
+                len(raw) <= _MAX_MASK_BYTES
+                and image.format in ("PNG", "JPEG", "WEBP")
+                and max(image.size) <= _MAX_MASK_SIDE
+            )
             if sane:
                 image.load()
     except Exception:  # Pillow raises many types for corrupt input; all of them mean "bad mask"
@@ -715,7 +754,7 @@ class _Handler(BaseHTTPRequestHandler):
         if response.bytes_per_second:
             chunk = max(1, int(response.bytes_per_second / 20))  # about 20 writes a second
             for start in range(0, len(body), chunk):
-                self.wfile.write(body[start:start + chunk])
+                self.wfile.write(body[start : start + chunk])
                 time.sleep(chunk / response.bytes_per_second)
         else:
             self.wfile.write(body)
@@ -758,8 +797,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError:
         parser.error("--image-size must look like 512x512 and --progress-steps like 25,50,75")
     chosen = {name: getattr(args, name) for name in _FAULT_KINDS if getattr(args, name) not in (None, False)}
-    sim = ApiframeSimulator(api_key=args.api_key, host=args.host, port=args.port, step_delay=args.step_delay,
-                            progress_steps=steps, image_size=(width, height))
+    sim = ApiframeSimulator(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        step_delay=args.step_delay,
+        progress_steps=steps,
+        image_size=(width, height),
+    )
     try:
         sim.set_faults(**chosen)
     except ValueError as exc:

@@ -48,7 +48,9 @@ class SqsPoller:
         self._batch_size = batch_size
         self._retry_after = retry_after_seconds
         self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"sqs-poller-{i}", daemon=True) for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"sqs-poller-{i}", daemon=True) for i in range(workers)
+        ]
         self.errors: list[str] = []
 
     def start(self) -> None:
@@ -88,7 +90,9 @@ class SqsPoller:
         for message in messages:
             if message["MessageId"] in failed:
                 self._sqs.change_message_visibility(
-                    QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=self._retry_after
+                    QueueUrl=self._queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=self._retry_after,
                 )
             else:
                 self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -114,14 +114,17 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        os.environ.update(LOCAL_CREDENTIALS | {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": opts.region,
-                                               "AWS_REGION": opts.region})
+        os.environ.update(
+            LOCAL_CREDENTIALS
+            | {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": opts.region, "AWS_REGION": opts.region}
+        )
         apiframe_url = opts.apiframe_base_url
         if apiframe_url is None:
             from vary_region_local.simulator import ApiframeSimulator
 
-            self.simulator = ApiframeSimulator(api_key=opts.api_key, host=opts.host, port=opts.simulator_port,
-                                               step_delay=opts.simulator_step_delay)
+            self.simulator = ApiframeSimulator(
+                api_key=opts.api_key, host=opts.host, port=opts.simulator_port, step_delay=opts.simulator_step_delay
+            )
             apiframe_url = self.simulator.start()
         queue_url, queue_arn, secret_id = self._create_resources()
 
@@ -140,9 +143,15 @@ class LocalStack:
             self._reconcile_thread.start()
 
         self.info = StackInfo(
-            aws_endpoint_url=endpoint, region=opts.region, bucket=opts.bucket, table=opts.table,
-            webhook_url=webhook_base, queue_url=queue_url, apiframe_base_url=apiframe_url,
-            simulator=self.simulator is not None, api_key_secret_id=secret_id,
+            aws_endpoint_url=endpoint,
+            region=opts.region,
+            bucket=opts.bucket,
+            table=opts.table,
+            webhook_url=webhook_base,
+            queue_url=queue_url,
+            apiframe_base_url=apiframe_url,
+            simulator=self.simulator is not None,
+            api_key_secret_id=secret_id,
         )
         if opts.state_dir is not None:
             opts.state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,28 +189,37 @@ class LocalStack:
         dynamodb, secrets = boto3.client("dynamodb"), boto3.client("secretsmanager")
         s3.create_bucket(Bucket=opts.bucket)
         dynamodb.create_table(**table_definition(opts.table))
-        dynamodb.update_time_to_live(TableName=opts.table,
-                                     TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+        dynamodb.update_time_to_live(
+            TableName=opts.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
         dlq_url = sqs.create_queue(QueueName="vary-region-submit-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queue_url = sqs.create_queue(
             QueueName="vary-region-submit",
-            Attributes={"VisibilityTimeout": "30",
-                        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+            },
         )["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         s3.put_bucket_notification_configuration(
             Bucket=opts.bucket,
-            NotificationConfiguration={"QueueConfigurations": [{
-                "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
-                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "inbox/"}]}},
-            }]},
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": queue_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "inbox/"}]}},
+                    }
+                ]
+            },
         )
         secret_arn = secrets.create_secret(Name="vary-region/apiframe-api-key", SecretString=opts.api_key)["ARN"]
         return queue_url, queue_arn, secret_arn
 
-    def _function_environment(self, apiframe_url: str, secret_id: str, webhook_base: str,
-                              queue_url: str) -> dict[str, str]:
+    def _function_environment(
+        self, apiframe_url: str, secret_id: str, webhook_base: str, queue_url: str
+    ) -> dict[str, str]:
         opts = self.options
         origin = urlsplit(apiframe_url)
         env = {
@@ -240,8 +258,16 @@ class LocalStack:
         return self.functions["webhook"].invoke(event)
 
     def run_reconciler(self) -> Any:
-        event = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
-                 "account": "123456789012", "region": self.options.region, "resources": [], "detail": {}}
+        event = {
+            "version": "0",
+            "id": "local",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "region": self.options.region,
+            "resources": [],
+            "detail": {},
+        }
         return self.functions["reconciler"].invoke(event)
 
     def _reconcile_loop(self) -> None:
@@ -258,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws-port", type=int, default=int(os.environ.get("LOCAL_AWS_PORT", "4566")))
     parser.add_argument("--webhook-port", type=int, default=int(os.environ.get("LOCAL_WEBHOOK_PORT", "4580")))
     parser.add_argument("--simulator-port", type=int, default=int(os.environ.get("LOCAL_SIMULATOR_PORT", "4590")))
-    parser.add_argument("--apiframe-base-url", default=os.environ.get("APIFRAME_BASE_URL") or None,
-                        help="an APIFRAME-compatible server to use instead of the built-in simulator")
+    parser.add_argument(
+        "--apiframe-base-url",
+        default=os.environ.get("APIFRAME_BASE_URL") or None,
+        help="an APIFRAME-compatible server to use instead of the built-in simulator",
+    )
     parser.add_argument("--api-key", default=os.environ.get("APIFRAME_API_KEY", SIMULATOR_API_KEY))
     parser.add_argument("--step-delay", type=float, default=0.3, help="simulator: seconds between task steps")
     parser.add_argument("--reconcile-period", type=float, default=2.0)
@@ -267,9 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".local")
     args = parser.parse_args(argv)
     options = StackOptions(
-        host=args.host, aws_port=args.aws_port, webhook_port=args.webhook_port, simulator_port=args.simulator_port,
-        apiframe_base_url=args.apiframe_base_url, api_key=args.api_key, simulator_step_delay=args.step_delay,
-        reconcile_period_seconds=args.reconcile_period, reconcile_quiet_seconds=args.reconcile_quiet,
+        host=args.host,
+        aws_port=args.aws_port,
+        webhook_port=args.webhook_port,
+        simulator_port=args.simulator_port,
+        apiframe_base_url=args.apiframe_base_url,
+        api_key=args.api_key,
+        simulator_step_delay=args.step_delay,
+        reconcile_period_seconds=args.reconcile_period,
+        reconcile_quiet_seconds=args.reconcile_quiet,
         state_dir=args.state_dir,
     )
     stack = LocalStack(options)

@@ -3,6 +3,8 @@ Parameters, so it never sits in a function's environment in plain text."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 
 from vary_region.settings import Settings, SettingsError
@@ -38,12 +40,8 @@ def _clean(value: object) -> str:
         value = value.decode("utf-8")
     key = str(value or "").strip()
     if key.startswith("{"):  # a secret created in the console is often a JSON object
-        import json
-
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             key = str(json.loads(key).get("api_key", "")).strip()
-        except (ValueError, AttributeError):
-            pass
     if not key:
         raise SettingsError("the APIFRAME API key secret is empty")
     return key

@@ -120,7 +120,9 @@ class ApiframeClient:
                 )
             except requests.exceptions.RequestException as exc:
                 if ambiguous_after_send and _may_have_been_received(exc):
-                    raise SubmissionAmbiguous(f"no answer from APIFRAME {path} after sending ({type(exc).__name__})") from None
+                    raise SubmissionAmbiguous(
+                        f"no answer from APIFRAME {path} after sending ({type(exc).__name__})"
+                    ) from None
                 reason = f"{type(exc).__name__} calling APIFRAME {path}"
             else:
                 if response.status_code < 300:

@@ -110,4 +110,3 @@ class JobCompleter:
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("job failed", extra={"error_code": error.code})
         return UpdateResult(UpdateOutcome.FAILED, error.message)
-

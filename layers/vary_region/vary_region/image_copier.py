@@ -84,7 +84,9 @@ class ImageCopier:
         for url in sources.values():  # refuse the whole set before any byte is fetched
             check_image_url(url, self._allowed, self._resolver)
         with ThreadPoolExecutor(max_workers=min(5, len(sources)), thread_name_prefix="image-copy") as pool:
-            futures = {name: pool.submit(self._copy_with_retries, name, url, key_for(name)) for name, url in sources.items()}
+            futures = {
+                name: pool.submit(self._copy_with_retries, name, url, key_for(name)) for name, url in sources.items()
+            }
         failures: list[ImageCopyError] = []
         copied: list[CopiedImage] = []
         for name, future in futures.items():
@@ -116,7 +118,9 @@ class ImageCopier:
     def _copy_once(self, name: str, url: str, key: str) -> CopiedImage:
         deadline = time.monotonic() + self._timeout
         # Redirects are not followed: a redirect could lead off the allowlist.
-        with self._session.get(url, stream=True, timeout=(3.05, min(10.0, self._timeout)), allow_redirects=False) as response:
+        with self._session.get(
+            url, stream=True, timeout=(3.05, min(10.0, self._timeout)), allow_redirects=False
+        ) as response:
             if response.status_code != 200:
                 permanent = response.status_code not in _RETRYABLE_STATUS
                 raise ImageCopyError(f"the image host answered {response.status_code}", permanent=permanent)

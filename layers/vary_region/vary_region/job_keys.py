@@ -33,7 +33,7 @@ def parse_inbox_key(key: str, inbox_prefix: str = "inbox/") -> InboxObject | Non
     """Classify a decoded S3 key; None for keys that are not part of any job (they are ignored)."""
     if not key.startswith(inbox_prefix):
         return None
-    rest = key[len(inbox_prefix):]
+    rest = key[len(inbox_prefix) :]
     parts = rest.split("/")
     if len(parts) == 1:
         name = parts[0]

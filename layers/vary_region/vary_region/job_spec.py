@@ -82,7 +82,9 @@ def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> d
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise JobRejected("SPEC_INVALID_JSON", f"the job file is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise JobRejected(
+            "SPEC_INVALID_JSON", f"the job file is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
     if not isinstance(document, dict):
         raise JobRejected("SPEC_NOT_OBJECT", "the job file must hold a JSON object")
     return document

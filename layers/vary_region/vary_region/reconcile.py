@@ -57,7 +57,9 @@ class Reconciler:
         for start in range(0, len(with_task), FETCH_MANY_LIMIT):
             batch = with_task[start : start + FETCH_MANY_LIMIT]
             try:
-                results = {r.task_id: r for r in self._apiframe.fetch_many([job.task_id for job in batch if job.task_id])}
+                results = {
+                    r.task_id: r for r in self._apiframe.fetch_many([job.task_id for job in batch if job.task_id])
+                }
             except (ProviderRejected, ProviderUnavailable) as exc:
                 logger.warning("Fetch failed during reconciliation", extra={"reason": str(exc)})
                 report.outcomes["fetch_failed"] += len(batch)
@@ -87,7 +89,9 @@ class Reconciler:
                 Stage.RECONCILE,
             )
             if self._store.mark_failed(job.job_id, error, self._clock()):
-                write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error)
+                write_error(
+                    self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error
+                )
             return "failed_ambiguous"
         received = parse_timestamp(job.created_at or job.updated_at)
         if now - received < timedelta(seconds=self._settings.stale_receipt_seconds):
@@ -96,5 +100,7 @@ class Reconciler:
             "JOB_INCOMPLETE", "only one of job.json and the mask arrived; the job was never submitted", Stage.RECONCILE
         )
         if self._store.mark_rejected(job.job_id, error, self._clock()):
-            write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "REJECTED", error)
+            write_error(
+                self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "REJECTED", error
+            )
         return "rejected_incomplete"

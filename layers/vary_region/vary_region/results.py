@@ -23,8 +23,12 @@ def result_document(job: Job, task_id: str, images: list[CopiedImage], completed
         "parent_task_id": job.parent_task_id,
         "prompt": job.prompt,
         "images": {
-            image.name: {"key": image.key, "source_url": image.source_url, "bytes": image.size,
-                         "content_type": image.content_type}
+            image.name: {
+                "key": image.key,
+                "source_url": image.source_url,
+                "bytes": image.size,
+                "content_type": image.content_type,
+            }
             for image in images
         },
         "timings": {

@@ -37,4 +37,6 @@ def uploaded_keys(notification: Any) -> list[str]:
 
 def is_s3_notification(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
-    return bool(records) and isinstance(records[0], dict) and records[0].get("eventSource") == "aws:s3"
+    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
+        return False
+    return records[0].get("eventSource") == "aws:s3"

@@ -131,7 +131,12 @@ class JobSubmitter:
         secret = new_webhook_secret()
         try:
             claimed = self._store.claim_submission(
-                job_id, token, hash_webhook_secret(secret), spec.parent_task_id, spec.prompt, spec.metadata,
+                job_id,
+                token,
+                hash_webhook_secret(secret),
+                spec.parent_task_id,
+                spec.prompt,
+                spec.metadata,
                 self._clock(),
             )
         except ProviderBusy:

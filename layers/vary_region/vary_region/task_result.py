@@ -52,8 +52,9 @@ def parse_task_result(payload: Any) -> TaskResult:
         raise MalformedTaskPayload("the payload has no task_id")
     status = payload.get("status")
     status = status.strip().lower() if isinstance(status, str) else None
-    image_urls = payload.get("image_urls")
-    has_images = isinstance(image_urls, list) and len(image_urls) > 0
+    listed = payload.get("image_urls")
+    image_urls: list[Any] = listed if isinstance(listed, list) else []
+    has_images = len(image_urls) > 0
     if status == "failed":
         state = TaskState.FAILED
     elif has_images or status == "finished":
@@ -67,7 +68,7 @@ def parse_task_result(payload: Any) -> TaskResult:
         provider_status=status,
         percentage=_percentage(payload.get("percentage")),
         grid_url=grid if isinstance(grid, str) and grid else None,
-        image_urls=tuple(u for u in image_urls if isinstance(u, str)) if has_images else (),
+        image_urls=tuple(u for u in image_urls if isinstance(u, str)),
         error_message=_error_message(payload) if state is TaskState.FAILED else None,
     )
 

@@ -75,12 +75,23 @@ class TaskStore:
             job_id,
             "SET #status = :received, created_at = :now, updated_at = :now, active = :active, expires_at = :ttl",
             "attribute_not_exists(job_id)",
-            {":received": JobStatus.RECEIVED.value, ":now": timestamp(now), ":active": ACTIVE, ":ttl": self._expiry(now)},
+            {
+                ":received": JobStatus.RECEIVED.value,
+                ":now": timestamp(now),
+                ":active": ACTIVE,
+                ":ttl": self._expiry(now),
+            },
         )
 
     def claim_submission(
-        self, job_id: str, token: str, secret_hash: str, parent_task_id: str, prompt: str | None,
-        metadata: dict[str, Any], now: datetime,
+        self,
+        job_id: str,
+        token: str,
+        secret_hash: str,
+        parent_task_id: str,
+        prompt: str | None,
+        metadata: dict[str, Any],
+        now: datetime,
     ) -> bool:
         """Win the right to make the one paid submission of this job, together with a provider slot.
 
@@ -93,9 +104,14 @@ class TaskStore:
             "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {
-                ":token": token, ":now": timestamp(now), ":hash": secret_hash, ":parent": parent_task_id,
-                ":prompt": prompt, ":metadata": json.dumps(metadata, ensure_ascii=False),
-                ":received": JobStatus.RECEIVED.value, ":yes": True,
+                ":token": token,
+                ":now": timestamp(now),
+                ":hash": secret_hash,
+                ":parent": parent_task_id,
+                ":prompt": prompt,
+                ":metadata": json.dumps(metadata, ensure_ascii=False),
+                ":received": JobStatus.RECEIVED.value,
+                ":yes": True,
             },
         )
         take_slot = {
@@ -149,8 +165,12 @@ class TaskStore:
             "SET #status = :submitted, submitted_at = :now, updated_at = :now, needs_attention = :yes, #error = :error",
             "submit_claim = :token AND #status = :received",
             {
-                ":submitted": JobStatus.SUBMITTED.value, ":now": timestamp(now), ":yes": True,
-                ":error": error.to_dict(), ":token": token, ":received": JobStatus.RECEIVED.value,
+                ":submitted": JobStatus.SUBMITTED.value,
+                ":now": timestamp(now),
+                ":yes": True,
+                ":error": error.to_dict(),
+                ":token": token,
+                ":received": JobStatus.RECEIVED.value,
             },
         )
 
@@ -208,8 +228,12 @@ class TaskStore:
             "#result = :result, expires_at = :ttl REMOVE active, copy_lease_until, #error, needs_attention",
             self._open_and_claimed() + " AND task_id = :task",
             {
-                ":completed": JobStatus.COMPLETED.value, ":hundred": 100, ":now": timestamp(now), ":result": result,
-                ":ttl": self._expiry(now), ":task": task_id,
+                ":completed": JobStatus.COMPLETED.value,
+                ":hundred": 100,
+                ":now": timestamp(now),
+                ":result": result,
+                ":ttl": self._expiry(now),
+                ":task": task_id,
             }
             | self._open_values(),
             release_slot=True,
@@ -222,7 +246,12 @@ class TaskStore:
             "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl "
             "REMOVE active, copy_lease_until",
             self._open_and_claimed(),
-            {":failed": JobStatus.FAILED.value, ":error": error.to_dict(), ":now": timestamp(now), ":ttl": self._expiry(now)}
+            {
+                ":failed": JobStatus.FAILED.value,
+                ":error": error.to_dict(),
+                ":now": timestamp(now),
+                ":ttl": self._expiry(now),
+            }
             | self._open_values(),
             release_slot=True,
         )
@@ -235,8 +264,11 @@ class TaskStore:
             "created_at = if_not_exists(created_at, :now) REMOVE active",
             "attribute_not_exists(job_id) OR (#status = :received AND attribute_not_exists(submit_claim))",
             {
-                ":rejected": JobStatus.REJECTED.value, ":error": error.to_dict(), ":now": timestamp(now),
-                ":ttl": self._expiry(now), ":received": JobStatus.RECEIVED.value,
+                ":rejected": JobStatus.REJECTED.value,
+                ":error": error.to_dict(),
+                ":now": timestamp(now),
+                ":ttl": self._expiry(now),
+                ":received": JobStatus.RECEIVED.value,
             },
         )
 
@@ -267,8 +299,9 @@ class TaskStore:
             request["ExpressionAttributeNames"] = names
         return request
 
-    def _update(self, job_id: str, update: str, condition: str, values: dict[str, Any], *,
-                release_slot: bool = False) -> bool:
+    def _update(
+        self, job_id: str, update: str, condition: str, values: dict[str, Any], *, release_slot: bool = False
+    ) -> bool:
         """One conditional job update; False when the condition failed (a lost race, not an error).
 
         release_slot: the update ends the job's claim, so the provider slot it holds (if any) is

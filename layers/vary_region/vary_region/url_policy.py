@@ -19,7 +19,7 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def resolve_host(host: str, port: int) -> list[str]:
-    return [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
 
 
 def check_image_url(url: str, allowed: Sequence[ImageOrigin], resolver: Resolver = resolve_host) -> None:

@@ -48,7 +48,9 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
 def job_submitter(settings: Settings) -> JobSubmitter:
     hold = None
     if settings.submit_queue_url:
-        queue = HeldJobQueue(boto3.client("sqs", config=_AWS_CONFIG), settings.submit_queue_url, settings.hold_delay_seconds)
+        queue = HeldJobQueue(
+            boto3.client("sqs", config=_AWS_CONFIG), settings.submit_queue_url, settings.hold_delay_seconds
+        )
         hold = queue.hold
     files = JobFiles(s3_client(), settings.jobs_bucket)
     return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
