@@ -56,7 +56,9 @@ check-template: venv $(SAM_VENV)/.installed
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy layers/vary_region/vary_region functions local cli
+	$(BIN)/mypy layers/vary_region/vary_region local/vary_region_local cli/vary_region_cli
+	@# Every function's handler is named app.py: check them one at a time so the names don't clash.
+	@for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 
 bench: venv
 	$(BIN)/python -m bench.run
