@@ -15,7 +15,7 @@ from enum import StrEnum
 from vary_region.apiframe import ApiframeClient
 from vary_region.errors import ImageCopyError, JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.image_copier import ImageCopier
-from vary_region.job import Job, timestamp, utc_now
+from vary_region.job import Job, parse_timestamp, timestamp, utc_now
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
 from vary_region.observability import MetricUnit, logger, metrics
@@ -100,6 +100,9 @@ class JobCompleter:
         metrics.add_metric(name="ImagesCopied", unit=MetricUnit.Count, value=len(images))
         metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=sum(image.size for image in images))
         metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
+        if job.created_at:
+            duration = (parse_timestamp(completed_at) - parse_timestamp(job.created_at)).total_seconds()
+            metrics.add_metric(name="JobDurationSeconds", unit=MetricUnit.Seconds, value=round(duration, 3))
         logger.info("job completed", extra={"images": len(images)})
         return UpdateResult(UpdateOutcome.COMPLETED)
 

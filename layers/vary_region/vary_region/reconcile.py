@@ -14,7 +14,7 @@ from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, 
 from vary_region.job import Job, parse_timestamp, utc_now
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
-from vary_region.observability import logger
+from vary_region.observability import MetricUnit, logger, metrics
 from vary_region.results import write_error
 from vary_region.settings import Settings
 from vary_region.task_store import TaskStore
