@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +27,8 @@ _TRY_AGAIN = (UpdateOutcome.COPY_RETRY, UpdateOutcome.BUSY)
 @tracer.capture_method
 def receive_webhook(job_id: str) -> Response:
     event = app.current_event
-    body = (event.decoded_body or "").encode("utf-8")
+    # Raw bytes: a body that is not UTF-8 must still reach the secret check (and then get a 400).
+    body = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode("utf-8")
     result = receiver.receive(WebhookDelivery(job_id=unquote(job_id), headers=event.headers, body=body))
     status = 503 if result.outcome in _TRY_AGAIN else 200
     return Response(status, content_types.APPLICATION_JSON, {"outcome": str(result.outcome), "detail": result.detail})

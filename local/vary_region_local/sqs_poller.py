@@ -3,6 +3,7 @@ to the function as SQS events, delete what succeeded, and let reported failures 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +68,13 @@ class SqsPoller:
             try:
                 self._poll_once()
             except Exception as exc:  # keep polling, like the event source mapping does
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+                self._record_error(exc)
                 self._stopping.wait(0.5)
+
+    def _record_error(self, exc: Exception) -> None:
+        # Visible in the stack's console, as a failed invocation would be in CloudWatch Logs.
+        self.errors.append(f"{type(exc).__name__}: {exc}")
+        print(f"submit function invocation failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def _poll_once(self) -> None:
         response = self._sqs.receive_message(
@@ -85,7 +91,7 @@ class SqsPoller:
             result = self._invoke(sqs_event(messages, self._queue_arn, self._region))
             failed = {item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])}
         except Exception as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._record_error(exc)
             failed = {m["MessageId"] for m in messages}  # a crashed invocation fails the whole batch
         for message in messages:
             if message["MessageId"] in failed:

@@ -5,6 +5,7 @@ way AWS wires them. `vary-region-local` (or `make local`) runs it in the foregro
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -295,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reconcile-quiet", type=int, default=10)
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".local")
     args = parser.parse_args(argv)
+    # The handlers' JSON logs are the stack's console: flush each line, also when sent to a file.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
     options = StackOptions(
         host=args.host,
         aws_port=args.aws_port,
@@ -309,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     stack = LocalStack(options)
     stopped = threading.Event()
+    # Handle both explicitly: a stack started in the background by a script inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
     info = stack.start()
     print("vary-region local stack is ready:", flush=True)
     print(json.dumps(asdict(info), indent=2), flush=True)

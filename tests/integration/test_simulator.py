@@ -168,7 +168,8 @@ def test_webhooks_report_string_percentages_then_the_documented_final_shape(
         assert headers["Content-Type"] == "application/json"
     assert api(sim, "/fetch", {"task_id": task_id}).json() == final
     assert sim.stats() == {"inpaint_calls": 1, "tasks_created": 1, "fetch_calls": 1,
-                            "webhooks_sent": 4, "webhooks_failed": 0, "image_requests": 0}
+                            "webhooks_sent": 4, "webhooks_failed": 0, "image_requests": 0,
+                            "running_tasks_peak": 1}
     recorded = sim.inpaint_requests[0]
     assert recorded["parent_task_id"] == "parent-1" and recorded["mask"].startswith("data:image/png;base64,")
     assert sim.task(task_id)["mask_bytes"].startswith(b"\x89PNG")  # type: ignore[index]

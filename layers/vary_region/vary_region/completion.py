@@ -19,7 +19,7 @@ from vary_region.job import Job, parse_timestamp, timestamp, utc_now
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
 from vary_region.observability import MetricUnit, logger, metrics
-from vary_region.results import result_document, write_error
+from vary_region.results import ensure_error_document, result_document, write_error
 from vary_region.settings import Settings
 from vary_region.task_result import TaskResult, TaskState
 from vary_region.task_store import TaskStore
@@ -63,6 +63,7 @@ class JobCompleter:
         """Apply one report about the job's task. `confirmed`: it came from Fetch, not a webhook."""
         logger.append_keys(job_id=job.job_id, task_id=update.task_id)
         if job.status.is_final:
+            ensure_error_document(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job)
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job is already finished")
         if update.state is TaskState.RUNNING:
             changed = self._store.record_progress(job.job_id, update.task_id, update.percentage, self._clock())

@@ -74,7 +74,8 @@ class Reconciler:
                 if outcome.outcome in ("progress", "unchanged"):
                     self._store.touch(job.job_id, self._clock())
                 report.outcomes[str(outcome.outcome)] += 1
-        logger.info("reconciliation finished", extra=report.to_dict())
+        # An idle schedule would otherwise log a line every period.
+        (logger.info if report.examined else logger.debug)("reconciliation finished", extra=report.to_dict())
         return report
 
     def _settle_job_without_task(self, job: Job, now: datetime) -> str:

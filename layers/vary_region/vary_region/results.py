@@ -6,13 +6,25 @@ from typing import Any
 
 from vary_region.errors import JobError
 from vary_region.image_copier import CopiedImage
-from vary_region.job import Job, parse_timestamp
+from vary_region.job import Job, JobStatus, parse_timestamp
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
 
 
 def write_error(files: JobFiles, keys: ResultKeys, job_id: str, status: str, error: JobError) -> None:
     files.write_json(keys.error_json, {"job_id": job_id, "status": status, "error": error.to_dict()})
+
+
+def ensure_error_document(files: JobFiles, keys: ResultKeys, job: Job) -> None:
+    """Write error.json for a finished, unsuccessful job if it is missing.
+
+    The state is recorded first and error.json second; if that write failed, the redelivered event
+    (or repeated webhook) finds the job final and repairs the missing document here.
+    """
+    if job.error is None or job.status not in (JobStatus.FAILED, JobStatus.REJECTED):
+        return
+    if files.object_size(keys.error_json) is None:
+        write_error(files, keys, job.job_id, str(job.status), job.error)
 
 
 def result_document(job: Job, task_id: str, images: list[CopiedImage], completed_at: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from vary_region.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse
 from vary_region.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
 from vary_region.mask import Mask, normalise_media_type, validate_mask
 from vary_region.observability import logger
-from vary_region.results import write_error
+from vary_region.results import ensure_error_document, write_error
 from vary_region.settings import Settings
 from vary_region.task_store import ProviderBusy, TaskStore
 from vary_region.webhook_auth import hash_webhook_secret, new_webhook_secret
@@ -75,6 +75,7 @@ class JobSubmitter:
         logger.append_keys(job_id=job_id)
         existing = self._store.get(job_id)
         if existing is not None and (existing.status.is_final or existing.was_submitted):
+            ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id, existing.task_id)
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:

@@ -1,0 +1,302 @@
+"""What the commands do with a job, over S3 and DynamoDB only: upload it into inbox/, read its
+item, follow it to a final state, and download results/<job-id>/."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+from vary_region_cli.config import CliError, Target
+from vary_region_cli.masks import EXTENSIONS, data_url
+
+INBOX = "inbox/"
+RESULTS = "results/"
+FINAL = ("COMPLETED", "FAILED", "REJECTED")
+MAX_JOB_ID_CHARS = 200
+
+
+# --- job ids ---------------------------------------------------------------------------------
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """Readable and unique enough: job-20261126-120501-ab12cd (UTC time, 6 random hex digits)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"job-{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def check_job_id(job_id: str) -> str:
+    """The pipeline's rule: any printable name without a slash (see vary_region.job_keys)."""
+    if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", ".."):
+        raise CliError(f"invalid job id {job_id!r}: use 1..{MAX_JOB_ID_CHARS} printable characters")
+    if "/" in job_id or any(unicodedata.category(ch).startswith("C") for ch in job_id):
+        raise CliError(f"invalid job id {job_id!r}: no slashes or control characters")
+    return job_id
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    content_type: str
+    size: int
+
+
+def job_document(parent_task_id: str, prompt: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    document: dict[str, Any] = {"parent_task_id": parent_task_id}
+    if prompt:
+        document["prompt"] = prompt
+    if metadata:
+        document["metadata"] = metadata
+    return document
+
+
+def submit_job(
+    target: Target, job_id: str, document: dict[str, Any], mask: bytes, mask_type: str, *, inline: bool = False
+) -> list[Upload]:
+    """Upload the job: job.json first, then the mask (the pipeline starts when both are there),
+    or a single inbox/<job-id>.json with the mask inline as a data URL."""
+    bucket = target.require_bucket()
+    check_job_id(job_id)
+    existing = existing_job_keys(target, job_id)
+    if existing:
+        raise CliError(f"job id {job_id!r} is already used (s3://{bucket}/{existing[0]} exists); choose another")
+    if inline:
+        files = [
+            (f"{INBOX}{job_id}.json", _json_bytes(document | {"mask": data_url(mask_type, mask)}), "application/json")
+        ]
+    else:
+        files = [
+            (f"{INBOX}{job_id}/job.json", _json_bytes(document), "application/json"),
+            (f"{INBOX}{job_id}/mask.{EXTENSIONS[mask_type]}", mask, mask_type),
+        ]
+    uploads = []
+    for key, body, content_type in files:
+        target.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        uploads.append(Upload(key, content_type, len(body)))
+    return uploads
+
+
+def existing_job_keys(target: Target, job_id: str) -> list[str]:
+    """Objects that already belong to this job id, in the inbox or the results."""
+    bucket = target.require_bucket()
+    found: list[str] = []
+    for prefix, exact in (
+        (f"{INBOX}{job_id}/", False),
+        (f"{INBOX}{job_id}.json", True),
+        (f"{RESULTS}{job_id}/", False),
+    ):
+        page = target.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        found += [o["Key"] for o in page.get("Contents", []) if not exact or o["Key"] == prefix]
+    return found
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# --- the job item ----------------------------------------------------------------------------
+
+
+def get_item(target: Target, job_id: str) -> dict[str, Any] | None:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    response = target.dynamodb.get_item(
+        TableName=target.require_table(), Key={"job_id": {"S": job_id}}, ConsistentRead=True
+    )
+    item = response.get("Item")
+    if item is None:
+        return None
+    deserializer = TypeDeserializer()
+    return plain({name: deserializer.deserialize(value) for name, value in item.items()})
+
+
+def require_item(target: Target, job_id: str) -> dict[str, Any]:
+    item = get_item(target, job_id)
+    if item is None:
+        raise CliError(f"job {job_id!r} not found in table {target.require_table()}")
+    return item
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal, sets as sets: make them JSON-ready."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def list_jobs(target: Target, limit: int, status: str | None = None) -> list[dict[str, Any]]:
+    """The most recent jobs, newest first (a table scan: fine for a job table of modest size)."""
+    table = target.require_table()
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "ProjectionExpression": "job_id, #status, percentage, created_at, updated_at, task_id",
+        "ExpressionAttributeNames": {"#status": "status"},
+    }
+    if status:
+        kwargs["FilterExpression"] = "#status = :status"
+        kwargs["ExpressionAttributeValues"] = {":status": {"S": status}}
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    items: list[dict[str, Any]] = []
+    for page in target.dynamodb.get_paginator("scan").paginate(**kwargs):
+        for raw in page.get("Items", []):
+            item = plain({k: deserializer.deserialize(v) for k, v in raw.items()})
+            # The table also holds bookkeeping items (e.g. "/provider-slots"); job ids never contain "/".
+            if "/" not in str(item.get("job_id", "/")) and item.get("status"):
+                items.append(item)
+    items.sort(key=lambda item: str(item.get("created_at") or ""), reverse=True)
+    return items[:limit]
+
+
+# --- watch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    status: str  # a final status, or "TIMEOUT"
+    item: dict[str, Any] | None
+    elapsed: float
+
+
+def progress_bar(percentage: float, width: int = 24) -> str:
+    filled = round(max(0.0, min(100.0, percentage)) / 100 * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def status_line(item: dict[str, Any] | None, elapsed: float) -> str:
+    if item is None:
+        return f"{progress_bar(0)}    -  WAITING     {elapsed:5.1f}s  (the pipeline has not picked the job up yet)"
+    status = str(item.get("status", "?"))
+    pct = item.get("percentage")
+    pct_value = float(pct) if isinstance(pct, int | float) else (100.0 if status == "COMPLETED" else 0.0)
+    pct_text = f"{pct_value:3.0f}%" if pct is not None or status == "COMPLETED" else "   -"
+    task = f"  task {item['task_id']}" if item.get("task_id") else ""
+    error = item.get("error") if isinstance(item.get("error"), dict) else {}
+    note = f"  (needs attention: {error.get('code')})" if item.get("needs_attention") and error else ""
+    return f"{progress_bar(pct_value)} {pct_text}  {status:<10}  {elapsed:5.1f}s{task}{note}"
+
+
+def watch_job(
+    target: Target,
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    interval: float = 0.5,
+    out: TextIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WatchResult:
+    """Poll the job's item until it is final, showing a progress bar: redrawn in place on a
+    terminal, one line per change otherwise."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    started = clock()
+    shown: object = object()  # the (status, percentage) last printed; nothing printed yet
+    inbox_checked = False
+    while True:
+        item = get_item(target, job_id)
+        elapsed = clock() - started
+        if item is None and not inbox_checked:
+            inbox_checked = True
+            if target.bucket and not existing_job_keys(target, job_id):
+                raise CliError(
+                    f"job {job_id!r} not found: no item in table {target.table} "
+                    f"and nothing under s3://{target.bucket}/{INBOX}"
+                )
+        line = status_line(item, elapsed)
+        state = None if item is None else (item.get("status"), item.get("percentage"))
+        final = item is not None and item.get("status") in FINAL
+        if tty:
+            columns = shutil.get_terminal_size((100, 20)).columns
+            out.write("\r" + line[: columns - 1].ljust(columns - 1))
+            if final:
+                out.write("\n")
+        elif state != shown:
+            out.write(line + "\n")
+        shown = state
+        out.flush()
+        if final:
+            assert item is not None
+            return WatchResult(str(item["status"]), item, elapsed)
+        if timeout is not None and elapsed >= timeout:
+            if tty:
+                out.write("\n")
+            return WatchResult("TIMEOUT", item, elapsed)
+        sleep(interval if timeout is None else max(0.0, min(interval, timeout - elapsed)))
+
+
+# --- get -------------------------------------------------------------------------------------
+
+
+def result_keys(target: Target, job_id: str) -> list[str]:
+    bucket = target.require_bucket()
+    keys: list[str] = []
+    for page in target.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{RESULTS}{job_id}/"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def download_results(target: Target, job_id: str, out_dir: Path) -> list[Path]:
+    """Everything under results/<job-id>/ into out_dir/<job-id>/; returns the local paths."""
+    check_job_id(job_id)
+    bucket = target.require_bucket()
+    item = get_item(target, job_id) if target.table else None
+    if item is not None and item.get("status") not in FINAL:
+        # Result images are copied before the job completes: never hand out half a result.
+        pct = f" {item['percentage']}%" if item.get("percentage") is not None else ""
+        raise CliError(f"job {job_id!r} has no results yet (status {item.get('status')}{pct})")
+    keys = result_keys(target, job_id)
+    if not keys:
+        if item is not None:
+            raise CliError(
+                f"job {job_id!r} is {item.get('status')} but nothing is under s3://{bucket}/{RESULTS}{job_id}/"
+            )
+        raise CliError(f"job {job_id!r} not found: nothing under s3://{bucket}/{RESULTS}{job_id}/")
+    destination = out_dir / job_id
+    plan: list[tuple[str, Path]] = []
+    for key in keys:
+        relative = PurePosixPath(key[len(f"{RESULTS}{job_id}/") :])
+        if not relative.parts or any(part in ("", ".", "..") for part in relative.parts):
+            continue  # never write outside the destination
+        plan.append((key, destination.joinpath(*relative.parts)))
+    for _, path in plan:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    s3 = target.s3
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda job: s3.download_file(bucket, job[0], str(job[1])), plan))
+    return [path for _, path in plan]
+
+
+def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in (header, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def short_time(value: Any) -> str:
+    """2026-11-26T12:05:01.123Z -> 2026-11-26 12:05:01"""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 else (text or "-")

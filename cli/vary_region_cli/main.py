@@ -1,0 +1,310 @@
+"""vary-region: submit Vary Region (inpaint) jobs to the pipeline's bucket and follow them.
+
+Exit codes: 0 success; 1 the job FAILED or was REJECTED (watch); 2 watch timed out;
+3 the command could not do its work (configuration, missing job, AWS error, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from vary_region_cli import jobs
+from vary_region_cli.config import CliError, Settings, Target, resolve, settings_from_env
+from vary_region_cli.masks import MaskError, Rect, check_mask_file, parse_size, rectangle_mask_png
+
+PROG = "vary-region"
+EXIT_OK, EXIT_JOB_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _global_options(defaults: bool) -> _Parser:
+    """The connection options, accepted before or after the command (`vary-region --local list`
+    and `vary-region list --local` both work)."""
+    default = None if defaults else argparse.SUPPRESS
+    parent = _Parser(add_help=False)
+    group = parent.add_argument_group("where the jobs are")
+    group.add_argument("--bucket", default=default, help="jobs bucket (env VARY_REGION_BUCKET)")
+    group.add_argument("--table", default=default, help="jobs table (env VARY_REGION_TABLE)")
+    group.add_argument(
+        "--stack-name",
+        default=default,
+        help="read bucket and table from this CloudFormation stack's outputs (env VARY_REGION_STACK_NAME)",
+    )
+    group.add_argument("--endpoint-url", default=default, help="AWS endpoint (env AWS_ENDPOINT_URL)")
+    group.add_argument("--region", default=default, help="AWS region (env AWS_REGION)")
+    group.add_argument("--profile", default=default, help="AWS profile (env AWS_PROFILE)")
+    group.add_argument(
+        "--local",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="use the local stack (`make local`) described by the stack file; also the default when "
+        "no bucket, table, stack name or endpoint is given and .local/stack.json exists",
+    )
+    group.add_argument(
+        "--stack-file",
+        type=Path,
+        default=default,
+        help="the local stack's stack.json (default .local/stack.json); implies --local",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(defaults=True)],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = [_global_options(defaults=False)]
+
+    submit = commands.add_parser(
+        "submit",
+        parents=common,
+        help="upload a job into inbox/ and print its id",
+        description="Upload a job (job.json then the mask, or one inline file) and print its id on stdout.",
+    )
+    submit.add_argument("--parent-task-id", required=True, help="the upscale-1x task whose image is edited")
+    submit.add_argument("--prompt", help="what to draw in the selected region")
+    mask = submit.add_mutually_exclusive_group(required=True)
+    mask.add_argument(
+        "--mask",
+        type=Path,
+        metavar="FILE",
+        help="mask image (PNG, JPEG or WebP; black background, white = region to redraw)",
+    )
+    mask.add_argument(
+        "--rect",
+        action="append",
+        metavar="X,Y,W,H",
+        help="a white rectangle in a black mask (repeat for several); needs --size",
+    )
+    submit.add_argument("--size", metavar="W,H", help="with --rect: the mask size, i.e. the parent image's size")
+    submit.add_argument("--metadata", metavar="JSON", help="a small JSON object echoed into result.json")
+    submit.add_argument("--job-id", help="default: a new id like job-20261126-120501-ab12cd")
+    submit.add_argument(
+        "--inline", action="store_true", help="upload one inbox/<job-id>.json carrying the mask as a data URL"
+    )
+    submit.set_defaults(handler=cmd_submit)
+
+    watch = commands.add_parser(
+        "watch",
+        parents=common,
+        help="follow a job with a progress bar until it ends",
+        description="Follow a job until it is final. Exit 0 COMPLETED, 1 FAILED or REJECTED, 2 timeout.",
+    )
+    watch.add_argument("job_id", metavar="JOB_ID")
+    watch.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (default: never)")
+    watch.add_argument("--interval", type=float, default=0.5, metavar="S", help="poll every S seconds (0.5)")
+    watch.set_defaults(handler=cmd_watch)
+
+    get = commands.add_parser("get", parents=common, help="download results/<job-id>/ into DIR/<job-id>/")
+    get.add_argument("job_id", metavar="JOB_ID")
+    get.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="default: the current directory")
+    get.set_defaults(handler=cmd_get)
+
+    listing = commands.add_parser("list", parents=common, help="recent jobs, newest first")
+    listing.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (20)")
+    listing.add_argument(
+        "--status",
+        type=str.upper,
+        choices=["RECEIVED", "SUBMITTED", "PROCESSING", "COMPLETED", "FAILED", "REJECTED"],
+        help="only jobs in this state",
+    )
+    listing.set_defaults(handler=cmd_list)
+
+    status = commands.add_parser("status", parents=common, help="the job's DynamoDB item as JSON")
+    status.add_argument("job_id", metavar="JOB_ID")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace, target: Target) -> int:
+    if args.rect:
+        if not args.size:
+            raise CliError("--rect needs --size W,H (the parent image's size, e.g. --size 1024,1024)")
+        mask = rectangle_mask_png(parse_size(args.size), [Rect.parse(text) for text in args.rect])
+        mask_type = "image/png"
+    else:
+        if args.size:
+            raise CliError("--size only goes with --rect")
+        try:
+            mask = args.mask.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read the mask {args.mask}: {exc.strerror or exc}") from None
+        mask_type = check_mask_file(mask, str(args.mask))
+    metadata = _metadata(args.metadata)
+    if not args.parent_task_id.strip():
+        raise CliError("--parent-task-id is empty")
+    job_id = args.job_id if args.job_id is not None else jobs.new_job_id()
+    document = jobs.job_document(args.parent_task_id.strip(), args.prompt, metadata)
+    uploads = jobs.submit_job(target, job_id, document, mask, mask_type, inline=args.inline)
+    for upload in uploads:
+        _note(f"uploaded s3://{target.bucket}/{upload.key} ({upload.content_type}, {upload.size} bytes)")
+    print(job_id, flush=True)
+    return EXIT_OK
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--metadata is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise CliError('--metadata must be a JSON object, like \'{"customer": "acme"}\'')
+    return value
+
+
+def cmd_watch(args: argparse.Namespace, target: Target) -> int:
+    jobs.check_job_id(args.job_id)
+    target.require_table()
+    if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
+        raise CliError("--interval must be positive and --timeout not negative")
+    result = jobs.watch_job(target, args.job_id, timeout=args.timeout, interval=args.interval)
+    item = result.item or {}
+    if result.status == "TIMEOUT":
+        where = f"still {item.get('status')}" if item else "not picked up by the pipeline yet"
+        print(f"timed out after {result.elapsed:.0f}s: job {args.job_id} is {where}", flush=True)
+        return EXIT_TIMEOUT
+    if result.status == "COMPLETED":
+        images = (item.get("result") or {}).get("images") or {}
+        count = f"{len(images)} images" if images else "results"
+        where = f"s3://{target.bucket}/{jobs.RESULTS}{args.job_id}/"
+        print(f"COMPLETED: {count} in {where} (download: {PROG} get {args.job_id})", flush=True)
+        return EXIT_OK
+    error = item.get("error") or {}
+    stage = f" [stage: {error['stage']}]" if error.get("stage") else ""
+    print(f"{result.status}: {error.get('code', 'UNKNOWN')}: {error.get('message', '(no message)')}{stage}", flush=True)
+    return EXIT_JOB_FAILED
+
+
+def cmd_get(args: argparse.Namespace, target: Target) -> int:
+    paths = jobs.download_results(target, args.job_id, args.out)
+    for path in paths:
+        print(path, flush=True)
+    if any(path.name == "error.json" for path in paths):
+        _note(f"job {args.job_id} did not complete: see error.json")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, target: Target) -> int:
+    if args.limit <= 0:
+        raise CliError("--limit must be positive")
+    items = jobs.list_jobs(target, args.limit, args.status)
+    if not items:
+        print("no jobs" + (f" with status {args.status}" if args.status else ""), flush=True)
+        return EXIT_OK
+    rows = [
+        [
+            str(item.get("job_id")),
+            str(item.get("status", "?")),
+            str(item["percentage"]) if item.get("percentage") is not None else "-",
+            jobs.short_time(item.get("created_at")),
+            str(item.get("task_id") or "-"),
+        ]
+        for item in items
+    ]
+    print(jobs.format_table(rows, ["JOB ID", "STATUS", "%", "CREATED (UTC)", "TASK ID"]), flush=True)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, target: Target) -> int:
+    jobs.check_job_id(args.job_id)
+    item = jobs.require_item(target, args.job_id)
+    print(json.dumps(item, indent=2, sort_keys=True, ensure_ascii=False), flush=True)
+    return EXIT_OK
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings(
+        bucket=args.bucket,
+        table=args.table,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        stack_name=args.stack_name,
+        local=bool(args.local),
+        stack_file=args.stack_file,
+    )
+    target: Target | None = None
+    try:
+        target = resolve(settings_from_env(settings))
+        handler: Callable[[argparse.Namespace, Target], int] = args.handler
+        return handler(args, target)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `vary-region list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except (CliError, MaskError) as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # AWS and OS errors: one readable line, never a traceback
+        return _fail(describe_error(exc, target))
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_ERROR
+
+
+def describe_error(exc: Exception, target: Target | None) -> str:
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
+        if target is not None and target.local:
+            return (
+                f"cannot reach {target.where}: is it running? Start it with `make local` "
+                f"(or delete {target.stack_file} if it is left over from a stack that was killed)"
+            )
+        return str(exc)
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return "no AWS credentials found: configure a profile (--profile, AWS_PROFILE) or use --local"
+    if isinstance(exc, boto.NoRegionError):
+        return "no AWS region configured: pass --region or set AWS_REGION"
+    if isinstance(exc, boto.ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Error"), error.get("Message", "")
+        operation = getattr(exc, "operation_name", "request")
+        if code in ("NoSuchBucket",) and target is not None:
+            return f"bucket {target.bucket} does not exist ({target.where})"
+        if code == "ResourceNotFoundException" and target is not None and operation in ("GetItem", "Scan"):
+            return f"table {target.table} does not exist ({target.where})"
+        if code == "ValidationError" and operation == "DescribeStacks" and target is not None:
+            return f"CloudFormation stack {target.stack_name} not found: {message}"
+        return f"{operation} failed: {code}: {message}".rstrip(": ")
+    if isinstance(exc, boto.BotoCoreError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

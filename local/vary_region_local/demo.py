@@ -1,0 +1,311 @@
+"""`make demo`: one Vary Region job through the local stack, the way a user runs it.
+
+Starts the local stack as a separate process (`python -m vary_region_local.stack`, log in
+.local/stack.log), then uses only the `vary-region` CLI (S3 and DynamoDB over HTTP) to submit a job
+with a rectangle mask, watch it, and download the results into demo-output/<job-id>/. It also saves
+the simulator's parent picture as parent.png, checks that only the masked rectangle changed, and
+stops the stack again, also when something fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from vary_region_cli import main as cli
+from vary_region_cli.jobs import RESULTS
+from vary_region_cli.masks import Rect
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARENT_TASK_ID = "demo-parent-1"
+PROMPT = "a hot air balloon"
+MASK_SIZE = (512, 512)  # the simulator's parent pictures are 512x512
+RECT = Rect(176, 48, 160, 208)  # X,Y,W,H: a tall box in the sky
+STACK_START_TIMEOUT = 30.0
+STACK_STOP_TIMEOUT = 15.0
+
+
+class DemoError(Exception):
+    pass
+
+
+class LocalStackProcess:
+    """The local stack in a process of its own, started and stopped as a user would."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.stack_file = state_dir / "stack.json"
+        self.log_path = state_dir / "stack.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = STACK_START_TIMEOUT) -> dict[str, Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stack_file.unlink(missing_ok=True)  # stale: its stack is gone (checked by the caller)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("APIFRAME_", "AWS_", "LOCAL_"))}
+        env["PYTHONUNBUFFERED"] = "1"  # a live log
+        command = [
+            sys.executable,
+            "-m",
+            "vary_region_local.stack",
+            "--aws-port",
+            "0",
+            "--webhook-port",
+            "0",
+            "--simulator-port",
+            "0",
+            "--state-dir",
+            str(self.state_dir),
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops the stack itself
+                preexec_fn=_default_sigint,  # no threads yet
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoError(f"the local stack exited with code {self.process.returncode} while starting")
+            info = read_stack_file(self.stack_file)
+            if info is not None:
+                return info
+            time.sleep(0.1)
+        raise DemoError(f"the local stack did not write {self.stack_file} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = STACK_STOP_TIMEOUT) -> int | None:
+        """SIGINT (Ctrl-C) first; kill only if it does not stop in time. Returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+                self.stack_file.unlink(missing_ok=True)  # a killed stack cannot clean up after itself
+        return process.returncode
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _default_sigint() -> None:
+    # A stack started from a script in the background inherits an ignored SIGINT; Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def read_stack_file(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not there yet, or half written
+    return info if isinstance(info, dict) and info.get("aws_endpoint_url") else None
+
+
+def stack_is_alive(info: dict[str, Any]) -> bool:
+    endpoint = urlsplit(str(info.get("aws_endpoint_url", "")))
+    try:
+        with socket.create_connection((endpoint.hostname or "127.0.0.1", endpoint.port or 80), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def shown_path(path: Path) -> Path:
+    with contextlib.suppress(ValueError):
+        return path.resolve().relative_to(Path.cwd().resolve())
+    return path
+
+
+class Cli:
+    """Runs `vary-region` commands in-process and shows them as a user would type them."""
+
+    def __init__(self, stack_file: Path) -> None:
+        self.stack_file = stack_file
+        default = (Path.cwd() / ".local" / "stack.json").resolve()
+        shown = ["--stack-file", str(shown_path(stack_file))]
+        self.shown_globals = ["--local"] if stack_file.resolve() == default else shown
+
+    def run(self, *args: str, capture: bool = False) -> tuple[int, str]:
+        print(f"\n$ vary-region {shlex.join([*self.shown_globals, *args])}", flush=True)
+        argv = ["--stack-file", str(self.stack_file), *args]
+        if not capture:
+            return cli.main(argv), ""
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = cli.main(argv)
+        print(buffer.getvalue(), end="", flush=True)
+        return code, buffer.getvalue()
+
+
+def check_only_mask_changed(folder: Path, rect: Rect) -> str:
+    """Compare 1.png..4.png with parent.png pixel by pixel (Pillow: a dev dependency, demo only)."""
+    from PIL import Image, ImageChops
+
+    parent = Image.open(folder / "parent.png").convert("RGB")
+    for name in ("1.png", "2.png", "3.png", "4.png"):
+        image = Image.open(folder / name).convert("RGB")
+        if image.size != parent.size:
+            raise DemoError(f"{name} is {image.size}, the parent is {parent.size}")
+        box = ImageChops.difference(parent, image).getbbox()
+        if box is None:
+            raise DemoError(f"{name} is identical to the parent: the masked region was not redrawn")
+        left, top, right, bottom = box
+        inside = left >= rect.x and top >= rect.y and right <= rect.x + rect.width and bottom <= rect.y + rect.height
+        if not inside:
+            raise DemoError(f"{name} differs from the parent outside the mask: changed box {box}, mask {rect}")
+    return (
+        f"check: 1.png..4.png vs parent.png: masked region changed, rest identical "
+        f"(every changed pixel lies inside X,Y,W,H = {rect})"
+    )
+
+
+def download(url: str, path: Path) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise DemoError(f"unexpected URL {url}")
+    with urllib.request.urlopen(url, timeout=10) as response:  # the simulator, on loopback
+        path.write_bytes(response.read())
+
+
+def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
+    started = time.monotonic()
+    stack = LocalStackProcess(state_dir)
+    failure: str | None = None
+    try:
+        info = read_stack_file(stack.stack_file)
+        if info is not None and stack_is_alive(info):
+            if not info.get("simulator"):
+                raise DemoError(
+                    f"a local stack that talks to a real APIFRAME server is running ({stack.stack_file}); "
+                    "the demo runs on the simulator only: stop that stack first"
+                )
+            print(f"Using the local stack that is already running ({shown_path(stack.stack_file)}).")
+        else:
+            print(f"Starting the local stack: python -m vary_region_local.stack (log: {shown_path(stack.log_path)})")
+            info = stack.start()
+            print(
+                f"  ready in {time.monotonic() - started:.1f}s: AWS (moto) {info['aws_endpoint_url']}, "
+                f"APIFRAME simulator {info['apiframe_base_url']}, webhook {info['webhook_url']}",
+                flush=True,
+            )
+        run = Cli(stack.stack_file)
+
+        code, output = run.run(
+            "submit",
+            "--parent-task-id",
+            PARENT_TASK_ID,
+            "--prompt",
+            PROMPT,
+            "--rect",
+            str(RECT),
+            "--size",
+            f"{MASK_SIZE[0]},{MASK_SIZE[1]}",
+            "--metadata",
+            json.dumps({"source": "make demo"}),
+            capture=True,
+        )
+        if code != 0 or not output.strip():
+            raise DemoError(f"submit failed (exit code {code})")
+        job_id = output.strip().splitlines()[-1]
+
+        code, _ = run.run("watch", job_id, "--timeout", f"{job_timeout:g}")
+        if code != 0:
+            raise DemoError(f"the job did not complete (watch exit code {code})")
+
+        out_arg = str(shown_path(out_dir))
+        code, _ = run.run("get", job_id, "--out", out_arg)
+        if code != 0:
+            raise DemoError(f"get failed (exit code {code})")
+        folder = out_dir / job_id
+        parent_path = folder / "parent.png"
+        download(f"{info['apiframe_base_url']}/images/{quote(PARENT_TASK_ID, safe='')}/parent.png", parent_path)
+        print(f"{shown_path(parent_path)}    <- the parent picture, from the simulator")
+
+        code, _ = run.run("list", "--limit", "5")
+        if code != 0:
+            raise DemoError(f"list failed (exit code {code})")
+
+        print()
+        print(check_only_mask_changed(folder, RECT))
+        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        print(
+            f"result.json: task {result['task_id']}, {len(result['images'])} images under "
+            f"s3://{info['bucket']}/{RESULTS}{job_id}/, metadata {json.dumps(result['metadata'])}"
+        )
+        print(f"open {shown_path(folder)}/ to compare parent.png with 1.png..4.png and grid.png")
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    except DemoError as exc:
+        failure = str(exc)
+    except Exception as exc:  # the demo must always stop its stack and say what happened
+        failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        if stack.process is not None:
+            stopped_with = stack.stop()
+            if stopped_with == 0 and not stack.stack_file.exists():
+                print("\nStopped the local stack (exit code 0).")
+            else:
+                print(f"\nThe local stack did not stop cleanly (exit code {stopped_with}).")
+                failure = failure or f"the local stack exited with code {stopped_with}"
+    elapsed = time.monotonic() - started
+    if failure:
+        tail = stack.log_tail()
+        if tail and stack.process is not None:
+            print(f"\n--- last lines of {shown_path(stack.log_path)} ---\n{tail}\n---", file=sys.stderr)
+        print(f"\nDemo FAILED after {elapsed:.1f}s: {failure}", file=sys.stderr)
+        return 130 if failure == "interrupted" else 1
+    print(f"Demo finished in {elapsed:.1f}s.")
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM: unwind through the finally that stops the stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vary_region_local.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=REPO_ROOT / ".local",
+        help="where the stack writes stack.json and stack.log (default: .local)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "demo-output", help="results go to OUT/<job-id>/ (default: demo-output)"
+    )
+    parser.add_argument("--timeout", type=float, default=40.0, help="seconds to wait for the job (40)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    return run_demo(args.state_dir, args.out, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
