@@ -80,3 +80,255 @@ def read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+# ---- webhooks, reconciler and simulator helpers (integration tests of the webhook/reconcile paths) ----
+IN_FLIGHT_STATUSES = ("SUBMITTED", "PROCESSING")
+RESULT_IMAGE_NAMES = ("grid", "1", "2", "3", "4")
+
+
+def wait_for_task_id(table: Any, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The job item once the submission has recorded the provider's task id."""
+    deadline = time.monotonic() + timeout
+    item = None
+    while time.monotonic() < deadline:
+        item = get_job(table, job_id)
+        if item and item.get("task_id"):
+            return item
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} got no task_id in {timeout}s; last item: {item}")
+
+
+def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "condition") -> Any:
+    """Poll `condition()` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def wait_for_sim_task(sim: Any, task_id: str, statuses: tuple[str, ...] = ("finished", "failed"),
+                      timeout: float = 20.0) -> dict[str, Any]:
+    """The simulator's task record once the task reached one of `statuses`."""
+    return wait_until(lambda: (t := sim.task(task_id)) is not None and t["status"] in statuses and t,
+                      timeout, message=f"simulator task {task_id} in {statuses}")
+
+
+def progress_body(task_id: str, percentage: str, status: str = "processing") -> dict[str, Any]:
+    """The documented in-progress shape: the percentage is a string."""
+    return {"task_id": task_id, "task_type": "inpaint", "status": status, "percentage": percentage}
+
+
+def post_webhook(stack: Any, job_id: str, payload: Any = None, *, secret: str | None = None,
+                 body: bytes | None = None, timeout: float = 60.0) -> Any:
+    """POST to the local webhook endpoint of `job_id` as the provider would (secret header optional)."""
+    import urllib.parse
+
+    import requests
+
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["x-webhook-secret"] = secret
+    data = body if body is not None else json.dumps(payload).encode()
+    url = f"{stack.info.webhook_url}/{urllib.parse.quote(job_id, safe='')}"
+    return requests.post(url, data=data, headers=headers, timeout=timeout)
+
+
+class InFlightJob:
+    """A submitted job whose provider webhooks are dropped, so the test speaks for the provider."""
+
+    def __init__(self, job_id: str, task_id: str, secret: str, item: dict[str, Any]) -> None:
+        self.job_id, self.task_id, self.secret, self.item = job_id, task_id, secret, item
+
+    def __repr__(self) -> str:  # keep the secret out of assertion messages
+        return f"InFlightJob(job_id={self.job_id!r}, task_id={self.task_id!r})"
+
+
+def start_job_in_flight(s3: Any, bucket: str, table: Any, sim: Any, prefix: str = "flight",
+                        **faults: Any) -> InFlightJob:
+    """Upload a job with `drop_webhooks="all"` (plus `faults`), wait for its task id, and return it
+    with the real webhook secret (read from the simulator, which received it at submit time)."""
+    sim.set_faults(**({"drop_webhooks": "all"} | faults))
+    job_id = new_job_id(prefix)
+    upload_job(s3, bucket, job_id)
+    item = wait_for_task_id(table, job_id)
+    task = sim.task(item["task_id"])
+    assert task is not None and task["webhook_secret"], "the simulator must have received a webhook secret"
+    return InFlightJob(job_id, item["task_id"], task["webhook_secret"], item)
+
+
+def final_body(sim: Any, task_id: str) -> dict[str, Any]:
+    """The provider's final payload for a task (what its final webhook would carry)."""
+    task = wait_for_sim_task(sim, task_id)
+    assert task["result"] is not None
+    return dict(task["result"])
+
+
+def run_reconciler_until(stack: Any, table: Any, job_id: str, predicate: Any, timeout: float = 20.0,
+                         interval: float = 0.2) -> dict[str, Any]:
+    """Run the reconciler (as its schedule would) until the job item satisfies `predicate`."""
+    deadline = time.monotonic() + timeout
+    item = None
+    while time.monotonic() < deadline:
+        stack.run_reconciler()
+        item = get_job(table, job_id)
+        if item and predicate(item):
+            return item
+        time.sleep(interval)
+    raise AssertionError(f"the reconciler did not bring job {job_id} to the expected state in {timeout}s; "
+                         f"last item: {item}")
+
+
+def settle_job(stack: Any, sim: Any, table: Any, job: InFlightJob, timeout: float = 20.0) -> dict[str, Any]:
+    """Finish an in-flight job the ordinary way (its real final webhook), so that it does not linger as
+    open work for later reconciler runs. Faults on the image host must be off."""
+    item = get_job(table, job.job_id)
+    if item and item["status"] in FINAL_STATUSES:
+        return item
+    post_webhook(stack, job.job_id, final_body(sim, job.task_id), secret=job.secret)
+    return wait_for_status(table, job.job_id, timeout=timeout)
+
+
+def object_version(s3: Any, bucket: str, key: str) -> tuple[str, Any]:
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return head["ETag"], head["LastModified"]
+
+
+def s3_put_event(bucket: str, key: str) -> dict[str, Any]:
+    """An S3 ObjectCreated notification as S3 sends it (the key URL-encoded, `+` for spaces)."""
+    import urllib.parse
+
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2024-01-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": urllib.parse.quote_plus(key), "size": 1}},
+    }]}
+
+
+def create_simulator_task(sim: Any, api_key: str, prompt: str = "a lighthouse") -> dict[str, Any]:
+    """A finished imagine task on the simulator (grid + 4 images), created without any webhook."""
+    import requests
+
+    response = requests.post(f"{sim.base_url}/imagine", json={"prompt": prompt},
+                             headers={"Authorization": api_key}, timeout=10)
+    response.raise_for_status()
+    return wait_for_sim_task(sim, response.json()["task_id"], ("finished",))
+
+
+# ---- intake, submit-error and duplicate-delivery helpers (queue-level sync points, raw events) ----
+def poll_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "condition") -> Any:
+    """Poll `condition()` until it returns something truthy and return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def submit_queue_in_use(stack: Any, include_delayed: bool = False) -> int:
+    """Messages on the submit queue that are waiting or being handled (and, if asked, delayed ones:
+    jobs held back for a provider slot)."""
+    import boto3
+
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    if include_delayed:
+        names.append("ApproximateNumberOfMessagesDelayed")
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=stack.info.queue_url,
+                                                          AttributeNames=names)["Attributes"]
+    return sum(int(attributes[name]) for name in names)
+
+
+def wait_for_queue_drained(stack: Any, timeout: float = 20.0, include_delayed: bool = False) -> None:
+    """Every S3 notification sent so far has been handled and deleted (moto enqueues them during the
+    PUT, so once this returns the submit function has seen every upload made before the call)."""
+    poll_until(lambda: submit_queue_in_use(stack, include_delayed) == 0, timeout, message="submit queue drained")
+
+
+def settle_stack(stack: Any, sim: Any, timeout: float = 30.0) -> None:
+    """Before a test that counts paid calls: let earlier tests' queued events and simulator tasks finish,
+    then clear the simulator's faults and counters."""
+    wait_for_queue_drained(stack, timeout, include_delayed=True)
+    assert sim.wait_idle(timeout=timeout)
+    sim.reset()
+
+
+def put_files(s3: Any, bucket: str, files: list[tuple[str, bytes, str | None]]) -> dict[str, str]:
+    """Upload (key, body, content type or None) in order; return each key's ETag as S3 answered it."""
+    etags = {}
+    for key, body, content_type in files:
+        extra = {"ContentType": content_type} if content_type else {}
+        etags[key] = s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)["ETag"]
+    return etags
+
+
+def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 10.0) -> bytes:
+    """The object's body once it exists."""
+    from botocore.exceptions import ClientError
+
+    def body() -> bytes | None:
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError:
+            return None
+
+    return poll_until(lambda: body(), timeout, message=f"s3://{bucket}/{key} exists")
+
+
+def s3_notification(bucket: str, key: str, size: int = 1) -> dict[str, Any]:
+    """An ObjectCreated:Put notification exactly as moto (and S3) sends it to SQS: the key `quote_plus`-encoded."""
+    from urllib.parse import quote_plus
+
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2025-06-02T10:09:57.214Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "inbox",
+               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key), "size": size, "eTag": "0"}},
+    }]}
+
+
+def sqs_event_for(stack: Any, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SQS event the submit function receives from its event source mapping, one record per body."""
+    from vary_region_local.sqs_poller import sqs_event
+
+    messages = [{"MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex, "Body": json.dumps(body),
+                 "Attributes": {"ApproximateReceiveCount": "1"}} for body in bodies]
+    arn = f"arn:aws:sqs:{stack.options.region}:123456789012:vary-region-submit"
+    return sqs_event(messages, arn, stack.options.region)
+
+
+def job_ids_in_table(table: Any) -> set[str]:
+    """Every job id in the table (the provider-slot counter, whose key starts with '/', excluded)."""
+    ids: set[str] = set()
+    kwargs: dict[str, Any] = {"ProjectionExpression": "job_id", "ConsistentRead": True}
+    while True:
+        page = table.scan(**kwargs)
+        ids.update(item["job_id"] for item in page.get("Items", []) if not item["job_id"].startswith("/"))
+        if "LastEvaluatedKey" not in page:
+            return ids
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def wait_for_job(table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES,
+                 timeout: float = 20.0) -> dict[str, Any]:
+    """Like wait_for_status, but a half-written item is "not yet": moto's UpdateItem stores a key-only
+    item before it applies the update, so a concurrent read can see an item with no `status`."""
+    item: dict[str, Any] | None = None
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal item
+        item = get_job(table, job_id)
+        return item if item and item.get("status") in statuses else None
+
+    try:
+        return poll_until(reached, timeout, message=f"job {job_id} in {statuses}")
+    except AssertionError:
+        raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last item: {item}") from None

@@ -93,6 +93,7 @@ class Reconciler:
                 write_error(
                     self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error
                 )
+                metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
             return "failed_ambiguous"
         received = parse_timestamp(job.created_at or job.updated_at)
         if now - received < timedelta(seconds=self._settings.stale_receipt_seconds):
@@ -104,4 +105,5 @@ class Reconciler:
             write_error(
                 self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "REJECTED", error
             )
+            metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
         return "rejected_incomplete"
