@@ -190,7 +190,7 @@ def settle_job(stack: Any, sim: Any, table: Any, job: InFlightJob, timeout: floa
     if item and item["status"] in FINAL_STATUSES:
         return item
     post_webhook(stack, job.job_id, final_body(sim, job.task_id), secret=job.secret)
-    return wait_for_status(table, job.job_id, timeout=timeout)
+    return wait_for_job(table, job.job_id, timeout=timeout)
 
 
 def object_version(s3: Any, bucket: str, key: str) -> tuple[str, Any]:
@@ -332,3 +332,117 @@ def wait_for_job(table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STAT
         return poll_until(reached, timeout, message=f"job {job_id} in {statuses}")
     except AssertionError:
         raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last item: {item}") from None
+
+
+# ---- per-job accounting of provider calls and webhook answers (robust to other jobs in flight) ----
+class ProviderRecorder:
+    """Records every request that reaches the simulator (method, path, the task ids or webhook URL it
+    names, and the status it got), so a test can count its own job's calls while other jobs run.
+    Install with `ProviderRecorder.install(sim, monkeypatch)`."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.calls: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def install(cls, sim: Any, monkeypatch: Any) -> ProviderRecorder:
+        recorder = cls()
+        original = sim._handle
+
+        def handle(method: str, raw_path: str, authorization: str | None, body: bytes) -> Any:
+            status = 500
+            try:
+                response = original(method, raw_path, authorization, body)
+                status = response.status
+                return response
+            except Exception as exc:  # the simulator answers its own _BadRequest with a 400
+                status = 400 if type(exc).__name__ == "_BadRequest" else 500
+                raise
+            finally:
+                recorder._record(method, raw_path, body, status)
+
+        monkeypatch.setattr(sim, "_handle", handle)
+        return recorder
+
+    def _record(self, method: str, raw_path: str, body: bytes, status: int) -> None:
+        import urllib.parse
+
+        path = urllib.parse.urlsplit(raw_path).path
+        call: dict[str, Any] = {"method": method, "path": path, "status": status, "task_ids": (), "webhook_url": None}
+        if method == "POST" and path in ("/fetch", "/fetch-many", "/inpaint"):
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                payload = {}
+            if isinstance(payload, dict):
+                ids = payload.get("task_ids") if path == "/fetch-many" else [payload.get("task_id")]
+                call["task_ids"] = tuple(i for i in ids or () if isinstance(i, str))
+                call["webhook_url"] = payload.get("webhook_url")
+        with self._lock:
+            self.calls.append(call)
+
+    def _snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.calls)
+
+    def fetches(self, task_id: str) -> int:
+        """Fetch calls (single or batched) that asked about this task."""
+        return sum(1 for c in self._snapshot() if c["path"] in ("/fetch", "/fetch-many") and task_id in c["task_ids"])
+
+    def image_gets(self, task_id: str) -> int:
+        import urllib.parse
+
+        prefix = f"/images/{urllib.parse.quote(task_id, safe='')}/"
+        return sum(1 for c in self._snapshot() if c["method"] == "GET" and c["path"].startswith(prefix))
+
+    def inpaint_calls(self, job_id: str, status: int | None = None) -> int:
+        """/inpaint requests made for this job (recognised by its webhook URL); status=200: paid ones."""
+        import urllib.parse
+
+        suffix = "/" + urllib.parse.quote(job_id, safe="")
+        return sum(1 for c in self._snapshot() if c["path"] == "/inpaint" and str(c["webhook_url"]).endswith(suffix)
+                   and (status is None or c["status"] == status))
+
+    def side_effects(self, *task_ids: str) -> tuple[int, int]:
+        """(Fetch calls, image downloads) concerning these tasks."""
+        return sum(self.fetches(t) for t in task_ids), sum(self.image_gets(t) for t in task_ids)
+
+
+class WebhookRecorder:
+    """Wraps the local webhook function and records each invocation's job path and HTTP status (what
+    API Gateway's access log would show). Install with `WebhookRecorder.install(stack, monkeypatch)`."""
+
+    def __init__(self, function: Any) -> None:
+        import threading
+
+        self._function = function
+        self._lock = threading.Lock()
+        self.answers: list[tuple[str, int]] = []
+
+    @classmethod
+    def install(cls, stack: Any, monkeypatch: Any) -> WebhookRecorder:
+        recorder = cls(stack.functions["webhook"])
+        monkeypatch.setitem(stack.functions, "webhook", recorder)
+        return recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._function, name)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        status = 500
+        try:
+            response = self._function.invoke(event)
+            status = int(response.get("statusCode", 200)) if isinstance(response, dict) else 200
+            return response
+        finally:
+            with self._lock:
+                self.answers.append((event.get("rawPath", ""), status))
+
+    def statuses(self, job_id: str) -> list[int]:
+        import urllib.parse
+
+        path = "/webhook/" + urllib.parse.quote(job_id, safe="")
+        with self._lock:
+            return [status for raw_path, status in self.answers if raw_path == path]

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ class LocalStack:
 
         opts = self.options
         serialise_dynamodb_requests()
+        # Powertools warns when an invocation emitted no metric (a progress webhook): noise here.
+        warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
         self._moto.start()

@@ -173,9 +173,18 @@ class JobSubmitter:
             self._store.mark_submit_ambiguous(job_id, token, error, self._clock())
             logger.error("submission outcome unknown; not resending", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.AMBIGUOUS, job_id, error=error)
+        except ProviderUnavailable:
+            # Known not accepted (429/5xx/unreachable past the retry budget): give the claim back.
+            # Held in the queue, a long provider outage never walks the message into the DLQ.
+            self._store.release_claim(job_id, token, self._clock())
+            if self._hold is None:
+                raise
+            self._hold(uploaded.key)
+            logger.warning("APIFRAME unavailable; job held back for a later attempt")
+            return SubmitResult(SubmitOutcome.HELD, job_id)
         except BaseException:
-            # Nothing reached the provider (ProviderUnavailable, or a failure before sending):
-            # give the claim back so the redelivered event can try again.
+            # A failure before anything was sent (e.g. the API key could not be read): give the claim
+            # back so the redelivered event can try again.
             self._store.release_claim(job_id, token, self._clock())
             raise
         self._store.mark_submitted(job_id, token, task_id, self._clock())

@@ -47,7 +47,8 @@ class TaskStore:
             item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
         except ClientError as exc:
             raise TaskStoreError(str(exc)) from exc
-        return _job_from_item(item) if item else None
+        # An item without a status is not a job yet (moto can expose a half-applied first write).
+        return _job_from_item(item) if item and "status" in item else None
 
     def quiet_jobs(self, updated_before: datetime, limit: int = 100) -> list[Job]:
         """Unfinished jobs whose last change is older than `updated_before` (oldest first)."""

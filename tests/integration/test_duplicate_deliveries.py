@@ -1,0 +1,153 @@
+"""Every paid APIFRAME call is made at most once per job, however often AWS redelivers: the same S3
+event arriving 50 times at once, both files landing at the same moment, a re-upload after the job is
+done, and the s3:TestEvent that S3 sends when the notification is configured."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
+
+from tests.builders import (
+    get_job,
+    job_ids_in_table,
+    job_json,
+    keys_under,
+    mask_png,
+    new_job_id,
+    put_files,
+    read_json,
+    s3_notification,
+    settle_stack,
+    sqs_event_for,
+    wait_for_job,
+    wait_for_queue_drained,
+)
+
+DELIVERIES = 50
+CONTAINERS = DELIVERIES  # each a separate module instance, i.e. a separate Lambda execution environment
+
+
+@pytest.fixture(autouse=True)
+def _settled(stack, sim):
+    """Counts of paid calls below belong to this test alone."""
+    settle_stack(stack, sim)
+
+
+def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_submission(
+        stack, sim, s3, table, bucket):
+    containers = [LocalFunction(f"submit-dup-{i}", "submit", 60) for i in range(CONTAINERS)]
+    job_id = new_job_id("dup 50 ü")
+    parent = f"parent-{job_id[-10:]}"
+    mask_key = f"inbox/{job_id}/mask.png"
+    event = sqs_event_for(stack, [s3_notification(bucket, mask_key)])
+    start = threading.Barrier(DELIVERIES)
+
+    def deliver(i: int) -> Any:
+        start.wait(timeout=30)
+        return containers[i % CONTAINERS].invoke(event)
+
+    # The stack reacts to the uploads too (its own two notifications), racing the 50 duplicates.
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(parent_task_id=parent), "application/json"),
+                           (mask_key, mask_png(), "image/png")])
+    with ThreadPoolExecutor(max_workers=DELIVERIES) as pool:
+        answers = list(pool.map(deliver, range(DELIVERIES)))
+
+    item = wait_for_job(table, job_id)
+    wait_for_queue_drained(stack)
+    sim.wait_idle(timeout=10)
+
+    assert answers == [{"batchItemFailures": []}] * DELIVERIES
+    assert item["status"] == "COMPLETED", item
+    stats = sim.stats()
+    assert stats["inpaint_calls"] == 1, stats
+    assert stats["tasks_created"] == 1, stats
+    assert [request["parent_task_id"] for request in sim.inpaint_requests] == [parent]
+    assert read_json(s3, bucket, f"results/{job_id}/result.json")["task_id"] == item["task_id"]
+    assert get_job(table, job_id)["completed_at"] == item["completed_at"]  # completed once, never again
+
+
+def test_given_both_files_uploaded_at_the_same_moment_then_exactly_one_submission_per_job(
+        stack, sim, s3, table, bucket):
+    jobs = {new_job_id(f"same-moment-{n}"): f"parent-same-moment-{n}" for n in range(5)}
+    uploads = []
+    for job_id, parent in jobs.items():
+        uploads.append((f"inbox/{job_id}/job.json", job_json(parent_task_id=parent), "application/json"))
+        uploads.append((f"inbox/{job_id}/mask.png", mask_png(), "image/png"))
+    start = threading.Barrier(len(uploads))
+
+    def upload(file: tuple[str, bytes, str]) -> None:
+        start.wait(timeout=30)
+        put_files(s3, bucket, [file])
+
+    with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
+        list(pool.map(upload, uploads))
+
+    items = {job_id: wait_for_job(table, job_id) for job_id in jobs}
+    wait_for_queue_drained(stack)
+    sim.wait_idle(timeout=10)
+
+    assert {job_id: item["status"] for job_id, item in items.items()} == dict.fromkeys(jobs, "COMPLETED")
+    stats = sim.stats()
+    assert stats["inpaint_calls"] == len(jobs), stats
+    assert stats["tasks_created"] == len(jobs), stats
+    assert sorted(request["parent_task_id"] for request in sim.inpaint_requests) == sorted(jobs.values())
+    assert len({item["task_id"] for item in items.values()}) == len(jobs)
+
+
+def test_given_completed_job_when_job_json_is_uploaded_again_then_nothing_changes(stack, sim, s3, table, bucket):
+    job_id = new_job_id("reupload")
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json"),
+                           (f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    done = wait_for_job(table, job_id, ("COMPLETED",))
+    wait_for_queue_drained(stack)
+    sim.wait_idle(timeout=10)
+    result_key = f"results/{job_id}/result.json"
+    before = s3.get_object(Bucket=bucket, Key=result_key)
+    before_body = before["Body"].read()
+    before_results = keys_under(s3, bucket, f"results/{job_id}/")
+
+    # The same file again, then a changed one (a user "retrying" with another prompt).
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(prompt="a blue balloon"), "application/json")])
+    wait_for_queue_drained(stack)
+
+    assert sim.stats()["inpaint_calls"] == 1
+    assert get_job(table, job_id) == done
+    after = s3.get_object(Bucket=bucket, Key=result_key)
+    assert after["ETag"] == before["ETag"]
+    assert after["Body"].read() == before_body
+    assert keys_under(s3, bucket, f"results/{job_id}/") == before_results
+
+
+def test_given_s3_test_event_then_submit_ignores_it(stack, sim, table):
+    event = json.loads((REPO_ROOT / "events" / "sqs-s3-test-event.json").read_text())
+    jobs_before = job_ids_in_table(table)
+
+    answer = stack.functions["submit"].invoke(event)
+
+    assert answer == {"batchItemFailures": []}
+    assert job_ids_in_table(table) == jobs_before
+    assert sim.stats()["inpaint_calls"] == 0
+
+
+def test_given_rejected_job_when_fixed_files_are_uploaded_again_then_it_stays_rejected_and_nothing_is_submitted(
+        stack, sim, s3, table, bucket):
+    job_id = new_job_id("rejected-reupload")
+    put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
+                           (f"inbox/{job_id}/job.json", b'{"prompt": "no parent"}', "application/json")])
+    rejected = wait_for_job(table, job_id, ("REJECTED",))
+    wait_for_queue_drained(stack)
+
+    # A finished job never changes again: a fixed job.json (and the mask again) is not a new submission.
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json"),
+                           (f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    wait_for_queue_drained(stack)
+
+    assert get_job(table, job_id) == rejected
+    assert sim.stats()["inpaint_calls"] == 0
+    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "PARENT_TASK_ID_MISSING"
