@@ -26,6 +26,7 @@ _OUTCOME_METRICS = {
 
 
 def handle_upload(key: str) -> None:
+    logger.remove_keys(["job_id", "task_id"])  # one batch carries many jobs: no key leaks to the next
     result = submitter.handle_upload(key)
     logger.info("upload handled", extra={"outcome": str(result.outcome), "job_id": result.job_id})
     if result.first_seen:

@@ -27,6 +27,7 @@ _TRY_AGAIN = (UpdateOutcome.COPY_RETRY, UpdateOutcome.BUSY)
 @tracer.capture_method
 def receive_webhook(job_id: str) -> Response:
     event = app.current_event
+    logger.append_keys(job_id=unquote(job_id))
     # Raw bytes: a body that is not UTF-8 must still reach the secret check (and then get a 400).
     body = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode("utf-8")
     result = receiver.receive(WebhookDelivery(job_id=unquote(job_id), headers=event.headers, body=body))
