@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
+from vary_region.observability import tracer
 from vary_region.task_result import TaskResult, parse_task_result
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -76,6 +77,7 @@ class ApiframeClient:
         self._retry = retry
         self._sleep = sleep
 
+    @tracer.capture_method(capture_response=False)
     def submit_inpaint(self, request: InpaintRequest) -> str:
         """POST /inpaint; returns the new task id. Never resends a request that may have landed."""
         body = self._call("/inpaint", request.to_body(), ambiguous_after_send=True)
@@ -85,9 +87,11 @@ class ApiframeClient:
             raise SubmissionAmbiguous("APIFRAME accepted /inpaint but returned no task_id")
         return task_id
 
+    @tracer.capture_method(capture_response=False)
     def fetch(self, task_id: str) -> TaskResult:
         return parse_task_result(self._call("/fetch", {"task_id": task_id}))
 
+    @tracer.capture_method(capture_response=False)
     def fetch_many(self, task_ids: list[str]) -> list[TaskResult]:
         """Fetch up to 20 tasks; /fetch-many wants at least two ids, so one id goes to /fetch."""
         if len(task_ids) > FETCH_MANY_LIMIT:

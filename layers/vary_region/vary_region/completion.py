@@ -18,7 +18,7 @@ from vary_region.image_copier import ImageCopier
 from vary_region.job import Job, parse_timestamp, timestamp, utc_now
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
-from vary_region.observability import MetricUnit, logger, metrics
+from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.results import ensure_error_document, result_document, write_error
 from vary_region.settings import Settings
 from vary_region.task_result import TaskResult, TaskState
@@ -59,6 +59,7 @@ class JobCompleter:
         self._copier = copier
         self._clock = clock
 
+    @tracer.capture_method(capture_response=False)
     def apply(self, job: Job, update: TaskResult, *, confirmed: bool = False) -> UpdateResult:
         """Apply one report about the job's task. `confirmed`: it came from Fetch, not a webhook."""
         logger.append_keys(job_id=job.job_id, task_id=update.task_id)

@@ -16,6 +16,7 @@ import requests
 from boto3.s3.transfer import TransferConfig
 
 from vary_region.errors import ImageCopyError
+from vary_region.observability import tracer
 from vary_region.settings import ImageOrigin
 from vary_region.url_policy import Resolver, check_image_url, resolve_host
 
@@ -77,6 +78,7 @@ class ImageCopier:
         self._resolver = resolver
         self._sleep = sleep
 
+    @tracer.capture_method(capture_response=False)
     def copy_all(self, sources: Mapping[str, str], key_for: Callable[[str], str]) -> list[CopiedImage]:
         """Copy every image (name -> URL) in parallel; raise ImageCopyError unless all succeeded."""
         if not sources:

@@ -14,7 +14,7 @@ from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, 
 from vary_region.job import Job, parse_timestamp, utc_now
 from vary_region.job_files import JobFiles
 from vary_region.job_keys import ResultKeys
-from vary_region.observability import MetricUnit, logger, metrics
+from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.results import write_error
 from vary_region.settings import Settings
 from vary_region.task_store import TaskStore
@@ -46,6 +46,7 @@ class Reconciler:
         self._completer = completer
         self._clock = clock
 
+    @tracer.capture_method(capture_response=False)
     def run(self, limit: int = 200) -> ReconcileReport:
         now = self._clock()
         quiet = self._store.quiet_jobs(now - timedelta(seconds=self._settings.reconcile_quiet_seconds), limit)

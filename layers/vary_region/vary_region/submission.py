@@ -21,7 +21,7 @@ from vary_region.job_files import JobFiles, job_file_kinds
 from vary_region.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
 from vary_region.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
 from vary_region.mask import Mask, normalise_media_type, validate_mask
-from vary_region.observability import logger
+from vary_region.observability import logger, tracer
 from vary_region.results import ensure_error_document, write_error
 from vary_region.settings import Settings
 from vary_region.task_store import ProviderBusy, TaskStore
@@ -66,6 +66,7 @@ class JobSubmitter:
         self._clock = clock
         self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
 
+    @tracer.capture_method(capture_response=False)
     def handle_upload(self, key: str) -> SubmitResult:
         """React to one uploaded object (its decoded S3 key)."""
         uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
