@@ -17,8 +17,9 @@ def new_job_id(prefix: str = "job") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def mask_png(size: tuple[int, int] = (512, 512), box: tuple[int, int, int, int] | None = (128, 128, 320, 320),
-             mode: str = "L") -> bytes:
+def mask_png(
+    size: tuple[int, int] = (512, 512), box: tuple[int, int, int, int] | None = (128, 128, 320, 320), mode: str = "L"
+) -> bytes:
     """Provider rule: black background, white where the image is redrawn. box=None: all black."""
     image = Image.new(mode, size, 0)
     if box is not None:
@@ -45,12 +46,23 @@ def job_json(parent_task_id: Any = "parent-task-1", prompt: Any = "a red balloon
     return json.dumps(document).encode()
 
 
-def upload_job(s3: Any, bucket: str, job_id: str, *, spec: bytes | None = None, mask: bytes | None = None,
-               mask_name: str = "mask.png", mask_first: bool = False, mask_content_type: str | None = None) -> None:
+def upload_job(
+    s3: Any,
+    bucket: str,
+    job_id: str,
+    *,
+    spec: bytes | None = None,
+    mask: bytes | None = None,
+    mask_name: str = "mask.png",
+    mask_first: bool = False,
+    mask_content_type: str | None = None,
+) -> None:
     spec = job_json() if spec is None else spec
     mask = mask_png() if mask is None else mask
-    uploads = [(f"inbox/{job_id}/job.json", spec, "application/json"),
-               (f"inbox/{job_id}/{mask_name}", mask, mask_content_type)]
+    uploads = [
+        (f"inbox/{job_id}/job.json", spec, "application/json"),
+        (f"inbox/{job_id}/{mask_name}", mask, mask_content_type),
+    ]
     if mask_first:
         uploads.reverse()
     for key, body, content_type in uploads:
@@ -62,8 +74,9 @@ def get_job(table: Any, job_id: str) -> dict[str, Any] | None:
     return table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
 
 
-def wait_for_status(table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES,
-                    timeout: float = 20.0) -> dict[str, Any]:
+def wait_for_status(
+    table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES, timeout: float = 20.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     item = None
     while time.monotonic() < deadline:
@@ -111,11 +124,15 @@ def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, me
         time.sleep(interval)
 
 
-def wait_for_sim_task(sim: Any, task_id: str, statuses: tuple[str, ...] = ("finished", "failed"),
-                      timeout: float = 20.0) -> dict[str, Any]:
+def wait_for_sim_task(
+    sim: Any, task_id: str, statuses: tuple[str, ...] = ("finished", "failed"), timeout: float = 20.0
+) -> dict[str, Any]:
     """The simulator's task record once the task reached one of `statuses`."""
-    return wait_until(lambda: (t := sim.task(task_id)) is not None and t["status"] in statuses and t,
-                      timeout, message=f"simulator task {task_id} in {statuses}")
+    return wait_until(
+        lambda: (t := sim.task(task_id)) is not None and t["status"] in statuses and t,
+        timeout,
+        message=f"simulator task {task_id} in {statuses}",
+    )
 
 
 def progress_body(task_id: str, percentage: str, status: str = "processing") -> dict[str, Any]:
@@ -123,8 +140,15 @@ def progress_body(task_id: str, percentage: str, status: str = "processing") -> 
     return {"task_id": task_id, "task_type": "inpaint", "status": status, "percentage": percentage}
 
 
-def post_webhook(stack: Any, job_id: str, payload: Any = None, *, secret: str | None = None,
-                 body: bytes | None = None, timeout: float = 60.0) -> Any:
+def post_webhook(
+    stack: Any,
+    job_id: str,
+    payload: Any = None,
+    *,
+    secret: str | None = None,
+    body: bytes | None = None,
+    timeout: float = 60.0,
+) -> Any:
     """POST to the local webhook endpoint of `job_id` as the provider would (secret header optional)."""
     import urllib.parse
 
@@ -148,8 +172,9 @@ class InFlightJob:
         return f"InFlightJob(job_id={self.job_id!r}, task_id={self.task_id!r})"
 
 
-def start_job_in_flight(s3: Any, bucket: str, table: Any, sim: Any, prefix: str = "flight",
-                        **faults: Any) -> InFlightJob:
+def start_job_in_flight(
+    s3: Any, bucket: str, table: Any, sim: Any, prefix: str = "flight", **faults: Any
+) -> InFlightJob:
     """Upload a job with `drop_webhooks="all"` (plus `faults`), wait for its task id, and return it
     with the real webhook secret (read from the simulator, which received it at submit time)."""
     sim.set_faults(**({"drop_webhooks": "all"} | faults))
@@ -168,8 +193,9 @@ def final_body(sim: Any, task_id: str) -> dict[str, Any]:
     return dict(task["result"])
 
 
-def run_reconciler_until(stack: Any, table: Any, job_id: str, predicate: Any, timeout: float = 20.0,
-                         interval: float = 0.2) -> dict[str, Any]:
+def run_reconciler_until(
+    stack: Any, table: Any, job_id: str, predicate: Any, timeout: float = 20.0, interval: float = 0.2
+) -> dict[str, Any]:
     """Run the reconciler (as its schedule would) until the job item satisfies `predicate`."""
     deadline = time.monotonic() + timeout
     item = None
@@ -179,8 +205,9 @@ def run_reconciler_until(stack: Any, table: Any, job_id: str, predicate: Any, ti
         if item and predicate(item):
             return item
         time.sleep(interval)
-    raise AssertionError(f"the reconciler did not bring job {job_id} to the expected state in {timeout}s; "
-                         f"last item: {item}")
+    raise AssertionError(
+        f"the reconciler did not bring job {job_id} to the expected state in {timeout}s; last item: {item}"
+    )
 
 
 def settle_job(stack: Any, sim: Any, table: Any, job: InFlightJob, timeout: float = 20.0) -> dict[str, Any]:
@@ -202,20 +229,31 @@ def s3_put_event(bucket: str, key: str) -> dict[str, Any]:
     """An S3 ObjectCreated notification as S3 sends it (the key URL-encoded, `+` for spaces)."""
     import urllib.parse
 
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2024-01-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": urllib.parse.quote_plus(key), "size": 1}},
-    }]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2024-01-01T00:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": urllib.parse.quote_plus(key), "size": 1},
+                },
+            }
+        ]
+    }
 
 
 def create_simulator_task(sim: Any, api_key: str, prompt: str = "a lighthouse") -> dict[str, Any]:
     """A finished imagine task on the simulator (grid + 4 images), created without any webhook."""
     import requests
 
-    response = requests.post(f"{sim.base_url}/imagine", json={"prompt": prompt},
-                             headers={"Authorization": api_key}, timeout=10)
+    response = requests.post(
+        f"{sim.base_url}/imagine", json={"prompt": prompt}, headers={"Authorization": api_key}, timeout=10
+    )
     response.raise_for_status()
     return wait_for_sim_task(sim, response.json()["task_id"], ("finished",))
 
@@ -241,8 +279,9 @@ def submit_queue_in_use(stack: Any, include_delayed: bool = False) -> int:
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     if include_delayed:
         names.append("ApproximateNumberOfMessagesDelayed")
-    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=stack.info.queue_url,
-                                                          AttributeNames=names)["Attributes"]
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=stack.info.queue_url, AttributeNames=names)[
+        "Attributes"
+    ]
     return sum(int(attributes[name]) for name in names)
 
 
@@ -286,21 +325,38 @@ def s3_notification(bucket: str, key: str, size: int = 1) -> dict[str, Any]:
     """An ObjectCreated:Put notification exactly as moto (and S3) sends it to SQS: the key `quote_plus`-encoded."""
     from urllib.parse import quote_plus
 
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2025-06-02T10:09:57.214Z", "eventName": "ObjectCreated:Put",
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "inbox",
-               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": quote_plus(key), "size": size, "eTag": "0"}},
-    }]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2025-06-02T10:09:57.214Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "inbox",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": quote_plus(key), "size": size, "eTag": "0"},
+                },
+            }
+        ]
+    }
 
 
 def sqs_event_for(stack: Any, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """The SQS event the submit function receives from its event source mapping, one record per body."""
     from vary_region_local.sqs_poller import sqs_event
 
-    messages = [{"MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex, "Body": json.dumps(body),
-                 "Attributes": {"ApproximateReceiveCount": "1"}} for body in bodies]
+    messages = [
+        {
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": uuid.uuid4().hex,
+            "Body": json.dumps(body),
+            "Attributes": {"ApproximateReceiveCount": "1"},
+        }
+        for body in bodies
+    ]
     arn = f"arn:aws:sqs:{stack.options.region}:123456789012:vary-region-submit"
     return sqs_event(messages, arn, stack.options.region)
 
@@ -317,8 +373,9 @@ def job_ids_in_table(table: Any) -> set[str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def wait_for_job(table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES,
-                 timeout: float = 20.0) -> dict[str, Any]:
+def wait_for_job(
+    table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES, timeout: float = 20.0
+) -> dict[str, Any]:
     """Like wait_for_status, but a half-written item is "not yet": moto's UpdateItem stores a key-only
     item before it applies the update, so a concurrent read can see an item with no `status`."""
     item: dict[str, Any] | None = None
@@ -402,8 +459,13 @@ class ProviderRecorder:
         import urllib.parse
 
         suffix = "/" + urllib.parse.quote(job_id, safe="")
-        return sum(1 for c in self._snapshot() if c["path"] == "/inpaint" and str(c["webhook_url"]).endswith(suffix)
-                   and (status is None or c["status"] == status))
+        return sum(
+            1
+            for c in self._snapshot()
+            if c["path"] == "/inpaint"
+            and str(c["webhook_url"]).endswith(suffix)
+            and (status is None or c["status"] == status)
+        )
 
     def side_effects(self, *task_ids: str) -> tuple[int, int]:
         """(Fetch calls, image downloads) concerning these tasks."""

@@ -38,8 +38,7 @@ def _settled(stack, sim):
     settle_stack(stack, sim)
 
 
-def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_submission(
-        stack, sim, s3, table, bucket):
+def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_submission(stack, sim, s3, table, bucket):
     containers = [LocalFunction(f"submit-dup-{i}", "submit", 60) for i in range(CONTAINERS)]
     job_id = new_job_id("dup 50 ü")
     parent = f"parent-{job_id[-10:]}"
@@ -52,8 +51,14 @@ def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_su
         return containers[i % CONTAINERS].invoke(event)
 
     # The stack reacts to the uploads too (its own two notifications), racing the 50 duplicates.
-    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(parent_task_id=parent), "application/json"),
-                           (mask_key, mask_png(), "image/png")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/job.json", job_json(parent_task_id=parent), "application/json"),
+            (mask_key, mask_png(), "image/png"),
+        ],
+    )
     with ThreadPoolExecutor(max_workers=DELIVERIES) as pool:
         answers = list(pool.map(deliver, range(DELIVERIES)))
 
@@ -72,7 +77,8 @@ def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_su
 
 
 def test_given_both_files_uploaded_at_the_same_moment_then_exactly_one_submission_per_job(
-        stack, sim, s3, table, bucket):
+    stack, sim, s3, table, bucket
+):
     jobs = {new_job_id(f"same-moment-{n}"): f"parent-same-moment-{n}" for n in range(5)}
     uploads = []
     for job_id, parent in jobs.items():
@@ -101,8 +107,14 @@ def test_given_both_files_uploaded_at_the_same_moment_then_exactly_one_submissio
 
 def test_given_completed_job_when_job_json_is_uploaded_again_then_nothing_changes(stack, sim, s3, table, bucket):
     job_id = new_job_id("reupload")
-    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json"),
-                           (f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/job.json", job_json(), "application/json"),
+            (f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
+        ],
+    )
     done = wait_for_job(table, job_id, ("COMPLETED",))
     wait_for_queue_drained(stack)
     sim.wait_idle(timeout=10)
@@ -136,16 +148,29 @@ def test_given_s3_test_event_then_submit_ignores_it(stack, sim, table):
 
 
 def test_given_rejected_job_when_fixed_files_are_uploaded_again_then_it_stays_rejected_and_nothing_is_submitted(
-        stack, sim, s3, table, bucket):
+    stack, sim, s3, table, bucket
+):
     job_id = new_job_id("rejected-reupload")
-    put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
-                           (f"inbox/{job_id}/job.json", b'{"prompt": "no parent"}', "application/json")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
+            (f"inbox/{job_id}/job.json", b'{"prompt": "no parent"}', "application/json"),
+        ],
+    )
     rejected = wait_for_job(table, job_id, ("REJECTED",))
     wait_for_queue_drained(stack)
 
     # A finished job never changes again: a fixed job.json (and the mask again) is not a new submission.
-    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json"),
-                           (f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/job.json", job_json(), "application/json"),
+            (f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
+        ],
+    )
     wait_for_queue_drained(stack)
 
     assert get_job(table, job_id) == rejected

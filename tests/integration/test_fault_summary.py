@@ -59,8 +59,16 @@ def set_only_faults(sim: Any, **faults: Any) -> None:
     sim.set_faults(**(defaults | faults))
 
 
-def submit_group(s3: Any, bucket: str, table: Any, sim: Any, label: str, count: int, faults: dict[str, Any],
-                 expected: str = "COMPLETED") -> list[Planned]:
+def submit_group(
+    s3: Any,
+    bucket: str,
+    table: Any,
+    sim: Any,
+    label: str,
+    count: int,
+    faults: dict[str, Any],
+    expected: str = "COMPLETED",
+) -> list[Planned]:
     """Submit `count` jobs while `faults` are set (a task snapshots the faults when it is created)."""
     set_only_faults(sim, **faults)
     jobs = [Planned(new_job_id(f"mix-{label}"), expected) for _ in range(count)]
@@ -78,8 +86,10 @@ def job_outcome_ok(s3: Any, bucket: str, table: Any, job: Planned) -> bool:
         return False
     keys = keys_under(s3, bucket, f"results/{job.job_id}/")
     if job.expected == "COMPLETED":
-        return (keys == [f"results/{job.job_id}/{name}" for name in RESULT_KEYS]
-                and read_json(s3, bucket, f"results/{job.job_id}/result.json")["task_id"] == job.task_id)
+        return (
+            keys == [f"results/{job.job_id}/{name}" for name in RESULT_KEYS]
+            and read_json(s3, bucket, f"results/{job.job_id}/result.json")["task_id"] == job.task_id
+        )
     return keys == [f"results/{job.job_id}/error.json"]
 
 
@@ -98,8 +108,10 @@ def test_given_mixed_batch_under_faults_then_no_job_is_lost_and_each_is_paid_onc
     plain = submit_group(s3, bucket, table, sim, "plain", 2, {})
     for job in plain:  # S3 delivers at least once: the same notifications again, for both files
         for name in ("job.json", "mask.png"):
-            sqs.send_message(QueueUrl=stack.info.queue_url,
-                             MessageBody=json.dumps(s3_put_event(bucket, f"inbox/{job.job_id}/{name}")))
+            sqs.send_message(
+                QueueUrl=stack.info.queue_url,
+                MessageBody=json.dumps(s3_put_event(bucket, f"inbox/{job.job_id}/{name}")),
+            )
             job.faults["duplicate_s3_event"] += 1
             duplicates_injected += 1
     jobs += plain
@@ -117,8 +129,9 @@ def test_given_mixed_batch_under_faults_then_no_job_is_lost_and_each_is_paid_onc
     for job in (lost_all := submit_group(s3, bucket, table, sim, "lostall", 1, {"drop_webhooks": "all"})):
         job.faults["dropped_webhook"] += webhooks_per_task
     jobs += lost_all
-    failing = submit_group(s3, bucket, table, sim, "fail", 1, {"fail_task": "Content policy violation"},
-                           expected="FAILED")
+    failing = submit_group(
+        s3, bucket, table, sim, "fail", 1, {"fail_task": "Content policy violation"}, expected="FAILED"
+    )
     failing[0].faults["failed_task"] += 1
     jobs += failing
     rate_limited = submit_group(s3, bucket, table, sim, "429", 1, {"rate_limit_next": RATE_LIMITED_ANSWERS})
@@ -142,8 +155,9 @@ def test_given_mixed_batch_under_faults_then_no_job_is_lost_and_each_is_paid_onc
         (target.job_id, target.secret, progress_body(plain[0].task_id, "99")),  # right secret, another task
         (target.job_id, target.secret, final_body(sim, plain[0].task_id)),  # right secret, another result
     ]
-    forged_rejected = sum(post_webhook(stack, job_id, body, secret=secret).status_code == 401
-                          for job_id, secret, body in forged)
+    forged_rejected = sum(
+        post_webhook(stack, job_id, body, secret=secret).status_code == 401 for job_id, secret, body in forged
+    )
     assert get_job(table, target.job_id) == before, "forged webhooks changed the job"
     target.faults["forged_webhook"] += forged_rejected
 
@@ -169,8 +183,10 @@ def test_given_mixed_batch_under_faults_then_no_job_is_lost_and_each_is_paid_onc
     paid = {job.job_id: provider.inpaint_calls(job.job_id, status=200) for job in jobs}
     submissions = sum(paid.values())
     faults_survived = sum(sum(job.faults.values()) for job in jobs if job.job_id not in lost)
-    print(f"\nfault summary: jobs={len(jobs)} submissions={submissions} duplicates_injected={duplicates_injected} "
-          f"forged_webhooks_rejected={forged_rejected} faults_survived={faults_survived} jobs_lost={len(lost)}")
+    print(
+        f"\nfault summary: jobs={len(jobs)} submissions={submissions} duplicates_injected={duplicates_injected} "
+        f"forged_webhooks_rejected={forged_rejected} faults_survived={faults_survived} jobs_lost={len(lost)}"
+    )
 
     assert lost == [], f"jobs not in their expected final state: {lost}"
     assert submissions == len(jobs), f"one paid submission per job, whatever was redelivered: {paid}"

@@ -95,8 +95,10 @@ def test_given_image_host_answers_500_during_final_copy_then_job_not_completed_a
     sim.set_faults(image_status=500)
     job_id = new_job_id("copy-sim")
     upload_job(s3, bucket, job_id)
-    item = wait_until(lambda: (i := get_job(table, job_id)) and int(i.get("copy_failures", 0)) >= 1 and i,
-                      message="the first copy failure")
+    item = wait_until(
+        lambda: (i := get_job(table, job_id)) and int(i.get("copy_failures", 0)) >= 1 and i,
+        message="the first copy failure",
+    )
     assert item["status"] == "PROCESSING"
     assert "500" in item["last_copy_error"]
     assert not result_json_exists(s3, bucket, job_id), "a partial copy must never look finished"
@@ -138,8 +140,10 @@ def test_given_image_host_keeps_failing_then_job_fails_after_three_attempts(stac
     sim.set_faults(image_status=500)
 
     # The provider (or the reconciler) keeps re-announcing the result; each try copies again and fails.
-    statuses = [post_webhook(stack, job.job_id, final, secret=job.secret).status_code
-                for _ in range(COPY_FAILURES_BEFORE_FAILED)]
+    statuses = [
+        post_webhook(stack, job.job_id, final, secret=job.secret).status_code
+        for _ in range(COPY_FAILURES_BEFORE_FAILED)
+    ]
 
     assert statuses == [503, 503, 200]
     item = get_job(table, job.job_id)
@@ -199,8 +203,15 @@ def test_given_unsafe_image_url_when_copier_runs_then_refused_and_nothing_writte
     stack, s3, bucket, url, allowlist, addresses
 ):
     prefix = f"results/{new_job_id('refused')}/"
-    copier = ImageCopier(boto3.client("s3"), bucket, allowlist, max_bytes=64 * 1024 * 1024,
-                         session=NoNetwork(), resolver=fixed_resolver(*addresses), sleep=lambda _: None)
+    copier = ImageCopier(
+        boto3.client("s3"),
+        bucket,
+        allowlist,
+        max_bytes=64 * 1024 * 1024,
+        session=NoNetwork(),
+        resolver=fixed_resolver(*addresses),
+        sleep=lambda _: None,
+    )
 
     with pytest.raises(UnsafeImageUrl) as refused:
         copier.copy_all({"grid": url}, lambda name: f"{prefix}{name}.png")
@@ -224,7 +235,8 @@ def test_given_unresolvable_listed_host_then_refused(stack, s3, bucket):
 def test_given_one_unsafe_url_among_good_ones_then_no_image_is_fetched(stack, sim, s3, bucket, provider):
     task = create_simulator_task(sim, stack.options.api_key)
     good = {"grid": task["result"]["original_image_url"]} | {
-        str(i): u for i, u in enumerate(task["result"]["image_urls"], start=1)}
+        str(i): u for i, u in enumerate(task["result"]["image_urls"], start=1)
+    }
     prefix = f"results/{new_job_id('mixed')}/"
     copier = ImageCopier(boto3.client("s3"), bucket, [ImageOrigin.parse(sim.base_url)], max_bytes=64 * 1024 * 1024)
 
@@ -247,7 +259,8 @@ def test_given_large_image_when_copied_then_streamed_into_s3_by_multipart_byte_i
     copied = copier.copy_all({"1": url}, lambda name: f"{prefix}{name}.png")
 
     assert [(c.name, c.key, c.size, c.content_type) for c in copied] == [
-        ("1", f"{prefix}1.png", len(expected), "image/png")]
+        ("1", f"{prefix}1.png", len(expected), "image/png")
+    ]
     stored = s3.get_object(Bucket=bucket, Key=f"{prefix}1.png")
     assert stored["ContentLength"] == len(expected)
     assert stored["ETag"].strip('"').count("-") == 1, "a large image goes up in parts (multipart ETag)"
@@ -267,8 +280,14 @@ def test_given_image_above_max_bytes_without_content_length_then_copy_stops_at_t
             return response
 
     prefix = f"results/{new_job_id('nolength')}/"
-    copier = ImageCopier(boto3.client("s3"), bucket, [ImageOrigin.parse(sim.base_url)], max_bytes=1024 * 1024,
-                         session=HideLength(), sleep=lambda _: None)
+    copier = ImageCopier(
+        boto3.client("s3"),
+        bucket,
+        [ImageOrigin.parse(sim.base_url)],
+        max_bytes=1024 * 1024,
+        session=HideLength(),
+        sleep=lambda _: None,
+    )
 
     with pytest.raises(ImageCopyError) as failed:
         copier.copy_all({"1": url}, lambda name: f"{prefix}{name}.png")

@@ -47,8 +47,9 @@ class BadJob:
     files: tuple[tuple[str, bytes, str | None], ...]
 
 
-def _folder(spec: bytes, mask: bytes | None = None, *, mask_name: str = "mask.png",
-            mask_type: str | None = None) -> tuple[tuple[str, bytes, str | None], ...]:
+def _folder(
+    spec: bytes, mask: bytes | None = None, *, mask_name: str = "mask.png", mask_type: str | None = None
+) -> tuple[tuple[str, bytes, str | None], ...]:
     mask = mask_png() if mask is None else mask
     return ((mask_name, mask, mask_type), ("job.json", spec, "application/json"))
 
@@ -77,12 +78,19 @@ BAD_JOBS = {
     "png-named-mask-jpg": BadJob("MASK_TYPE_MISMATCH", _folder(GOOD_SPEC, mask_png(), mask_name="mask.jpg")),
     "png-uploaded-as-jpeg": BadJob("MASK_TYPE_MISMATCH", _folder(GOOD_SPEC, mask_png(), mask_type="image/jpeg")),
     "all-black-mask": BadJob("MASK_BLANK", _folder(GOOD_SPEC, mask_png(box=None))),
-    "two-masks": BadJob("MASK_AMBIGUOUS", (("mask.png", mask_png(), "image/png"),
-                                           ("mask.jpg", mask_image("JPEG"), "image/jpeg"),
-                                           ("job.json", GOOD_SPEC, "application/json"))),
+    "two-masks": BadJob(
+        "MASK_AMBIGUOUS",
+        (
+            ("mask.png", mask_png(), "image/png"),
+            ("mask.jpg", mask_image("JPEG"), "image/jpeg"),
+            ("job.json", GOOD_SPEC, "application/json"),
+        ),
+    ),
     "inline-without-mask": BadJob("MASK_MISSING", _inline({"parent_task_id": "p-inline", "prompt": "a kite"})),
-    "inline-broken-data-url": BadJob("MASK_DATA_URL_INVALID", _inline(
-        {"parent_task_id": "p-inline", "mask": "data:image/png;base64,iVBORw0KGgo!!not*base64"})),
+    "inline-broken-data-url": BadJob(
+        "MASK_DATA_URL_INVALID",
+        _inline({"parent_task_id": "p-inline", "mask": "data:image/png;base64,iVBORw0KGgo!!not*base64"}),
+    ),
 }
 
 
@@ -92,7 +100,8 @@ def _key(job_id: str, name: str) -> str:
 
 @pytest.mark.parametrize("case", list(BAD_JOBS.values()), ids=list(BAD_JOBS))
 def test_given_bad_input_when_uploaded_then_job_rejected_with_code_and_nothing_is_spent(
-        stack, sim, s3, table, bucket, case):
+    stack, sim, s3, table, bucket, case
+):
     job_id = new_job_id("bad")
     files = [(_key(job_id, name), body, content_type) for name, body, content_type in case.files]
 
@@ -118,13 +127,23 @@ def test_given_bad_input_when_uploaded_then_job_rejected_with_code_and_nothing_i
         assert stored["Body"].read() == body
 
 
-@pytest.mark.parametrize("prefix", ["my job ü 1", "a+b", "100% done", "x&y=z;(1)", "ballon 🎈 ~'!"],
-                         ids=["space-unicode", "plus", "percent", "query-chars", "emoji-punctuation"])
+@pytest.mark.parametrize(
+    "prefix",
+    ["my job ü 1", "a+b", "100% done", "x&y=z;(1)", "ballon 🎈 ~'!"],
+    ids=["space-unicode", "plus", "percent", "query-chars", "emoji-punctuation"],
+)
 def test_given_job_id_with_spaces_and_unicode_when_uploaded_then_it_completes_under_the_decoded_id(
-        stack, sim, s3, table, bucket, prefix):
+    stack, sim, s3, table, bucket, prefix
+):
     job_id = new_job_id(prefix)
-    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json"),
-                           (f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/job.json", job_json(), "application/json"),
+            (f"inbox/{job_id}/mask.png", mask_png(), "image/png"),
+        ],
+    )
 
     item = wait_for_job(table, job_id)
 
@@ -134,8 +153,9 @@ def test_given_job_id_with_spaces_and_unicode_when_uploaded_then_it_completes_un
     assert sim.stats()["inpaint_calls"] == 1
 
 
-@pytest.mark.parametrize("key", ["inbox/readme.txt", "inbox/a/b/c.json", "inbox/notes-{uid}/photo.png",
-                                 "inbox/{uid}/job.json.bak"])
+@pytest.mark.parametrize(
+    "key", ["inbox/readme.txt", "inbox/a/b/c.json", "inbox/notes-{uid}/photo.png", "inbox/{uid}/job.json.bak"]
+)
 def test_given_file_that_is_no_part_of_a_job_when_uploaded_then_it_is_ignored(stack, sim, s3, table, bucket, key):
     uid = new_job_id("stray")
     key = key.format(uid=uid)
@@ -174,8 +194,11 @@ def test_given_inline_job_with_valid_data_url_and_prompt_with_newline_then_it_co
     """Control case for the inline rejections above: the same shape with a good mask is accepted, and a
     line break in the prompt (a typing accident, not a control character) is folded, not rejected."""
     job_id = new_job_id("inline-ok")
-    document = {"parent_task_id": "p-inline-ok", "prompt": "a red\nkite",
-                "mask": "data:image/png;base64," + base64.b64encode(mask_png()).decode()}
+    document = {
+        "parent_task_id": "p-inline-ok",
+        "prompt": "a red\nkite",
+        "mask": "data:image/png;base64," + base64.b64encode(mask_png()).decode(),
+    }
     put_files(s3, bucket, [(f"inbox/{job_id}.json", json.dumps(document).encode(), "application/json")])
 
     item = wait_for_job(table, job_id)
@@ -185,7 +208,8 @@ def test_given_inline_job_with_valid_data_url_and_prompt_with_newline_then_it_co
 
 
 def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_json_still_appears(
-        stack, sim, s3, table, bucket, monkeypatch):
+    stack, sim, s3, table, bucket, monkeypatch
+):
     """The verdict is recorded first and error.json second: if that write fails, the invocation fails, SQS
     brings the message back, and the redelivery (which finds the job final) must still write error.json."""
     job_id = new_job_id("crash")
@@ -200,8 +224,14 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
         real_write(key, document)
 
     monkeypatch.setattr(files, "write_json", write_json_failing_once)
-    put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(box=None), "image/png"),
-                           (f"inbox/{job_id}/job.json", job_json(), "application/json")])
+    put_files(
+        s3,
+        bucket,
+        [
+            (f"inbox/{job_id}/mask.png", mask_png(box=None), "image/png"),
+            (f"inbox/{job_id}/job.json", job_json(), "application/json"),
+        ],
+    )
     assert wait_for_job(table, job_id)["status"] == "REJECTED"
     poll_until(lambda: failures, 10, message="the failed error.json write")
     wait_for_queue_drained(stack)  # the failed message came back (after ~2 s) and was handled again
@@ -210,4 +240,7 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
     item = get_job(table, job_id)
     assert item["error"]["code"] == "MASK_BLANK"
     assert read_json(s3, bucket, f"results/{job_id}/error.json") == {
-        "job_id": job_id, "status": "REJECTED", "error": dict(item["error"])}
+        "job_id": job_id,
+        "status": "REJECTED",
+        "error": dict(item["error"]),
+    }

@@ -53,8 +53,11 @@ def test_inline_job_with_data_url_mask_and_encoded_key_completes(stack, sim, s3,
     import json
 
     job_id = new_job_id("inline job ü")
-    document = {"parent_task_id": "parent-inline", "prompt": "a kite",
-                "mask": "data:image/png;base64," + base64.b64encode(mask_png()).decode()}
+    document = {
+        "parent_task_id": "parent-inline",
+        "prompt": "a kite",
+        "mask": "data:image/png;base64," + base64.b64encode(mask_png()).decode(),
+    }
     s3.put_object(Bucket=bucket, Key=f"inbox/{job_id}.json", Body=json.dumps(document).encode())
 
     item = wait_for_status(table, job_id)

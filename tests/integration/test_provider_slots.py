@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
+from vary_region.task_store import ProviderBusy, TaskStore
 
 from tests.builders import get_job, new_job_id, upload_job, wait_for_status
-from vary_region.task_store import ProviderBusy, TaskStore
 
 
 def test_burst_beyond_the_slot_limit_is_held_back_and_every_job_completes(stack, sim, s3, table, bucket):

@@ -44,8 +44,11 @@ def age_seconds(timestamp: str) -> float:
 
 def wait_until_quiet(table: Any, job_id: str, margin: float = 0.3) -> dict[str, Any]:
     """Wait until the job's last change is older than the quiet period (so the reconciler may look)."""
-    return wait_until(lambda: (item := get_job(table, job_id)) and age_seconds(item["updated_at"]) > QUIET_SECONDS
-                      + margin and item, timeout=10, message=f"job {job_id} quiet")
+    return wait_until(
+        lambda: (item := get_job(table, job_id)) and age_seconds(item["updated_at"]) > QUIET_SECONDS + margin and item,
+        timeout=10,
+        message=f"job {job_id} quiet",
+    )
 
 
 def assert_reconciler_changes_nothing_more(stack: Any, s3: Any, bucket: str, table: Any, job_id: str) -> None:
@@ -171,4 +174,3 @@ def test_given_task_still_running_at_provider_when_reconciler_runs_then_job_is_t
     wait_for_sim_task(sim, task_id, timeout=10)
     item = run_reconciler_until(stack, table, job_id, is_final)
     assert item["status"] == "COMPLETED"
-

@@ -47,10 +47,10 @@ def rendered(record: logging.LogRecord) -> str:
 def leaked_base64_slices(text: str, secret_base64: str) -> list[str]:
     """Every 40-character window of `secret_base64` that occurs in `text` (checked only inside runs of
     base64 characters, which is where such a slice can occur)."""
-    windows = {secret_base64[i:i + SLICE] for i in range(len(secret_base64) - SLICE + 1)}
+    windows = {secret_base64[i : i + SLICE] for i in range(len(secret_base64) - SLICE + 1)}
     found = []
     for run in BASE64_RUN.findall(text):
-        found.extend(run[i:i + SLICE] for i in range(len(run) - SLICE + 1) if run[i:i + SLICE] in windows)
+        found.extend(run[i : i + SLICE] for i in range(len(run) - SLICE + 1) if run[i : i + SLICE] in windows)
     return found
 
 
@@ -93,11 +93,9 @@ def test_given_complete_job_when_all_output_captured_at_debug_then_no_secret_app
         cleanup.callback(service_logger.setLevel, logging.INFO)
         flush_app_logs = cleanup.enter_context(app_logs_to_fd1())
         parameters.clear_caches()  # a cold start: the API key is read from Secrets Manager during the capture
-        upload_job(s3, bucket, job_id, spec=job_json(prompt="a paper lantern", metadata={"case": "secrets"}),
-                   mask=mask)
+        upload_job(s3, bucket, job_id, spec=job_json(prompt="a paper lantern", metadata={"case": "secrets"}), mask=mask)
         # Wait through S3: the test's own DynamoDB reads would log the item (and its hash) at DEBUG.
-        wait_until(lambda: _exists(s3, bucket, f"results/{job_id}/result.json"), timeout=30,
-                   message="result.json")
+        wait_until(lambda: _exists(s3, bucket, f"results/{job_id}/result.json"), timeout=30, message="result.json")
         assert sim.wait_idle(timeout=20)
         flush_app_logs()
         records = list(caplog.records)

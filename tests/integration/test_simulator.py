@@ -79,8 +79,9 @@ def mask_url(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = MASK
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(out.getvalue()).decode()}"
 
 
-def api(sim: ApiframeSimulator, path: str, body: dict[str, Any] | None = None, key: str | None = KEY,
-        **kwargs: Any) -> requests.Response:
+def api(
+    sim: ApiframeSimulator, path: str, body: dict[str, Any] | None = None, key: str | None = KEY, **kwargs: Any
+) -> requests.Response:
     headers = {"Authorization": key} if key is not None else {}
     if body is None:
         return requests.get(sim.base_url + path, headers=headers, timeout=5, **kwargs)
@@ -126,17 +127,20 @@ def test_a_missing_or_wrong_api_key_is_refused_with_an_empty_401(sim: ApiframeSi
     assert sim.stats()["inpaint_calls"] == 3 and sim.stats()["tasks_created"] == 0
 
 
-@pytest.mark.parametrize("body", [
-    {"mask": "MASK"},
-    {"parent_task_id": "p"},
-    {"parent_task_id": "", "mask": "MASK"},
-    {"parent_task_id": "p", "mask": "iVBORw0KGgo="},
-    {"parent_task_id": "p", "mask": "data:image/png;base64,not*base64"},
-    {"parent_task_id": "p", "mask": "data:image/png;base64," + base64.b64encode(b"not an image").decode()},
-    {"parent_task_id": "p", "mask": "data:image/gif;base64,R0lGODlhAQABAAAAACw="},
-    {"parent_task_id": "p", "mask": "MASK", "webhook_url": "ftp://example.com/hook"},
-], ids=["no-parent", "no-mask", "empty-parent", "bare-base64", "bad-base64", "not-an-image", "gif",
-        "bad-webhook-url"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"mask": "MASK"},
+        {"parent_task_id": "p"},
+        {"parent_task_id": "", "mask": "MASK"},
+        {"parent_task_id": "p", "mask": "iVBORw0KGgo="},
+        {"parent_task_id": "p", "mask": "data:image/png;base64,not*base64"},
+        {"parent_task_id": "p", "mask": "data:image/png;base64," + base64.b64encode(b"not an image").decode()},
+        {"parent_task_id": "p", "mask": "data:image/gif;base64,R0lGODlhAQABAAAAACw="},
+        {"parent_task_id": "p", "mask": "MASK", "webhook_url": "ftp://example.com/hook"},
+    ],
+    ids=["no-parent", "no-mask", "empty-parent", "bare-base64", "bad-base64", "not-an-image", "gif", "bad-webhook-url"],
+)
 def test_an_invalid_inpaint_is_a_400_and_creates_no_task(sim: ApiframeSimulator, body: dict[str, Any]) -> None:
     body = {k: mask_url() if v == "MASK" else v for k, v in body.items()}
     response = api(sim, "/inpaint", body)
@@ -153,12 +157,16 @@ def test_a_non_json_body_is_a_400_not_a_dead_server(sim: ApiframeSimulator) -> N
 
 # ---- the happy path ------------------------------------------------------------------------------
 def test_webhooks_report_string_percentages_then_the_documented_final_shape(
-        sim: ApiframeSimulator, receiver: Receiver) -> None:
+    sim: ApiframeSimulator, receiver: Receiver
+) -> None:
     task_id = inpaint(sim, receiver)
     assert sim.wait_idle(5)
     bodies = receiver.bodies
     assert [(b["status"], b["percentage"]) for b in bodies[:3]] == [
-        ("processing", "25"), ("processing", "50"), ("processing", "75")]
+        ("processing", "25"),
+        ("processing", "50"),
+        ("processing", "75"),
+    ]
     final = bodies[3]
     assert len(bodies) == 4 and "status" not in final
     assert final["task_id"] == task_id and final["task_type"] == "inpaint"
@@ -167,9 +175,15 @@ def test_webhooks_report_string_percentages_then_the_documented_final_shape(
         assert headers["x-webhook-secret"] == "s3cret"
         assert headers["Content-Type"] == "application/json"
     assert api(sim, "/fetch", {"task_id": task_id}).json() == final
-    assert sim.stats() == {"inpaint_calls": 1, "tasks_created": 1, "fetch_calls": 1,
-                            "webhooks_sent": 4, "webhooks_failed": 0, "image_requests": 0,
-                            "running_tasks_peak": 1}
+    assert sim.stats() == {
+        "inpaint_calls": 1,
+        "tasks_created": 1,
+        "fetch_calls": 1,
+        "webhooks_sent": 4,
+        "webhooks_failed": 0,
+        "image_requests": 0,
+        "running_tasks_peak": 1,
+    }
     recorded = sim.inpaint_requests[0]
     assert recorded["parent_task_id"] == "parent-1" and recorded["mask"].startswith("data:image/png;base64,")
     assert sim.task(task_id)["mask_bytes"].startswith(b"\x89PNG")  # type: ignore[index]
@@ -321,8 +335,12 @@ def test_inpaint_response_delay_leaves_a_timed_out_client_with_a_real_task(sim: 
 def test_fail_task(sim: ApiframeSimulator, receiver: Receiver) -> None:
     sim.set_faults(fail_task="Job action restricted")
     result = finished(sim, receiver)
-    assert result == {"task_id": result["task_id"], "task_type": "inpaint", "status": "failed",
-                      "message": "Job action restricted"}
+    assert result == {
+        "task_id": result["task_id"],
+        "task_type": "inpaint",
+        "status": "failed",
+        "message": "Job action restricted",
+    }
     assert receiver.bodies[-1] == result
     assert requests.get(f"{sim.base_url}/images/{result['task_id']}/grid.png", timeout=5).status_code == 404
 
@@ -344,8 +362,12 @@ def test_reorder_webhooks_sends_a_stale_progress_after_the_final(sim: ApiframeSi
     sim.set_faults(reorder_webhooks=True)
     result = finished(sim, receiver)
     assert receiver.bodies[-2] == result
-    assert receiver.bodies[-1] == {"task_id": result["task_id"], "task_type": "inpaint", "status": "processing",
-                                   "percentage": "50"}
+    assert receiver.bodies[-1] == {
+        "task_id": result["task_id"],
+        "task_type": "inpaint",
+        "status": "processing",
+        "percentage": "50",
+    }
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("all", 0), ("final", 3)])
@@ -446,9 +468,24 @@ def test_control_endpoints_set_faults_report_stats_and_reset(sim: ApiframeSimula
 def test_the_command_line_runs_until_ctrl_c() -> None:
     local = Path(__file__).resolve().parents[2] / "local"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vary_region_local.simulator", "--port", "0", "--api-key", "cli-key",
-         "--fail-task", "--drop-webhooks", "final", "--image-size", "32x32"],
-        cwd=local, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vary_region_local.simulator",
+            "--port",
+            "0",
+            "--api-key",
+            "cli-key",
+            "--fail-task",
+            "--drop-webhooks",
+            "final",
+            "--image-size",
+            "32x32",
+        ],
+        cwd=local,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         base_url = next(word for word in process.stdout.readline().split() if word.startswith("http://"))

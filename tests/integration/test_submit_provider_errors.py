@@ -64,7 +64,8 @@ def late_provider_webhooks(sim: Any, seconds: float) -> Iterator[None]:
 
 
 def test_given_provider_rejects_with_400_then_job_fails_with_its_message_and_is_not_retried(
-        stack, sim, s3, table, bucket):
+    stack, sim, s3, table, bucket
+):
     sim.set_faults(reject_inpaint="Invalid parent task")
     job_id = new_job_id("rejected")
     _upload(stack, s3, bucket, table, job_id)
@@ -112,15 +113,19 @@ def test_given_one_server_error_then_submit_retries_once_and_job_completes(stack
 
 
 def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job_completes_once_it_ends(
-        stack, sim, s3, table, bucket):
+    stack, sim, s3, table, bucket
+):
     sim.set_faults(server_error_next=100)
     job_id = new_job_id("outage")
     _upload(stack, s3, bucket, table, job_id)
 
     poll_until(lambda: sim.stats()["inpaint_calls"] >= 1, 15, message="a first /inpaint call")
     first_invocation_over = time.monotonic() + RETRY_BUDGET_SECONDS + 0.3
-    calls_then = poll_until(lambda: time.monotonic() >= first_invocation_over and sim.stats()["inpaint_calls"],
-                            10, message="the first invocation's budget to run out")
+    calls_then = poll_until(
+        lambda: time.monotonic() >= first_invocation_over and sim.stats()["inpaint_calls"],
+        10,
+        message="the first invocation's budget to run out",
+    )
     # A call after the first invocation's budget ran out can only come from a redelivered message.
     poll_until(lambda: sim.stats()["inpaint_calls"] > calls_then, 15, message="a redelivery of the S3 event")
 
@@ -139,7 +144,8 @@ def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job
 
 
 def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged_and_rescued_by_late_webhook(
-        stack, sim, s3, table, bucket):
+    stack, sim, s3, table, bucket
+):
     # The simulator creates the task, then answers only after the client's read timeout. Its webhooks are
     # made late too: with the fixture's 0.02 s steps they would complete the job before the timeout, and
     # the ambiguity (whose write requires status RECEIVED) would never be recorded.
@@ -177,7 +183,8 @@ def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged
 
 
 def test_given_error_json_write_fails_once_after_provider_rejection_then_redelivery_still_writes_it(
-        stack, sim, s3, table, bucket, monkeypatch):
+    stack, sim, s3, table, bucket, monkeypatch
+):
     """FAILED is recorded first and error.json second: if that write fails, the redelivered event (which
     finds the job final, and must not call the provider again) still writes error.json."""
     sim.set_faults(reject_inpaint="Invalid parent task")
@@ -202,4 +209,7 @@ def test_given_error_json_write_fails_once_after_provider_rejection_then_redeliv
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
     item = get_job(table, job_id)
     assert json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json")) == {
-        "job_id": job_id, "status": "FAILED", "error": dict(item["error"])}
+        "job_id": job_id,
+        "status": "FAILED",
+        "error": dict(item["error"]),
+    }

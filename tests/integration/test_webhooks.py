@@ -95,17 +95,24 @@ def _forged_cases() -> list[Any]:
         pytest.param(lambda p, s: (p.a.job_id, None, final_body(s, p.a.task_id)), id="missing-secret"),
         pytest.param(lambda p, s: (p.a.job_id, WRONG_SECRET, final_body(s, p.a.task_id)), id="wrong-secret"),
         pytest.param(lambda p, s: (p.a.job_id, "", final_body(s, p.a.task_id)), id="empty-secret"),
-        pytest.param(lambda p, s: (p.a.job_id, p.a.secret.upper(), final_body(s, p.a.task_id)),
-                     id="secret-in-other-case"),
+        pytest.param(
+            lambda p, s: (p.a.job_id, p.a.secret.upper(), final_body(s, p.a.task_id)), id="secret-in-other-case"
+        ),
         pytest.param(lambda p, s: (p.a.job_id, p.b.secret, final_body(s, p.a.task_id)), id="another-jobs-secret"),
-        pytest.param(lambda p, s: (p.a.job_id, p.b.secret, final_body(s, p.b.task_id)),
-                     id="another-jobs-secret-and-task"),
-        pytest.param(lambda p, s: (p.a.job_id, p.a.secret, final_body(s, p.b.task_id)),
-                     id="right-secret-another-jobs-task-final"),
-        pytest.param(lambda p, s: (p.a.job_id, p.a.secret, progress_body(p.b.task_id, "90")),
-                     id="right-secret-another-jobs-task-progress"),
-        pytest.param(lambda p, s: (p.received_only, p.a.secret, final_body(s, p.a.task_id)),
-                     id="job-received-but-never-submitted"),
+        pytest.param(
+            lambda p, s: (p.a.job_id, p.b.secret, final_body(s, p.b.task_id)), id="another-jobs-secret-and-task"
+        ),
+        pytest.param(
+            lambda p, s: (p.a.job_id, p.a.secret, final_body(s, p.b.task_id)), id="right-secret-another-jobs-task-final"
+        ),
+        pytest.param(
+            lambda p, s: (p.a.job_id, p.a.secret, progress_body(p.b.task_id, "90")),
+            id="right-secret-another-jobs-task-progress",
+        ),
+        pytest.param(
+            lambda p, s: (p.received_only, p.a.secret, final_body(s, p.a.task_id)),
+            id="job-received-but-never-submitted",
+        ),
     ]
 
 
@@ -120,7 +127,8 @@ def test_given_forged_webhook_when_posted_then_401_and_job_item_unchanged(stack,
     assert response.json() == {"message": "unauthorized"}  # the same answer whatever was wrong
     assert get_job(table, job_id) == before
     assert provider.side_effects(pair.a.task_id, pair.b.task_id) == (0, 0), (
-        "a refused webhook must not reach Fetch or the image host")
+        "a refused webhook must not reach Fetch or the image host"
+    )
     assert keys_under(boto3.client("s3"), stack.info.bucket, f"results/{job_id}/") == []
 
 
@@ -159,8 +167,7 @@ def test_given_malformed_body_then_401_with_wrong_secret_400_with_right_one_and_
     body = make_body(final_body(sim, job.task_id))
     before = get_job(table, job.job_id)
 
-    response = post_webhook(stack, job.job_id, secret=WRONG_SECRET if secret_kind == "wrong" else job.secret,
-                            body=body)
+    response = post_webhook(stack, job.job_id, secret=WRONG_SECRET if secret_kind == "wrong" else job.secret, body=body)
 
     assert response.status_code == (401 if secret_kind == "wrong" else 400), response.text
     assert get_job(table, job.job_id) == before
