@@ -6,8 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import os
+
 import boto3
 import pytest
+
+# As in a deployed function, Powertools reads these when the shared Logger/Metrics are created,
+# which here is the first import of vary_region by any test module, before the stack starts.
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "vary-region")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "VaryRegion")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")

@@ -252,6 +252,11 @@ class LocalStack:
         from vary_region.settings import get_settings
 
         get_settings.cache_clear()  # each stack's functions are fresh containers with this environment
+        from vary_region import observability
+
+        # The shared Metrics may have been created (by an earlier import) before this environment was set.
+        observability.metrics.namespace = os.environ["POWERTOOLS_METRICS_NAMESPACE"]
+        observability.metrics.service = os.environ["POWERTOOLS_SERVICE_NAME"]
         self.functions = {
             "submit": LocalFunction("vary-region-submit", "submit", 60),
             "webhook": LocalFunction("vary-region-webhook", "webhook", 29),

@@ -18,7 +18,7 @@ from boto3.s3.transfer import TransferConfig
 from vary_region.errors import ImageCopyError
 from vary_region.observability import tracer
 from vary_region.settings import ImageOrigin
-from vary_region.url_policy import Resolver, check_image_url, resolve_host
+from vary_region.url_policy import Resolver, check_connected_address, check_image_url, resolve_host
 
 _CHUNK = 256 * 1024
 # 5 MiB is S3's smallest multipart part; two parts in flight keep a copy's memory near 10 MiB.
@@ -123,6 +123,7 @@ class ImageCopier:
         with self._session.get(
             url, stream=True, timeout=(3.05, min(10.0, self._timeout)), allow_redirects=False
         ) as response:
+            check_connected_address(url, _peer_address(response), self._allowed)
             if response.status_code != 200:
                 permanent = response.status_code not in _RETRYABLE_STATUS
                 raise ImageCopyError(f"the image host answered {response.status_code}", permanent=permanent)
@@ -141,3 +142,12 @@ class ImageCopier:
             if declared.isdigit() and reader.size != int(declared):
                 raise ImageCopyError("the image download ended early")
         return CopiedImage(name=name, key=key, source_url=url, size=reader.size, content_type=content_type)
+
+
+def _peer_address(response: requests.Response) -> str | None:
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None

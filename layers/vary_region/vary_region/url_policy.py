@@ -49,6 +49,22 @@ def check_image_url(url: str, allowed: Sequence[ImageOrigin], resolver: Resolver
             raise UnsafeImageUrl(f"image host {host} resolves to a non-public address")
 
 
+def check_connected_address(url: str, address: str | None, allowed: Sequence[ImageOrigin]) -> None:
+    """The address the download actually connected to must be public too.
+
+    The host is resolved once by check_image_url and again when connecting; a DNS answer that
+    changes in between (rebinding) must not smuggle in an internal address.
+    """
+    if address is None:
+        return  # the transport does not expose it; the pre-connect check stands
+    parts = urlsplit(url)
+    origin = _matching_origin(parts.scheme, (parts.hostname or "").lower(), parts.port, allowed)
+    if origin is not None and origin.is_loopback:
+        return
+    if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+        raise UnsafeImageUrl("the image host connected to a non-public address")
+
+
 def _matching_origin(scheme: str, host: str, port: int | None, allowed: Sequence[ImageOrigin]) -> ImageOrigin | None:
     for origin in allowed:
         if origin.scheme != scheme or origin.host != host:
