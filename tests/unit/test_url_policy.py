@@ -7,7 +7,7 @@ import socket
 import pytest
 from vary_region.errors import UnsafeImageUrl
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
-from vary_region.url_policy import check_image_url
+from vary_region.url_policy import check_connected_address, check_image_url
 
 DEFAULT_ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
 PUBLIC_V4 = "104.18.20.35"
@@ -246,3 +246,16 @@ def test_given_explicit_loopback_origin_when_cdn_urls_are_checked_then_they_stil
     check_image_url("https://cdn.apiframe.pro/1.png", LOCAL, FakeResolver())
     refused("http://cdn.apiframe.pro/1.png", allowed=LOCAL)
     refused("https://cdn.apiframe.pro/1.png", allowed=LOCAL, resolver=FakeResolver(default=["127.0.0.1"]))
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "10.0.0.1", "127.0.0.1", "::1", "fd00::1"])
+def test_given_download_connected_to_internal_address_when_checked_then_refused(address):
+    with pytest.raises(UnsafeImageUrl):
+        check_connected_address("https://cdn.apiframe.pro/a.png", address, [ImageOrigin.parse("cdn.apiframe.pro")])
+
+
+def test_given_download_connected_to_public_or_unknown_address_when_checked_then_allowed():
+    allowed = [ImageOrigin.parse("cdn.apiframe.pro"), ImageOrigin.parse("http://127.0.0.1:8123")]
+    check_connected_address("https://cdn.apiframe.pro/a.png", "104.21.1.1", allowed)
+    check_connected_address("https://cdn.apiframe.pro/a.png", None, allowed)
+    check_connected_address("http://127.0.0.1:8123/a.png", "127.0.0.1", allowed)
