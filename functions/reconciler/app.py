@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
+from vary_region.invocation import invocation_deadline
 from vary_region.observability import logger, metrics, tracer
 from vary_region.settings import get_settings
 
@@ -17,4 +18,4 @@ reconciler = wiring.reconciler(settings)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return reconciler.run().to_dict()
+    return reconciler.run(deadline=invocation_deadline(context, margin_seconds=10.0)).to_dict()

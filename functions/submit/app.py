@@ -16,6 +16,10 @@ from vary_region.submission import SubmitOutcome
 settings = get_settings()
 submitter = wiring.job_submitter(settings)
 processor = BatchProcessor(event_type=EventType.SQS)
+_TIME_NEEDED_PER_UPLOAD_MS = int(
+    (settings.submit_retry_budget_seconds + settings.apiframe_read_timeout + settings.apiframe_connect_timeout + 5)
+    * 1000
+)
 
 _OUTCOME_METRICS = {
     SubmitOutcome.SUBMITTED: "JobsSubmitted",
@@ -36,8 +40,15 @@ def handle_upload(key: str) -> None:
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
-    for key in uploaded_keys(record.json_body):
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    keys = uploaded_keys(record.json_body)
+    if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
+        # Too little time left for a submission with its retries: Lambda stopping mid-call would
+        # leave an outcome nobody knows. Such uploads go back to the queue, untouched.
+        for key in keys:
+            submitter.defer(key)
+        return
+    for key in keys:
         handle_upload(key)
 
 

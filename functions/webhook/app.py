@@ -11,6 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
 from vary_region.completion import UpdateOutcome
+from vary_region.invocation import invocation_deadline
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.settings import get_settings
 from vary_region.webhook import WebhookDelivery, WebhookMalformed, WebhookUnauthorized
@@ -21,6 +22,8 @@ app = APIGatewayHttpResolver()
 
 # Not done yet, but the provider (if it retries) or the reconciler will bring the job home.
 _TRY_AGAIN = (UpdateOutcome.COPY_RETRY, UpdateOutcome.BUSY)
+# Time kept back to record the outcome and answer before Lambda (and API Gateway, at 30 s) gives up.
+_RESPONSE_MARGIN_SECONDS = 4.0
 
 
 @app.post("/webhook/<job_id>")
@@ -30,7 +33,8 @@ def receive_webhook(job_id: str) -> Response:
     logger.append_keys(job_id=unquote(job_id))
     # Raw bytes: a body that is not UTF-8 must still reach the secret check (and then get a 400).
     body = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode("utf-8")
-    result = receiver.receive(WebhookDelivery(job_id=unquote(job_id), headers=event.headers, body=body))
+    delivery = WebhookDelivery(job_id=unquote(job_id), headers=event.headers, body=body)
+    result = receiver.receive(delivery, deadline=invocation_deadline(app.lambda_context, _RESPONSE_MARGIN_SECONDS))
     status = 503 if result.outcome in _TRY_AGAIN else 200
     return Response(status, content_types.APPLICATION_JSON, {"outcome": str(result.outcome), "detail": result.detail})
 

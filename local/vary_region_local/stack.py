@@ -258,7 +258,7 @@ class LocalStack:
         observability.metrics.namespace = os.environ["POWERTOOLS_METRICS_NAMESPACE"]
         observability.metrics.service = os.environ["POWERTOOLS_SERVICE_NAME"]
         self.functions = {
-            "submit": LocalFunction("vary-region-submit", "submit", 60),
+            "submit": LocalFunction("vary-region-submit", "submit", 90),
             "webhook": LocalFunction("vary-region-webhook", "webhook", 29),
             "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
         }

@@ -242,11 +242,29 @@ def test_given_unreadable_retry_after_when_submitted_then_normal_backoff_is_used
     assert len(clock.sleeps) == 1 and 0 <= clock.sleeps[0] <= RetryPolicy().base_delay
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
 def test_given_transient_status_then_200_when_submitted_then_it_is_retried(clock, status):
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
 
     assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert len(session.calls) == 2
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_given_gateway_error_when_submitted_then_ambiguous_and_never_resent(clock, status):
+    # A gateway error may hide a task the origin created: resending could pay twice.
+    session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
+
+    with pytest.raises(SubmissionAmbiguous):
+        client(session, clock).submit_inpaint(REQUEST)
+    assert len(session.calls) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_given_gateway_error_when_fetching_then_it_is_retried(clock, status):
+    session = FakeSession(response(status, {}), response(200, {"task_id": "t1", "status": "processing"}))
+
+    assert client(session, clock).fetch("t1").task_id == "t1"
     assert len(session.calls) == 2
 
 

@@ -21,6 +21,9 @@ from vary_region.observability import tracer
 from vary_region.task_result import TaskResult, parse_task_result
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# A gateway error means the origin may have taken the request after all: for a paid submission
+# that is an unknown outcome, not a refusal (500 and 503 come from the API itself: not accepted).
+GATEWAY_STATUS = frozenset({502, 504})
 FETCH_MANY_LIMIT = 20
 
 
@@ -88,19 +91,20 @@ class ApiframeClient:
         return task_id
 
     @tracer.capture_method(capture_response=False)
-    def fetch(self, task_id: str) -> TaskResult:
-        return parse_task_result(self._call("/fetch", {"task_id": task_id}))
+    def fetch(self, task_id: str, deadline: float | None = None) -> TaskResult:
+        """deadline: a time.monotonic() value the call must end by (the invocation's own limit)."""
+        return parse_task_result(self._call("/fetch", {"task_id": task_id}, deadline=deadline))
 
     @tracer.capture_method(capture_response=False)
-    def fetch_many(self, task_ids: list[str]) -> list[TaskResult]:
+    def fetch_many(self, task_ids: list[str], deadline: float | None = None) -> list[TaskResult]:
         """Fetch up to 20 tasks; /fetch-many wants at least two ids, so one id goes to /fetch."""
         if len(task_ids) > FETCH_MANY_LIMIT:
             raise ValueError(f"at most {FETCH_MANY_LIMIT} task ids per call")
         if len(task_ids) == 1:
-            return [self.fetch(task_ids[0])]
+            return [self.fetch(task_ids[0], deadline)]
         if not task_ids:
             return []
-        body = self._call("/fetch-many", {"task_ids": task_ids})
+        body = self._call("/fetch-many", {"task_ids": task_ids}, deadline=deadline)
         tasks = body.get("tasks", []) if isinstance(body, dict) else []
         results = []
         for task in tasks if isinstance(tasks, list) else []:
@@ -110,17 +114,23 @@ class ApiframeClient:
                 continue
         return results
 
-    def _call(self, path: str, payload: dict[str, Any], *, ambiguous_after_send: bool = False) -> Any:
-        deadline = time.monotonic() + self._retry.budget_seconds
+    def _call(
+        self, path: str, payload: dict[str, Any], *, ambiguous_after_send: bool = False, deadline: float | None = None
+    ) -> Any:
+        budget_end = time.monotonic() + self._retry.budget_seconds
+        deadline = budget_end if deadline is None else min(budget_end, deadline)
         attempt = 0
         while True:
             retry_after: float | None = None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProviderUnavailable(f"no time left to call APIFRAME {path}")
             try:
                 response = self._session.post(
                     self._base_url + path,
                     json=payload,
                     headers={"Authorization": self._api_key(), "Accept": "application/json"},
-                    timeout=self._timeout,
+                    timeout=(self._timeout[0], min(self._timeout[1], max(remaining, 1.0))),
                 )
             except requests.exceptions.RequestException as exc:
                 if ambiguous_after_send and _may_have_been_received(exc):
@@ -131,6 +141,8 @@ class ApiframeClient:
             else:
                 if response.status_code < 300:
                     return _json_or_empty(response)
+                if ambiguous_after_send and response.status_code in GATEWAY_STATUS:
+                    raise SubmissionAmbiguous(f"APIFRAME {path} answered {response.status_code} (gateway)")
                 if response.status_code not in RETRYABLE_STATUS:
                     raise ProviderRejected(response.status_code, provider_error_message(response))
                 reason = f"APIFRAME {path} answered {response.status_code}"

@@ -7,6 +7,7 @@ and the job completes; a failed task fails the job. Every path is safe to repeat
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,8 +61,14 @@ class JobCompleter:
         self._clock = clock
 
     @tracer.capture_method(capture_response=False)
-    def apply(self, job: Job, update: TaskResult, *, confirmed: bool = False) -> UpdateResult:
-        """Apply one report about the job's task. `confirmed`: it came from Fetch, not a webhook."""
+    def apply(
+        self, job: Job, update: TaskResult, *, confirmed: bool = False, deadline: float | None = None
+    ) -> UpdateResult:
+        """Apply one report about the job's task.
+
+        confirmed: it came from Fetch, not a webhook. deadline: a time.monotonic() value the work
+        must end by (the invocation's own time limit); what does not fit is retried later.
+        """
         logger.append_keys(job_id=job.job_id, task_id=update.task_id)
         if job.status.is_final:
             ensure_error_document(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job)
@@ -71,7 +78,7 @@ class JobCompleter:
             return UpdateResult(UpdateOutcome.PROGRESS if changed else UpdateOutcome.UNCHANGED)
         if not confirmed:
             try:
-                update = self._apiframe.fetch(update.task_id)
+                update = self._apiframe.fetch(update.task_id, deadline)
             except (ProviderRejected, ProviderUnavailable) as exc:
                 return UpdateResult(UpdateOutcome.COPY_RETRY, f"could not confirm the result through Fetch: {exc}")
             if update.state is TaskState.RUNNING:
@@ -79,17 +86,18 @@ class JobCompleter:
                 return UpdateResult(UpdateOutcome.PROGRESS, "Fetch says the task is still running")
         if update.state is TaskState.FAILED:
             return self._fail(job, JobError("PROVIDER_TASK_FAILED", update.error_message or "", Stage.PROVIDER))
-        return self._complete(job, update)
+        return self._complete(job, update, deadline)
 
-    def _complete(self, job: Job, result: TaskResult) -> UpdateResult:
+    def _complete(self, job: Job, result: TaskResult, deadline: float | None) -> UpdateResult:
         now = self._clock()
-        if not self._store.acquire_copy_lease(job.job_id, result.task_id, now, COPY_LEASE_SECONDS):
+        lease = uuid.uuid4().hex
+        if not self._store.acquire_copy_lease(job.job_id, result.task_id, lease, now, COPY_LEASE_SECONDS):
             return UpdateResult(UpdateOutcome.BUSY)
         keys = ResultKeys(job.job_id, self._settings.results_prefix)
         try:
-            images = self._copier.copy_all(result.result_urls, keys.image)
+            images = self._copier.copy_all(result.result_urls, keys.image, deadline)
         except ImageCopyError as exc:
-            failures = self._store.record_copy_failure(job.job_id, str(exc), self._clock())
+            failures = self._store.record_copy_failure(job.job_id, lease, str(exc), self._clock())
             logger.warning("result images not copied", extra={"reason": str(exc), "copy_failures": failures})
             if exc.permanent or failures >= self._settings.copy_failures_before_failed:
                 return self._fail(job, JobError("COPY_FAILED", str(exc), Stage.COPY))

@@ -79,15 +79,21 @@ class ImageCopier:
         self._sleep = sleep
 
     @tracer.capture_method(capture_response=False)
-    def copy_all(self, sources: Mapping[str, str], key_for: Callable[[str], str]) -> list[CopiedImage]:
-        """Copy every image (name -> URL) in parallel; raise ImageCopyError unless all succeeded."""
+    def copy_all(
+        self, sources: Mapping[str, str], key_for: Callable[[str], str], deadline: float | None = None
+    ) -> list[CopiedImage]:
+        """Copy every image (name -> URL) in parallel; raise ImageCopyError unless all succeeded.
+
+        deadline: a time.monotonic() value the copies must end by (the invocation's own limit).
+        """
         if not sources:
             raise ImageCopyError("the provider returned no result images", permanent=True)
         for url in sources.values():  # refuse the whole set before any byte is fetched
             check_image_url(url, self._allowed, self._resolver)
         with ThreadPoolExecutor(max_workers=min(5, len(sources)), thread_name_prefix="image-copy") as pool:
             futures = {
-                name: pool.submit(self._copy_with_retries, name, url, key_for(name)) for name, url in sources.items()
+                name: pool.submit(self._copy_with_retries, name, url, key_for(name), deadline)
+                for name, url in sources.items()
             }
         failures: list[ImageCopyError] = []
         copied: list[CopiedImage] = []
@@ -104,10 +110,12 @@ class ImageCopier:
             raise ImageCopyError(message, permanent=any(f.permanent for f in failures))
         return copied
 
-    def _copy_with_retries(self, name: str, url: str, key: str) -> CopiedImage:
+    def _copy_with_retries(self, name: str, url: str, key: str, deadline: float | None) -> CopiedImage:
         for attempt in range(1, self._attempts + 1):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ImageCopyError("no time left in this invocation; the copy is retried later")
             try:
-                return self._copy_once(name, url, key)
+                return self._copy_once(name, url, key, deadline)
             except ImageCopyError as error:
                 if error.permanent or attempt == self._attempts:
                     raise
@@ -117,17 +125,25 @@ class ImageCopier:
             self._sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
-    def _copy_once(self, name: str, url: str, key: str) -> CopiedImage:
+    def _copy_once(self, name: str, url: str, key: str, until: float | None) -> CopiedImage:
         deadline = time.monotonic() + self._timeout
+        deadline = deadline if until is None else min(deadline, until)
         # Redirects are not followed: a redirect could lead off the allowlist.
+        # identity: ask for the image bytes themselves, so Content-Length is what the copy must count.
         with self._session.get(
-            url, stream=True, timeout=(3.05, min(10.0, self._timeout)), allow_redirects=False
+            url,
+            stream=True,
+            timeout=(3.05, min(10.0, self._timeout)),
+            allow_redirects=False,
+            headers={"Accept-Encoding": "identity"},
         ) as response:
             check_connected_address(url, _peer_address(response), self._allowed)
             if response.status_code != 200:
                 permanent = response.status_code not in _RETRYABLE_STATUS
                 raise ImageCopyError(f"the image host answered {response.status_code}", permanent=permanent)
             declared = response.headers.get("Content-Length", "")
+            if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+                declared = ""  # the length of an encoded body says nothing about the decoded image
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise ImageCopyError(f"the image is larger than {self._max_bytes} bytes", permanent=True)
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()

@@ -40,6 +40,7 @@ class Job:
     submitted_at: str | None = None
     completed_at: str | None = None
     needs_attention: bool = False
+    held_at: str | None = None
     copy_failures: int = 0
     error: JobError | None = None
     result: dict[str, Any] | None = None

@@ -3,13 +3,14 @@ finish them through the same completion path as the webhook."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vary_region.apiframe import FETCH_MANY_LIMIT, ApiframeClient
-from vary_region.completion import JobCompleter
+from vary_region.completion import JobCompleter, UpdateOutcome
 from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.job import Job, parse_timestamp, utc_now
 from vary_region.job_files import JobFiles
@@ -17,7 +18,11 @@ from vary_region.job_keys import ResultKeys
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.results import write_error
 from vary_region.settings import Settings
+from vary_region.task_result import TaskResult
 from vary_region.task_store import TaskStore
+
+# Enough for one Fetch batch and the copies it may start; a run stops taking batches after that.
+_TIME_FOR_A_BATCH = 60.0
 
 
 @dataclass
@@ -47,7 +52,8 @@ class Reconciler:
         self._clock = clock
 
     @tracer.capture_method(capture_response=False)
-    def run(self, limit: int = 200) -> ReconcileReport:
+    def run(self, limit: int = 200, deadline: float | None = None) -> ReconcileReport:
+        """deadline: a time.monotonic() value to stop by; jobs not reached wait for the next run."""
         now = self._clock()
         quiet = self._store.quiet_jobs(now - timedelta(seconds=self._settings.reconcile_quiet_seconds), limit)
         report = ReconcileReport(examined=len(quiet))
@@ -56,33 +62,45 @@ class Reconciler:
             if not job.task_id:
                 report.outcomes[self._settle_job_without_task(job, now)] += 1
         for start in range(0, len(with_task), FETCH_MANY_LIMIT):
+            if deadline is not None and time.monotonic() > deadline - _TIME_FOR_A_BATCH:
+                report.outcomes["deferred_to_next_run"] += len(with_task) - start
+                break
             batch = with_task[start : start + FETCH_MANY_LIMIT]
             try:
-                results = {
-                    r.task_id: r for r in self._apiframe.fetch_many([job.task_id for job in batch if job.task_id])
-                }
+                fetched = self._apiframe.fetch_many([job.task_id for job in batch if job.task_id], deadline)
+                results = {result.task_id: result for result in fetched}
             except (ProviderRejected, ProviderUnavailable) as exc:
                 logger.warning("Fetch failed during reconciliation", extra={"reason": str(exc)})
-                report.outcomes["fetch_failed"] += len(batch)
-                continue
+                results = {}
             for job in batch:
                 result = results.get(job.task_id or "")
-                if result is None:
-                    self._store.touch(job.job_id, self._clock())
-                    report.outcomes["unknown_to_provider"] += 1
-                    continue
-                outcome = self._completer.apply(job, result, confirmed=True)
-                if outcome.outcome in ("progress", "unchanged"):
-                    self._store.touch(job.job_id, self._clock())
-                report.outcomes[str(outcome.outcome)] += 1
+                report.outcomes[self._settle_job_with_task(job, result, now, deadline)] += 1
         # An idle schedule would otherwise log a line every period.
         (logger.info if report.examined else logger.debug)("reconciliation finished", extra=report.to_dict())
         return report
+
+    def _settle_job_with_task(self, job: Job, result: TaskResult | None, now: datetime, deadline: float | None) -> str:
+        if result is not None:
+            outcome = self._completer.apply(job, result, confirmed=True, deadline=deadline)
+            if outcome.outcome in (UpdateOutcome.COMPLETED, UpdateOutcome.FAILED):
+                return str(outcome.outcome)
+        claimed = parse_timestamp(job.submit_claimed_at or job.created_at)
+        if now - claimed > timedelta(seconds=self._settings.max_task_age_seconds):
+            # Forgotten by the provider, or never finishing: end it, which also frees its provider slot.
+            reason = "the provider does not know the task" if result is None else "the task never finished"
+            limit = self._settings.max_task_age_seconds
+            error = JobError("TASK_TIMED_OUT", f"{reason} within {limit} s", Stage.RECONCILE)
+            self._fail(job, error)
+            return "timed_out"
+        # Back of the line: every open job gets its turn, however many are waiting.
+        self._store.touch(job.job_id, self._clock())
+        return "unknown_to_provider" if result is None else "still_open"
 
     def _settle_job_without_task(self, job: Job, now: datetime) -> str:
         if job.was_submitted:
             claimed = parse_timestamp(job.submit_claimed_at or job.updated_at)
             if now - claimed < timedelta(seconds=self._settings.submit_ambiguity_window_seconds):
+                self._store.touch(job.job_id, self._clock())
                 return "waiting_for_task_id"
             error = JobError(
                 "SUBMIT_AMBIGUOUS",
@@ -90,15 +108,13 @@ class Reconciler:
                 "check the APIFRAME dashboard before resubmitting under a new job id",
                 Stage.RECONCILE,
             )
-            if self._store.mark_failed(job.job_id, error, self._clock()):
-                write_error(
-                    self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error
-                )
-                metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+            self._fail(job, error, only_without_task=True)
             return "failed_ambiguous"
         received = parse_timestamp(job.created_at or job.updated_at)
-        if now - received < timedelta(seconds=self._settings.stale_receipt_seconds):
-            return "waiting_for_files"
+        if job.held_at or now - received < timedelta(seconds=self._settings.stale_receipt_seconds):
+            # Held jobs are complete and wait in the queue for a slot or for the provider to come back.
+            self._store.touch(job.job_id, self._clock())
+            return "held" if job.held_at else "waiting_for_files"
         error = JobError(
             "JOB_INCOMPLETE", "only one of job.json and the mask arrived; the job was never submitted", Stage.RECONCILE
         )
@@ -108,3 +124,8 @@ class Reconciler:
             )
             metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
         return "rejected_incomplete"
+
+    def _fail(self, job: Job, error: JobError, *, only_without_task: bool = False) -> None:
+        if self._store.mark_failed(job.job_id, error, self._clock(), only_without_task=only_without_task):
+            write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error)
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)

@@ -80,6 +80,7 @@ class Settings:
     apiframe_read_timeout: float = 15.0
     reconcile_quiet_seconds: int = 300
     submit_ambiguity_window_seconds: int = 3600
+    max_task_age_seconds: int = 6 * 3600
     stale_receipt_seconds: int = 86400
     job_ttl_days: int = 90
     max_active_tasks: int = 10
@@ -124,6 +125,7 @@ class Settings:
                 number("SUBMIT_AMBIGUITY_WINDOW_SECONDS", defaults.submit_ambiguity_window_seconds)
             ),
             job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
+            max_task_age_seconds=int(number("MAX_TASK_AGE_SECONDS", defaults.max_task_age_seconds)),
             max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
             submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
             hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),

@@ -145,6 +145,7 @@ class JobSubmitter:
             if self._hold is None:
                 raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
             self._hold(uploaded.key)
+            self._store.mark_held(job_id, self._clock())
             logger.info("all provider slots taken; job held back")
             return SubmitResult(SubmitOutcome.HELD, job_id)
         if not claimed:
@@ -181,6 +182,7 @@ class JobSubmitter:
             if self._hold is None:
                 raise
             self._hold(uploaded.key)
+            self._store.mark_held(job_id, self._clock())
             logger.warning("APIFRAME unavailable; job held back for a later attempt")
             return SubmitResult(SubmitOutcome.HELD, job_id)
         except BaseException:
@@ -192,6 +194,12 @@ class JobSubmitter:
         logger.append_keys(task_id=task_id)
         logger.info("job submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
+
+    def defer(self, key: str) -> None:
+        """Put an upload back on the queue to be handled by a later invocation."""
+        if self._hold is None:
+            raise TimeoutError("too little time left in this invocation to submit safely")
+        self._hold(key)
 
     def webhook_url(self, job_id: str) -> str | None:
         if not self._settings.webhook_base_url:

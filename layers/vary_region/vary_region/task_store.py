@@ -102,7 +102,8 @@ class TaskStore:
         job_update = self._update_request(
             job_id,
             "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, webhook_secret_hash = :hash, "
-            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes",
+            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes "
+            "REMOVE expires_at, held_at",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {
                 ":token": token,
@@ -155,8 +156,9 @@ class TaskStore:
         return self._update(
             job_id,
             "SET submitted_at = :now",
-            "submit_claim = :token AND task_id = :task AND attribute_not_exists(submitted_at)",
-            {":token": token, ":task": task_id, ":now": timestamp(now)},
+            "submit_claim = :token AND task_id = :task AND attribute_not_exists(submitted_at) AND "
+            + self._open_and_claimed(),
+            {":token": token, ":task": task_id, ":now": timestamp(now)} | self._open_values(),
         )
 
     def mark_submit_ambiguous(self, job_id: str, token: str, error: JobError, now: datetime) -> bool:
@@ -187,32 +189,52 @@ class TaskStore:
         return self._update(job_id, update, condition, values | self._open_values())
 
     def touch(self, job_id: str, now: datetime) -> bool:
-        """Note that the reconciler looked, so a still-running job is asked again only after a quiet period."""
+        """Note that the reconciler looked: the job goes to the back of the quiet-jobs line, so every
+        open job is looked at in turn, and a running one is asked about again only after a quiet period."""
         return self._update(
-            job_id, "SET updated_at = :now", self._open_and_claimed(), {":now": timestamp(now)} | self._open_values()
+            job_id,
+            "SET updated_at = :now",
+            "#status IN (:s_received, :s_submitted, :s_processing)",
+            {":now": timestamp(now)} | self._open_values(),
         )
 
-    def acquire_copy_lease(self, job_id: str, task_id: str, now: datetime, seconds: int) -> bool:
+    def mark_held(self, job_id: str, now: datetime) -> bool:
+        """The job is complete and valid but waits in the queue (no provider slot, or provider down)."""
+        return self._update(
+            job_id,
+            "SET held_at = if_not_exists(held_at, :now), updated_at = :now",
+            "#status = :received AND attribute_not_exists(submit_claim)",
+            {":now": timestamp(now), ":received": JobStatus.RECEIVED.value},
+        )
+
+    def acquire_copy_lease(self, job_id: str, task_id: str, lease: str, now: datetime, seconds: int) -> bool:
         """One copier at a time per job, so concurrent final webhooks do not copy twice."""
         return self._update(
             job_id,
-            "SET copy_lease_until = :until, task_id = :task",
+            "SET copy_lease_until = :until, copy_lease = :lease, task_id = :task",
             self._open_and_claimed()
             + " AND (attribute_not_exists(task_id) OR task_id = :task)"
             + " AND (attribute_not_exists(copy_lease_until) OR copy_lease_until < :now)",
-            {":until": timestamp(now + timedelta(seconds=seconds)), ":now": timestamp(now), ":task": task_id}
+            {
+                ":until": timestamp(now + timedelta(seconds=seconds)),
+                ":now": timestamp(now),
+                ":task": task_id,
+                ":lease": lease,
+            }
             | self._open_values(),
         )
 
-    def record_copy_failure(self, job_id: str, message: str, now: datetime) -> int:
+    def record_copy_failure(self, job_id: str, lease: str, message: str, now: datetime) -> int:
+        """Count a failed copy and give the lease back, only if the lease is still this copier's."""
         try:
             response = self._table.update_item(
                 Key={"job_id": job_id},
-                UpdateExpression="SET last_copy_error = :message, updated_at = :now REMOVE copy_lease_until "
-                "ADD copy_failures :one",
-                ConditionExpression=self._open_and_claimed(),
+                UpdateExpression="SET last_copy_error = :message, updated_at = :now "
+                "REMOVE copy_lease_until, copy_lease ADD copy_failures :one",
+                ConditionExpression=self._open_and_claimed() + " AND copy_lease = :lease",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":message": message[:1000], ":now": timestamp(now), ":one": 1}
+                | {":lease": lease}
                 | self._open_values(),
                 ReturnValues="UPDATED_NEW",
             )
@@ -226,7 +248,7 @@ class TaskStore:
         return self._update(
             job_id,
             "SET #status = :completed, percentage = :hundred, completed_at = :now, updated_at = :now, "
-            "#result = :result, expires_at = :ttl REMOVE active, copy_lease_until, #error, needs_attention",
+            "#result = :result, expires_at = :ttl REMOVE active, copy_lease_until, copy_lease, #error, needs_attention",
             self._open_and_claimed() + " AND task_id = :task",
             {
                 ":completed": JobStatus.COMPLETED.value,
@@ -240,13 +262,17 @@ class TaskStore:
             release_slot=True,
         )
 
-    def mark_failed(self, job_id: str, error: JobError, now: datetime) -> bool:
-        """A submitted (or claimed) job ends: the provider said no, or results could not be copied."""
+    def mark_failed(self, job_id: str, error: JobError, now: datetime, *, only_without_task: bool = False) -> bool:
+        """A submitted (or claimed) job ends: the provider said no, or results could not be copied.
+
+        only_without_task: fail it only if no task id was ever recorded (an ambiguous submission).
+        """
+        condition = self._open_and_claimed() + (" AND attribute_not_exists(task_id)" if only_without_task else "")
         return self._update(
             job_id,
             "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl "
-            "REMOVE active, copy_lease_until",
-            self._open_and_claimed(),
+            "REMOVE active, copy_lease_until, copy_lease",
+            condition,
             {
                 ":failed": JobStatus.FAILED.value,
                 ":error": error.to_dict(),
@@ -376,6 +402,7 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         submitted_at=item.get("submitted_at"),
         completed_at=item.get("completed_at"),
         needs_attention=bool(item.get("needs_attention", False)),
+        held_at=item.get("held_at"),
         copy_failures=int(item.get("copy_failures", 0)),
         error=JobError(error["code"], error["message"], Stage(error["stage"])) if isinstance(error, dict) else None,
         result=_plain(item.get("result")),

@@ -35,7 +35,7 @@ class WebhookReceiver:
         self._completer = completer
         self._verifier = verifier or SharedSecretVerifier()
 
-    def receive(self, delivery: WebhookDelivery) -> UpdateResult:
+    def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
         job = self._store.get(delivery.job_id)
         if job is None or not job.was_submitted or not job.webhook_secret_hash:
             raise WebhookUnauthorized()
@@ -50,4 +50,4 @@ class WebhookReceiver:
         if job.task_id and update.task_id != job.task_id:
             # The right secret for this job with another job's task id: treat it as forged.
             raise WebhookUnauthorized()
-        return self._completer.apply(job, update)
+        return self._completer.apply(job, update, deadline=deadline)

@@ -1,0 +1,63 @@
+"""The benchmark (`make bench`) is not part of the test run, but it must keep working: run it on tiny
+inputs and check that it finishes and reports every figure. Targets are not asserted: the machines
+that run the tests are shared and noisy, and the tiny sizes say nothing about them anyway."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = ("reconciler", "submit", "webhook")
+FIGURES = {
+    "copy_project_seconds",
+    "copy_baseline_seconds",
+    "copy_ratio",
+    "memory_project_mib",
+    "memory_baseline_mib",
+    "import_boto3_ms",
+    *(f"import_{name}_{kind}" for name in FUNCTIONS for kind in ("ms", "ratio")),
+    "pipeline_jobs_completed",
+    "pipeline_jobs_per_second",
+    "pipeline_submit_p50_ms",
+    "pipeline_submit_p95_ms",
+    "pipeline_complete_p50_ms",
+    "pipeline_complete_p95_ms",
+    "pipeline_handler_p50_ms",
+    "pipeline_handler_p95_ms",
+}
+JUDGED = {"copy_ratio", "memory_project_mib", "pipeline_jobs_completed", *(f"import_{n}_ratio" for n in FUNCTIONS)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_given_tiny_sizes_when_bench_runs_then_it_exits_0_and_writes_every_figure(tmp_path):
+    output = tmp_path / "results.json"
+
+    # A subprocess: the benchmark starts its own local stack, which must not meet the test session's.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--output", str(output)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    results = json.loads(output.read_text())
+    assert results["run"]["mode"] == "smoke"
+    figures = results["figures"]
+    assert set(figures) == FIGURES
+    for key, figure in figures.items():
+        assert isinstance(figure["value"], int | float) and math.isfinite(figure["value"]), (key, figure)
+        assert figure["value"] >= 0, (key, figure)
+        assert (figure["target"] is not None) == (key in JUDGED), (key, figure)
+        assert figure["passed"] in (True, False, None)
+        assert figure["label"] in done.stdout, f"the table lacks {figure['label']!r}"
+    assert figures["pipeline_jobs_completed"]["value"] == 5, "every smoke job must complete"
