@@ -3,10 +3,9 @@ test session; tests talk to it over HTTP through boto3, as the functions do."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
-
-import os
 
 import boto3
 import pytest
