@@ -23,6 +23,9 @@ from vary_region.url_policy import Resolver, check_connected_address, check_imag
 _CHUNK = 256 * 1024
 # 5 MiB is S3's smallest multipart part; two parts in flight keep a copy's memory near 10 MiB.
 _TRANSFER = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, max_concurrency=2)
+# From a non-seekable stream, s3transfer reads ahead up to this many parts (10 by default, ~50 MiB
+# per image); the constructor does not take it, so it is set here.
+_TRANSFER.max_in_memory_upload_chunks = 2
 _RETRYABLE_STATUS = frozenset({404, 408, 429, 500, 502, 503, 504})
 
 

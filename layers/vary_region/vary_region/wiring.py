@@ -3,6 +3,8 @@ so AWS clients and HTTP sessions are reused across invocations."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -25,12 +27,33 @@ from vary_region.webhook import WebhookReceiver
 _AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=20)
 
 
+class LazyClient:
+    """Stands in for a boto3 client or table and creates it on first use.
+
+    Still one client per container, reused across invocations; but creating clients (loading their
+    service models) no longer lengthens the import of every handler, and a path that never needs a
+    client (a forged webhook, say) never pays for it.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            with self._lock:  # the image copier's threads may ask at the same moment
+                if self._client is None:
+                    self._client = self._factory()
+        return getattr(self._client, name)
+
+
 def s3_client() -> Any:
-    return boto3.client("s3", config=_AWS_CONFIG)
+    return LazyClient(lambda: boto3.client("s3", config=_AWS_CONFIG))
 
 
 def task_store(settings: Settings) -> TaskStore:
-    table = boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table)
+    table = LazyClient(lambda: boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table))
     return TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=settings.max_active_tasks)
 
 
@@ -48,9 +71,8 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
 def job_submitter(settings: Settings) -> JobSubmitter:
     hold = None
     if settings.submit_queue_url:
-        queue = HeldJobQueue(
-            boto3.client("sqs", config=_AWS_CONFIG), settings.submit_queue_url, settings.hold_delay_seconds
-        )
+        sqs = LazyClient(lambda: boto3.client("sqs", config=_AWS_CONFIG))
+        queue = HeldJobQueue(sqs, settings.submit_queue_url, settings.hold_delay_seconds)
         hold = queue.hold
     files = JobFiles(s3_client(), settings.jobs_bucket)
     return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
