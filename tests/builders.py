@@ -259,18 +259,6 @@ def create_simulator_task(sim: Any, api_key: str, prompt: str = "a lighthouse") 
 
 
 # ---- intake, submit-error and duplicate-delivery helpers (queue-level sync points, raw events) ----
-def poll_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "condition") -> Any:
-    """Poll `condition()` until it returns something truthy and return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{message} not met within {timeout}s")
-        time.sleep(interval)
-
-
 def submit_queue_in_use(stack: Any, include_delayed: bool = False) -> int:
     """Messages on the submit queue that are waiting or being handled (and, if asked, delayed ones:
     jobs held back for a provider slot)."""
@@ -288,7 +276,7 @@ def submit_queue_in_use(stack: Any, include_delayed: bool = False) -> int:
 def wait_for_queue_drained(stack: Any, timeout: float = 20.0, include_delayed: bool = False) -> None:
     """Every S3 notification sent so far has been handled and deleted (moto enqueues them during the
     PUT, so once this returns the submit function has seen every upload made before the call)."""
-    poll_until(lambda: submit_queue_in_use(stack, include_delayed) == 0, timeout, message="submit queue drained")
+    wait_until(lambda: submit_queue_in_use(stack, include_delayed) == 0, timeout, message="submit queue drained")
 
 
 def settle_stack(stack: Any, sim: Any, timeout: float = 30.0) -> None:
@@ -318,7 +306,7 @@ def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 10.0) -> by
         except ClientError:
             return None
 
-    return poll_until(lambda: body(), timeout, message=f"s3://{bucket}/{key} exists")
+    return wait_until(lambda: body(), timeout, message=f"s3://{bucket}/{key} exists")
 
 
 def s3_notification(bucket: str, key: str, size: int = 1) -> dict[str, Any]:
@@ -386,7 +374,7 @@ def wait_for_job(
         return item if item and item.get("status") in statuses else None
 
     try:
-        return poll_until(reached, timeout, message=f"job {job_id} in {statuses}")
+        return wait_until(reached, timeout, message=f"job {job_id} in {statuses}")
     except AssertionError:
         raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last item: {item}") from None
 
@@ -508,3 +496,20 @@ class WebhookRecorder:
         path = "/webhook/" + urllib.parse.quote(job_id, safe="")
         with self._lock:
             return [status for raw_path, status in self.answers if raw_path == path]
+
+
+def fail_error_json_write_once(stack: Any, job_id: str, monkeypatch: Any) -> list[str]:
+    """Make the running submit container's first write of the job's error.json fail (an S3 outage at
+    the worst moment); returns the list that records the failed key."""
+    files = stack.functions["submit"].module.submitter._files
+    real_write = files.write_json
+    failures: list[str] = []
+
+    def write_json_failing_once(key: str, document: dict[str, Any]) -> None:
+        if key == f"results/{job_id}/error.json" and not failures:
+            failures.append(key)
+            raise ConnectionError("simulated S3 outage while writing error.json")
+        real_write(key, document)
+
+    monkeypatch.setattr(files, "write_json", write_json_failing_once)
+    return failures

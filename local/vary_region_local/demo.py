@@ -13,11 +13,9 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -29,101 +27,30 @@ from vary_region_cli import main as cli
 from vary_region_cli.jobs import RESULTS
 from vary_region_cli.masks import Rect
 
+from vary_region_local.process import STACK_START_TIMEOUT, StackProcess, StackProcessError, read_stack_file
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARENT_TASK_ID = "demo-parent-1"
 PROMPT = "a hot air balloon"
 MASK_SIZE = (512, 512)  # the simulator's parent pictures are 512x512
 RECT = Rect(176, 48, 160, 208)  # X,Y,W,H: a tall box in the sky
-STACK_START_TIMEOUT = 30.0
-STACK_STOP_TIMEOUT = 15.0
 
 
 class DemoError(Exception):
     pass
 
 
-class LocalStackProcess:
-    """The local stack in a process of its own, started and stopped as a user would."""
+class LocalStackProcess(StackProcess):
+    """The demo's stack: its own session, so Ctrl-C reaches the demo, which then stops the stack."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.stack_file = state_dir / "stack.json"
-        self.log_path = state_dir / "stack.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(state_dir, own_session=True)
 
     def start(self, timeout: float = STACK_START_TIMEOUT) -> dict[str, Any]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.stack_file.unlink(missing_ok=True)  # stale: its stack is gone (checked by the caller)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("APIFRAME_", "AWS_", "LOCAL_"))}
-        env["PYTHONUNBUFFERED"] = "1"  # a live log
-        command = [
-            sys.executable,
-            "-m",
-            "vary_region_local.stack",
-            "--aws-port",
-            "0",
-            "--webhook-port",
-            "0",
-            "--simulator-port",
-            "0",
-            "--state-dir",
-            str(self.state_dir),
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO_ROOT,
-                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops the stack itself
-                preexec_fn=_default_sigint,  # no threads yet
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise DemoError(f"the local stack exited with code {self.process.returncode} while starting")
-            info = read_stack_file(self.stack_file)
-            if info is not None:
-                return info
-            time.sleep(0.1)
-        raise DemoError(f"the local stack did not write {self.stack_file} within {timeout:.0f}s")
-
-    def stop(self, timeout: float = STACK_STOP_TIMEOUT) -> int | None:
-        """SIGINT (Ctrl-C) first; kill only if it does not stop in time. Returns the exit code."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-                self.stack_file.unlink(missing_ok=True)  # a killed stack cannot clean up after itself
-        return process.returncode
-
-    def log_tail(self, lines: int = 25) -> str:
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _default_sigint() -> None:
-    # A stack started from a script in the background inherits an ignored SIGINT; Ctrl-C must work.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def read_stack_file(path: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # not there yet, or half written
-    return info if isinstance(info, dict) and info.get("aws_endpoint_url") else None
+            return super().start(timeout)
+        except StackProcessError as exc:
+            raise DemoError(str(exc)) from None
 
 
 def stack_is_alive(info: dict[str, Any]) -> bool:

@@ -4,19 +4,17 @@ over HTTP (boto3, the CLI) and the simulator's HTTP port."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from vary_region_local import process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -31,81 +29,14 @@ def user_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _default_sigint() -> None:
-    # pytest may run with SIGINT ignored (started in the background); the stack must see Ctrl-C.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+class StackProcess(process.StackProcess):
+    """The shared StackProcess, failing the test (with the stack's log) when it cannot start."""
 
-
-@dataclass
-class StackProcess:
-    state_dir: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def stack_file(self) -> Path:
-        return self.state_dir / "stack.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / "stack.log"
-
-    def start(self) -> dict[str, Any]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "vary_region_local.stack",
-            "--aws-port",
-            "0",
-            "--webhook-port",
-            "0",
-            "--simulator-port",
-            "0",
-            "--state-dir",
-            str(self.state_dir),
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=REPO_ROOT,
-                preexec_fn=_default_sigint,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the stack exited with {self.process.returncode} while starting:\n{self.log_tail()}")
-            try:
-                self.info = json.loads(self.stack_file.read_text())
-                return self.info
-            except (OSError, ValueError):  # not written yet, or half written
-                time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"no {self.stack_file} after {START_TIMEOUT}s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """What Ctrl-C does; kill only if that does not work (and then fail loudly via the exit code)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
+    def start(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            return super().start(timeout)
+        except process.StackProcessError as exc:
+            pytest.fail(f"{exc}:\n{self.log_tail()}")
 
 
 @pytest.fixture(scope="session")

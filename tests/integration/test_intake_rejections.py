@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.builders import (
+    fail_error_json_write_once,
     get_job,
     job_ids_in_table,
     job_json,
@@ -19,13 +20,13 @@ from tests.builders import (
     mask_image,
     mask_png,
     new_job_id,
-    poll_until,
     put_files,
     read_json,
     settle_stack,
     wait_for_job,
     wait_for_object,
     wait_for_queue_drained,
+    wait_until,
 )
 
 RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "result.json"]
@@ -213,17 +214,7 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
     """The verdict is recorded first and error.json second: if that write fails, the invocation fails, SQS
     brings the message back, and the redelivery (which finds the job final) must still write error.json."""
     job_id = new_job_id("crash")
-    files = stack.functions["submit"].module.submitter._files  # the running submit container's S3 access
-    real_write = files.write_json
-    failures: list[str] = []
-
-    def write_json_failing_once(key: str, document: dict) -> None:
-        if key == f"results/{job_id}/error.json" and not failures:
-            failures.append(key)
-            raise ConnectionError("simulated S3 outage while writing error.json")
-        real_write(key, document)
-
-    monkeypatch.setattr(files, "write_json", write_json_failing_once)
+    failures = fail_error_json_write_once(stack, job_id, monkeypatch)
     put_files(
         s3,
         bucket,
@@ -233,7 +224,7 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
         ],
     )
     assert wait_for_job(table, job_id)["status"] == "REJECTED"
-    poll_until(lambda: failures, 10, message="the failed error.json write")
+    wait_until(lambda: failures, 10, message="the failed error.json write")
     wait_for_queue_drained(stack)  # the failed message came back (after ~2 s) and was handled again
 
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]

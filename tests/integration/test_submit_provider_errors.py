@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from tests.builders import (
+    fail_error_json_write_once,
     get_job,
     job_json,
     keys_under,
     mask_png,
     new_job_id,
-    poll_until,
     put_files,
     s3_notification,
     settle_stack,
@@ -27,6 +27,7 @@ from tests.builders import (
     wait_for_job,
     wait_for_object,
     wait_for_queue_drained,
+    wait_until,
 )
 
 RETRY_BUDGET_SECONDS = 3.0  # tests/conftest.py: submit_retry_budget_seconds
@@ -119,15 +120,15 @@ def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job
     job_id = new_job_id("outage")
     _upload(stack, s3, bucket, table, job_id)
 
-    poll_until(lambda: sim.stats()["inpaint_calls"] >= 1, 15, message="a first /inpaint call")
+    wait_until(lambda: sim.stats()["inpaint_calls"] >= 1, 15, message="a first /inpaint call")
     first_invocation_over = time.monotonic() + RETRY_BUDGET_SECONDS + 0.3
-    calls_then = poll_until(
+    calls_then = wait_until(
         lambda: time.monotonic() >= first_invocation_over and sim.stats()["inpaint_calls"],
         10,
         message="the first invocation's budget to run out",
     )
     # A call after the first invocation's budget ran out can only come from a redelivered message.
-    poll_until(lambda: sim.stats()["inpaint_calls"] > calls_then, 15, message="a redelivery of the S3 event")
+    wait_until(lambda: sim.stats()["inpaint_calls"] > calls_then, 15, message="a redelivery of the S3 event")
 
     item = get_job(table, job_id)
     assert item["status"] == "RECEIVED", item
@@ -189,20 +190,10 @@ def test_given_error_json_write_fails_once_after_provider_rejection_then_redeliv
     finds the job final, and must not call the provider again) still writes error.json."""
     sim.set_faults(reject_inpaint="Invalid parent task")
     job_id = new_job_id("rejected-crash")
-    files = stack.functions["submit"].module.submitter._files  # the running submit container's S3 access
-    real_write = files.write_json
-    failures: list[str] = []
-
-    def write_json_failing_once(key: str, document: dict) -> None:
-        if key == f"results/{job_id}/error.json" and not failures:
-            failures.append(key)
-            raise ConnectionError("simulated S3 outage while writing error.json")
-        real_write(key, document)
-
-    monkeypatch.setattr(files, "write_json", write_json_failing_once)
+    failures = fail_error_json_write_once(stack, job_id, monkeypatch)
     _upload(stack, s3, bucket, table, job_id)
     assert wait_for_job(table, job_id)["status"] == "FAILED"
-    poll_until(lambda: failures, 10, message="the failed error.json write")
+    wait_until(lambda: failures, 10, message="the failed error.json write")
     wait_for_queue_drained(stack)  # the failed message came back (after ~2 s) and was handled again
 
     assert sim.stats()["inpaint_calls"] == 1
