@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.s3_notifications import is_s3_notification, uploaded_keys
+from vary_region.s3_notifications import is_sqs_batch, uploaded_keys
 from vary_region.settings import get_settings
 from vary_region.submission import SubmitOutcome
 
@@ -56,7 +56,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if is_s3_notification(event):  # direct S3 trigger, e.g. `sam local invoke -e events/s3-put-mask.json`
+    if not is_sqs_batch(event):  # a direct S3 notification, e.g. `sam local invoke -e events/s3-put-mask.json`
         for key in uploaded_keys(event):
             handle_upload(key)
         return {"batchItemFailures": []}

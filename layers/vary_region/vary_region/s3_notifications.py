@@ -35,8 +35,8 @@ def uploaded_keys(notification: Any) -> list[str]:
     return keys
 
 
-def is_s3_notification(event: Any) -> bool:
+def is_sqs_batch(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list) or not records or not isinstance(records[0], dict):
         return False
-    return records[0].get("eventSource") == "aws:s3"
+    return records[0].get("eventSource") == "aws:sqs"
