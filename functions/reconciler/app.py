@@ -15,7 +15,7 @@ reconciler = wiring.reconciler(settings)
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return reconciler.run(deadline=invocation_deadline(context, margin_seconds=10.0)).to_dict()

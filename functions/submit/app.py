@@ -39,7 +39,7 @@ def handle_upload(key: str) -> None:
         metrics.add_metric(name=_OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     keys = uploaded_keys(record.json_body)
     if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
@@ -53,7 +53,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not is_sqs_batch(event):  # a direct S3 notification, e.g. `sam local invoke -e events/s3-put-mask.json`

@@ -27,7 +27,7 @@ _RESPONSE_MARGIN_SECONDS = 4.0
 
 
 @app.post("/webhook/<job_id>")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def receive_webhook(job_id: str) -> Response:
     event = app.current_event
     logger.append_keys(job_id=unquote(job_id))
@@ -48,13 +48,14 @@ def unauthorized(_: WebhookUnauthorized) -> Response:
 
 @app.exception_handler(WebhookMalformed)
 def malformed(error: WebhookMalformed) -> Response:
-    metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
+    # Authenticated, so not an attack: counted apart from WebhooksRejected (which the alarm watches).
+    metrics.add_metric(name="WebhooksMalformed", unit=MetricUnit.Count, value=1)
     logger.warning("webhook rejected: malformed body", extra={"reason": str(error)})
     return Response(400, content_types.APPLICATION_JSON, {"message": str(error)})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -140,3 +140,22 @@ def test_a_gzip_encoded_image_is_stored_decoded(stack, s3, bucket):
     assert copied[0].size == len(image)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == image
     assert JobFiles(s3, bucket).object_size(key) == len(image)
+
+
+def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, table):
+    from vary_region.apiframe import ApiframeClient, RetryPolicy
+
+    seven_hours_ago = datetime.now(UTC) - timedelta(hours=7)
+    reconciler, store = reconciler_at(stack, datetime.now(UTC))
+    # Nothing listens on port 9: every Fetch fails before reaching a provider.
+    reconciler._apiframe = ApiframeClient("http://127.0.0.1:9", lambda: "key", retry=RetryPolicy(budget_seconds=0.2))
+    job_id = new_job_id("fetch-down")
+    store.record_received(job_id, seven_hours_ago)
+    assert store.claim_submission(job_id, "tok", "hash", "parent", None, {}, seven_hours_ago)
+    assert store.mark_submitted(job_id, "tok", "ghost-task-fetch-down", seven_hours_ago)
+
+    report = reconciler.run()
+
+    assert report.outcomes["fetch_failed"] >= 1
+    assert get_job(table, job_id)["status"] == "SUBMITTED"
+    store.mark_failed(job_id, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), datetime.now(UTC))

@@ -503,3 +503,9 @@ def test_given_fetch_is_refused_when_fetched_then_provider_rejected(clock):
     with pytest.raises(ProviderRejected) as info:
         client(session, clock).fetch("missing")
     assert info.value.status == 404 and info.value.message == "task not found"
+
+
+def test_given_one_unknown_task_when_fetching_many_then_it_is_left_out_like_fetch_many_does(clock):
+    session = FakeSession(response(404, {"errors": [{"msg": "task not found"}]}))
+
+    assert client(session, clock).fetch_many(["gone"]) == []

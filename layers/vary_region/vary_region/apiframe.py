@@ -101,7 +101,12 @@ class ApiframeClient:
         if len(task_ids) > FETCH_MANY_LIMIT:
             raise ValueError(f"at most {FETCH_MANY_LIMIT} task ids per call")
         if len(task_ids) == 1:
-            return [self.fetch(task_ids[0], deadline)]
+            try:
+                return [self.fetch(task_ids[0], deadline)]
+            except ProviderRejected as exc:
+                if exc.status == 404:  # as /fetch-many does, an unknown id is simply not in the answer
+                    return []
+                raise
         if not task_ids:
             return []
         body = self._call("/fetch-many", {"task_ids": task_ids}, deadline=deadline)

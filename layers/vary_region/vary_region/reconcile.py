@@ -68,10 +68,14 @@ class Reconciler:
             batch = with_task[start : start + FETCH_MANY_LIMIT]
             try:
                 fetched = self._apiframe.fetch_many([job.task_id for job in batch if job.task_id], deadline)
-                results = {result.task_id: result for result in fetched}
             except (ProviderRejected, ProviderUnavailable) as exc:
+                # Says nothing about these tasks: never time a job out because Fetch itself is down.
                 logger.warning("Fetch failed during reconciliation", extra={"reason": str(exc)})
-                results = {}
+                for job in batch:
+                    self._store.touch(job.job_id, self._clock())
+                report.outcomes["fetch_failed"] += len(batch)
+                continue
+            results = {result.task_id: result for result in fetched}
             for job in batch:
                 result = results.get(job.task_id or "")
                 report.outcomes[self._settle_job_with_task(job, result, now, deadline)] += 1
