@@ -5,7 +5,7 @@ it a context object."""
 from __future__ import annotations
 
 import importlib.util
-import threading
+import queue
 import time
 import uuid
 from collections.abc import Callable
@@ -44,24 +44,33 @@ class LambdaContext:
 
 
 class LocalFunction:
-    """One deployed function: its handler module, loaded once (a warm container), invoked serially
-    per worker like a Lambda execution environment."""
+    """One deployed function: `containers` warm execution environments, each its own copy of the
+    handler module, each running one invocation at a time, as Lambda does.
 
-    def __init__(self, name: str, folder: str, timeout_seconds: float) -> None:
+    Unlike Lambda, the copies share one process, so the layer's Powertools Logger and Metrics are
+    shared too: concurrent local invocations may log with each other's keys or flush each other's
+    metrics (every metric is still emitted once). A deployed function has none of this.
+    """
+
+    def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:
         self.name = name
         self.timeout_seconds = timeout_seconds
-        self._module = load_handler_module(folder)
-        self._lock = threading.Lock()
+        self.modules = [load_handler_module(folder) for _ in range(containers)]
+        self._idle: queue.SimpleQueue[ModuleType] = queue.SimpleQueue()
+        for module in self.modules:
+            self._idle.put(module)
 
     @property
     def module(self) -> ModuleType:
-        return self._module
+        """The first container's module (tests reach into it)."""
+        return self.modules[0]
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        # Powertools keeps per-invocation state (logger keys, metrics) in module singletons,
-        # so invocations of one function are serialised, as in a single Lambda container.
-        with self._lock:
-            return self._module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
+        module = self._idle.get()  # waits, like a throttled invocation, when every container is busy
+        try:
+            return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
+        finally:
+            self._idle.put(module)
 
 
 def load_handler_module(folder: str) -> ModuleType:

@@ -62,6 +62,8 @@ class StackOptions:
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
     max_active_tasks: int = 10
+    # API Gateway invokes the webhook function concurrently; one container would queue every webhook.
+    webhook_containers: int = 4
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
 
@@ -259,7 +261,7 @@ class LocalStack:
         observability.metrics.service = os.environ["POWERTOOLS_SERVICE_NAME"]
         self.functions = {
             "submit": LocalFunction("vary-region-submit", "submit", 90),
-            "webhook": LocalFunction("vary-region-webhook", "webhook", 29),
+            "webhook": LocalFunction("vary-region-webhook", "webhook", 29, containers=self.options.webhook_containers),
             "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
         }
 
