@@ -9,8 +9,9 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MIN_SIDE = 16  # the pipeline's limits (layers/vary_region/vary_region/mask.py)
-MAX_SIDE = 8192
+# The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
+from vary_region.mask import MAX_SIDE, MIN_SIDE, sniff_media_type
+
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit
 
 # media type -> file extension used for inbox/<job-id>/mask.<ext>
@@ -51,17 +52,6 @@ def _ints(text: str, count: int, shape: str) -> list[int]:
     if len(values) != count:
         raise MaskError(f"{text!r} is not {shape} ({count} whole numbers separated by commas)")
     return values
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """The type the bytes really are (PNG, JPEG or WebP), whatever the file is called."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def check_mask_file(data: bytes, name: str) -> str:
