@@ -237,7 +237,7 @@ def measure(jobs: int, timeout_seconds: float) -> Section:
         "upload_seconds": uploaded - started,
         "elapsed_seconds": elapsed,
         "simulated_picture": list(SIMULATED_PICTURE),
-        # The completion overhead split in two: waiting for a free (local) webhook container,
+        # The completion overhead split in two: waiting for the (single, local) webhook container,
         # then the handler itself (re-fetch, five copies, result.json, the conditional write).
         "final_webhook_queue_ms": {"p50": percentile(queue_ms, 50), "p95": percentile(queue_ms, 95)},
         "simulator_stats": sim_stats,
@@ -248,8 +248,8 @@ def measure(jobs: int, timeout_seconds: float) -> Section:
         failed = sim_stats.get("webhooks_failed", 0)
         total = failed + sim_stats.get("webhooks_sent", 0)
         section.findings.append(
-            "pipeline: final webhook -> COMPLETED is mostly waiting. The local stack runs the webhook function in "
-            "a few containers on two cores, and at zero delay every job's four webhooks queue up: wait "
+            "pipeline: final webhook -> COMPLETED is mostly waiting. The local stack runs the webhook function as "
+            "one container, one request at a time, and at zero delay every job's four webhooks queue up: wait "
             f"p50 {queue_p50 / 1000:.1f} s / p95 {percentile(queue_ms, 95) / 1000:.1f} s, then the handler "
             f"p50 {handler_p50:.0f} ms / p95 {percentile(handler_ms, 95):.0f} ms. The simulator gave up on "
             f"{failed} of {total} webhook POSTs (its 5 s timeout) while they waited; the stack still handled "

@@ -40,9 +40,10 @@ def receive_webhook(job_id: str) -> Response:
 
 
 @app.exception_handler(WebhookUnauthorized)
-def unauthorized(_: WebhookUnauthorized) -> Response:
+def unauthorized(error: WebhookUnauthorized) -> Response:
     metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
-    logger.warning("webhook rejected: unknown job or wrong secret")
+    # The reason stays in our logs; the caller learns nothing beyond 401.
+    logger.warning("webhook rejected", extra={"reason": str(error)})
     return Response(401, content_types.APPLICATION_JSON, {"message": "unauthorized"})
 
 

@@ -47,9 +47,9 @@ class LocalFunction:
     """One deployed function: `containers` warm execution environments, each its own copy of the
     handler module, each running one invocation at a time, as Lambda does.
 
-    Unlike Lambda, the copies share one process, so the layer's Powertools Logger and Metrics are
-    shared too: concurrent local invocations may log with each other's keys or flush each other's
-    metrics (every metric is still emitted once). A deployed function has none of this.
+    Unlike Lambda, the copies share one process, and with it Powertools' process-wide state: the
+    layer's Logger and Metrics, and the Event Handler's current event (a class attribute). Several
+    containers are only safe for handlers that use none of it concurrently; the stack runs one each.
     """
 
     def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:

@@ -62,8 +62,10 @@ class StackOptions:
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
     max_active_tasks: int = 10
-    # API Gateway invokes the webhook function concurrently; one container would queue every webhook.
-    webhook_containers: int = 4
+    # One: Powertools' resolver keeps the current event on its class (BaseRouter.current_event),
+    # so two webhook containers in one process would read each other's requests. Deployed, Lambda
+    # runs each container in its own process and invokes them concurrently.
+    webhook_containers: int = 1
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
 

@@ -8,17 +8,19 @@ have created a task and is reported as SubmissionAmbiguous instead.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
 from vary_region.observability import tracer
 from vary_region.task_result import TaskResult, parse_task_result
+
+if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
+    import requests
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # A gateway error means the origin may have taken the request after all: for a paid submission
@@ -75,10 +77,16 @@ class ApiframeClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._session = session or requests.Session()
+        self._given_session = session
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry
         self._sleep = sleep
+
+    @functools.cached_property
+    def _session(self) -> requests.Session:
+        import requests
+
+        return self._given_session or requests.Session()
 
     @tracer.capture_method(capture_response=False)
     def submit_inpaint(self, request: InpaintRequest) -> str:
@@ -124,6 +132,8 @@ class ApiframeClient:
     ) -> Any:
         budget_end = time.monotonic() + self._retry.budget_seconds
         deadline = budget_end if deadline is None else min(budget_end, deadline)
+        from requests.exceptions import RequestException
+
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -137,7 +147,7 @@ class ApiframeClient:
                     headers={"Authorization": self._api_key(), "Accept": "application/json"},
                     timeout=(self._timeout[0], min(self._timeout[1], max(remaining, 1.0))),
                 )
-            except requests.exceptions.RequestException as exc:
+            except RequestException as exc:
                 if ambiguous_after_send and _may_have_been_received(exc):
                     raise SubmissionAmbiguous(
                         f"no answer from APIFRAME {path} after sending ({type(exc).__name__})"
@@ -160,6 +170,8 @@ class ApiframeClient:
 
 
 def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:
+    import requests
+
     """Connection failures before sending are safe to retry; anything later may have created a task."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False

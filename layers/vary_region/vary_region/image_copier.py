@@ -6,18 +6,22 @@ An image never sits whole in memory: the HTTP body is read in chunks straight in
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from boto3.s3.transfer import TransferConfig
 
 from vary_region.errors import ImageCopyError
 from vary_region.observability import tracer
 from vary_region.settings import ImageOrigin
+
+if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
+    import requests
+
 from vary_region.url_policy import Resolver, check_connected_address, check_image_url, resolve_host
 
 _CHUNK = 256 * 1024
@@ -77,9 +81,15 @@ class ImageCopier:
         self._max_bytes = max_bytes
         self._timeout = timeout_seconds
         self._attempts = attempts
-        self._session = session or requests.Session()
+        self._given_session = session
         self._resolver = resolver
         self._sleep = sleep
+
+    @functools.cached_property
+    def _session(self) -> requests.Session:
+        import requests
+
+        return self._given_session or requests.Session()
 
     @tracer.capture_method(capture_response=False)
     def copy_all(
@@ -93,6 +103,7 @@ class ImageCopier:
             raise ImageCopyError("the provider returned no result images", permanent=True)
         for url in sources.values():  # refuse the whole set before any byte is fetched
             check_image_url(url, self._allowed, self._resolver)
+        _ = self._session  # created once, here, before the copy threads share it
         with ThreadPoolExecutor(max_workers=min(5, len(sources)), thread_name_prefix="image-copy") as pool:
             futures = {
                 name: pool.submit(self._copy_with_retries, name, url, key_for(name), deadline)

@@ -38,9 +38,9 @@ class WebhookReceiver:
     def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
         job = self._store.get(delivery.job_id)
         if job is None or not job.was_submitted or not job.webhook_secret_hash:
-            raise WebhookUnauthorized()
+            raise WebhookUnauthorized("unknown job" if job is None else "job not submitted")
         if not self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
-            raise WebhookUnauthorized()
+            raise WebhookUnauthorized("wrong or missing secret")
         if len(delivery.body) > MAX_WEBHOOK_BYTES:
             raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
         try:
@@ -49,5 +49,5 @@ class WebhookReceiver:
             raise WebhookMalformed(f"the body is not a task payload: {exc}") from None
         if job.task_id and update.task_id != job.task_id:
             # The right secret for this job with another job's task id: treat it as forged.
-            raise WebhookUnauthorized()
+            raise WebhookUnauthorized("task id does not match the job")
         return self._completer.apply(job, update, deadline=deadline)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
-import requests
 from botocore.config import Config
 
 from vary_region.api_key import api_key_reader
@@ -61,7 +60,6 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
     return ApiframeClient(
         settings.apiframe_base_url,
         api_key_reader(settings),
-        session=requests.Session(),
         connect_timeout=settings.apiframe_connect_timeout,
         read_timeout=settings.apiframe_read_timeout,
         retry=RetryPolicy(budget_seconds=settings.submit_retry_budget_seconds),
