@@ -1,26 +1,30 @@
 """Builds the domain objects from settings. Handlers call these once per container (at import),
-so AWS clients and HTTP sessions are reused across invocations."""
+so AWS clients and HTTP sessions are reused across invocations.
+
+Each builder imports the domain modules it needs itself: a handler's import (its cold start) then
+loads only its own part of the package, not the other functions' code.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from vary_region.api_key import api_key_reader
 from vary_region.apiframe import ApiframeClient, RetryPolicy
-from vary_region.completion import JobCompleter
-from vary_region.held_jobs import HeldJobQueue
-from vary_region.image_copier import ImageCopier
 from vary_region.job_files import JobFiles
-from vary_region.reconcile import Reconciler
 from vary_region.settings import Settings
-from vary_region.submission import JobSubmitter
 from vary_region.task_store import TaskStore
-from vary_region.webhook import WebhookReceiver
+
+if TYPE_CHECKING:
+    from vary_region.completion import JobCompleter
+    from vary_region.reconcile import Reconciler
+    from vary_region.submission import JobSubmitter
+    from vary_region.webhook import WebhookReceiver
 
 # Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
 _AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=20)
@@ -67,6 +71,9 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
 
 
 def job_submitter(settings: Settings) -> JobSubmitter:
+    from vary_region.held_jobs import HeldJobQueue
+    from vary_region.submission import JobSubmitter
+
     hold = None
     if settings.submit_queue_url:
         sqs = LazyClient(lambda: boto3.client("sqs", config=_AWS_CONFIG))
@@ -77,6 +84,9 @@ def job_submitter(settings: Settings) -> JobSubmitter:
 
 
 def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient) -> JobCompleter:
+    from vary_region.completion import JobCompleter
+    from vary_region.image_copier import ImageCopier
+
     s3 = s3_client()
     copier = ImageCopier(
         s3,
@@ -90,11 +100,15 @@ def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:
+    from vary_region.webhook import WebhookReceiver
+
     store = task_store(settings)
     return WebhookReceiver(store, job_completer(settings, store, apiframe_client(settings)))
 
 
 def reconciler(settings: Settings) -> Reconciler:
+    from vary_region.reconcile import Reconciler
+
     store = task_store(settings)
     apiframe = apiframe_client(settings)
     completer = job_completer(settings, store, apiframe)
