@@ -192,9 +192,10 @@ def _import_code(module: str) -> str:
     return f"import sys; sys.stderr.write({_MARKER!r} + '\\n'); sys.stderr.flush(); import {module}"
 
 
-def measure_once(module: str, function: LambdaFunction | None) -> list[ImportNode]:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", _import_code(module)],
+def _run_python(args: list[str], function: LambdaFunction | None) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter in the function's folder with its Lambda environment (or the repo, alone)."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=function.folder if function else REPO_ROOT,
         env=runtime_environment(function),
         capture_output=True,
@@ -202,6 +203,10 @@ def measure_once(module: str, function: LambdaFunction | None) -> list[ImportNod
         timeout=120,
         check=False,
     )
+
+
+def measure_once(module: str, function: LambdaFunction | None) -> list[ImportNode]:
+    done = _run_python(["-X", "importtime", "-c", _import_code(module)], function)
     if done.returncode != 0:
         where = function.name if function else "alone"
         raise RuntimeError(f"importing {module} ({where}) failed:\n{done.stderr[-3000:]}")
@@ -233,15 +238,7 @@ def profile_hot_spots(function: LambdaFunction, scratch: Path) -> dict[str, Any]
     """One cProfile run of the import: cumulative time (and calls) of the known costly operations,
     as a share of the whole import (cProfile slows everything, so shares, not milliseconds, matter)."""
     output = scratch / f"import-{function.name}.prof"
-    done = subprocess.run(
-        [sys.executable, "-c", _PROFILE_CODE.format(module=function.module), str(output)],
-        cwd=function.folder,
-        env=runtime_environment(function),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run_python(["-c", _PROFILE_CODE.format(module=function.module), str(output)], function)
     if done.returncode != 0:
         raise RuntimeError(f"profiling the import of {function.name} failed:\n{done.stderr[-3000:]}")
     stats = pstats.Stats(str(output))

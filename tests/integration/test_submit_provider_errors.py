@@ -85,9 +85,16 @@ def test_given_provider_rejects_with_400_then_job_fails_with_its_message_and_is_
     assert get_job(table, job_id)["status"] == "FAILED"
 
 
-def test_given_two_rate_limits_then_submit_retries_within_budget_and_job_completes(stack, sim, s3, table, bucket):
-    sim.set_faults(rate_limit_next=2)
-    job_id = new_job_id("ratelimited")
+@pytest.mark.parametrize(
+    ("fault", "calls"),
+    [({"rate_limit_next": 2}, 3), ({"server_error_next": 1}, 2)],
+    ids=["two-rate-limits", "one-server-error"],
+)
+def test_given_transient_provider_errors_then_submit_retries_within_budget_and_job_completes(
+    stack, sim, s3, table, bucket, fault, calls
+):
+    sim.set_faults(**fault)
+    job_id = new_job_id("transient")
     _upload(stack, s3, bucket, table, job_id)
 
     item = wait_for_job(table, job_id)
@@ -95,21 +102,7 @@ def test_given_two_rate_limits_then_submit_retries_within_budget_and_job_complet
     assert item["status"] == "COMPLETED", item
     wait_for_queue_drained(stack)
     stats = sim.stats()
-    assert stats["inpaint_calls"] == 3, stats
-    assert stats["tasks_created"] == 1, stats
-
-
-def test_given_one_server_error_then_submit_retries_once_and_job_completes(stack, sim, s3, table, bucket):
-    sim.set_faults(server_error_next=1)
-    job_id = new_job_id("error500")
-    _upload(stack, s3, bucket, table, job_id)
-
-    item = wait_for_job(table, job_id)
-
-    assert item["status"] == "COMPLETED", item
-    wait_for_queue_drained(stack)
-    stats = sim.stats()
-    assert stats["inpaint_calls"] == 2, stats
+    assert stats["inpaint_calls"] == calls, stats
     assert stats["tasks_created"] == 1, stats
 
 
