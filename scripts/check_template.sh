@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks the deployable stack: cfn-lint, `sam validate --lint`, then `sam build`.
+# Checks the deployable stack: cfn-lint, `sam validate --lint`, `sam build`, then that the built
+# layer ships bytecode Lambda can use (scripts/check_layer_bytecode.py).
 #
 # Usage (from anywhere; it runs from the repository root):
 #   scripts/check_template.sh
@@ -50,5 +51,8 @@ echo "==> sam validate --lint"
 
 echo "==> sam build (python: $(command -v python3.13))"
 "${SAM}" build --template-file template.yaml --build-dir "${SAM_BUILD_DIR}"
+
+echo "==> the built layer ships bytecode"
+python3.13 scripts/check_layer_bytecode.py "${SAM_BUILD_DIR}/SharedLayer/python"
 
 echo "==> all template checks passed"
