@@ -6,7 +6,8 @@
 Sections, in order (each one's servers are stopped before the next starts, so they do not compete):
 1. copy time: 5 result images through the project's copier and through a naive sequential copy;
 2. copy memory: peak RSS of copying one large image, in a process that does nothing else;
-3. import time: cold import of each handler module against `import boto3`;
+3. import time: cold import of each handler module against `import boto3`, on the layer as its
+   Makefile builds it (and the same layer without bytecode);
 4. pipeline: jobs through the whole local stack, the simulator at zero delay.
 The exit status is 0 whenever the benchmarks ran, met targets or not: the table says which.
 """
@@ -68,7 +69,7 @@ def run(profile: Profile) -> list[Section]:
         sections.append(copy_bench.copy_time(servers, profile.copy))
         _log("copy memory: peak RSS in a subprocess")
         sections.append(copy_bench.copy_memory(servers, profile.copy))
-    _log(f"import time: {profile.import_repeats} fresh interpreters per module")
+    _log(f"import time: builds the layer, then {profile.import_repeats} fresh interpreters per module")
     with tempfile.TemporaryDirectory(prefix="vary-region-bench-") as scratch:
         sections.append(import_bench.run(profile.import_repeats, Path(scratch)))
     _log(f"pipeline: {profile.jobs} jobs through the local stack")

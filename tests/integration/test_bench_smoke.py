@@ -21,7 +21,7 @@ FIGURES = {
     "memory_project_mib",
     "memory_baseline_mib",
     "import_boto3_ms",
-    *(f"import_{name}_{kind}" for name in FUNCTIONS for kind in ("ms", "ratio")),
+    *(f"import_{name}_{kind}" for name in FUNCTIONS for kind in ("ms", "ratio", "no_bytecode_ms")),
     "pipeline_jobs_completed",
     "pipeline_jobs_per_second",
     "pipeline_submit_p50_ms",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
-from vary_region.observability import tracer
+from vary_region.observability import traced_http_session, tracer
 from vary_region.task_result import TaskResult, parse_task_result
 
 if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
@@ -84,9 +84,7 @@ class ApiframeClient:
 
     @functools.cached_property
     def _session(self) -> requests.Session:
-        import requests
-
-        return self._given_session or requests.Session()
+        return self._given_session or traced_http_session()
 
     @tracer.capture_method(capture_response=False)
     def submit_inpaint(self, request: InpaintRequest) -> str:
@@ -170,9 +168,9 @@ class ApiframeClient:
 
 
 def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:
+    """Connection failures before sending are safe to retry; anything later may have created a task."""
     import requests
 
-    """Connection failures before sending are safe to retry; anything later may have created a task."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
     if isinstance(exc, requests.exceptions.ConnectionError):

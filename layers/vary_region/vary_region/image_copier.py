@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.s3.transfer import TransferConfig
 
 from vary_region.errors import ImageCopyError
-from vary_region.observability import tracer
+from vary_region.observability import traced_http_session, tracer
 from vary_region.settings import ImageOrigin
 
 if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
@@ -87,9 +87,7 @@ class ImageCopier:
 
     @functools.cached_property
     def _session(self) -> requests.Session:
-        import requests
-
-        return self._given_session or requests.Session()
+        return self._given_session or traced_http_session()
 
     @tracer.capture_method(capture_response=False)
     def copy_all(

@@ -1,0 +1,62 @@
+"""What a handler's cold start loads, with X-Ray tracing on as the template deploys it.
+
+Each check imports a handler in a fresh interpreter with the function's Lambda environment from
+template.yaml (the same one `make bench` uses), because sys.modules is what is being observed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.import_bench import LAYER, LambdaFunction, runtime_environment, template_functions
+
+FUNCTIONS = {function.name: function for function in template_functions()}
+
+_PROBE = """
+import json, sys
+import app
+import botocore.client
+loaded = {name: name in sys.modules for name in ("requests", "sqlite3")}
+botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
+from vary_region.observability import traced_http_session
+session = traced_http_session()
+import requests
+print(json.dumps({
+    "loaded_at_import": loaded,
+    "botocore_traced": botocore_traced,
+    "requests_traced_after_first_session": hasattr(requests.Session.request, "__wrapped__"),
+    "session_type": type(session).__name__,
+}))
+"""
+
+
+def _probe(function: LambdaFunction) -> dict:
+    env = runtime_environment(function, LAYER)
+    assert "POWERTOOLS_TRACE_DISABLED" not in env  # tracing on, as `Tracing: Active` deploys it
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=function.source,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_given_tracing_on_when_a_handler_is_imported_then_only_botocore_is_patched_and_requests_waits(name):
+    probe = _probe(FUNCTIONS[name])
+
+    # X-Ray's patch_all would import requests, sqlite3 and more during every cold start.
+    assert probe["loaded_at_import"] == {"requests": False, "sqlite3": False}
+    assert probe["botocore_traced"] is True
+    # The first HTTP session brings requests in, traced like botocore.
+    assert probe["requests_traced_after_first_session"] is True
+    assert probe["session_type"] == "Session"
