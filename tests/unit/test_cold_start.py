@@ -20,7 +20,9 @@ _PROBE = """
 import json, sys
 import app
 import botocore.client
-loaded = {name: name in sys.modules for name in ("requests", "sqlite3")}
+loaded = {name: name in sys.modules for name in (
+    "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.image_copier"
+)}
 botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
 from vary_region.observability import traced_http_session
 session = traced_http_session()
@@ -54,9 +56,18 @@ def _probe(function: LambdaFunction) -> dict:
 def test_given_tracing_on_when_a_handler_is_imported_then_only_botocore_is_patched_and_requests_waits(name):
     probe = _probe(FUNCTIONS[name])
 
+    loaded = probe["loaded_at_import"]
     # X-Ray's patch_all would import requests, sqlite3 and more during every cold start.
-    assert probe["loaded_at_import"] == {"requests": False, "sqlite3": False}
+    assert (loaded["requests"], loaded["sqlite3"]) == (False, False)
+    # Powertools Parameters waits for the first read of the API key (progress webhooks never read it).
+    assert loaded["aws_lambda_powertools.utilities.parameters"] is False
     assert probe["botocore_traced"] is True
     # The first HTTP session brings requests in, traced like botocore.
     assert probe["requests_traced_after_first_session"] is True
     assert probe["session_type"] == "Session"
+
+
+def test_given_the_submit_function_when_imported_then_the_image_copier_is_not_loaded():
+    # Submitting never copies images; only the webhook and reconciler functions need the copier.
+    assert _probe(FUNCTIONS["submit"])["loaded_at_import"]["vary_region.image_copier"] is False
+    assert _probe(FUNCTIONS["webhook"])["loaded_at_import"]["vary_region.image_copier"] is True

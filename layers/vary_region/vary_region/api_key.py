@@ -13,22 +13,23 @@ CACHE_SECONDS = 300
 
 
 def api_key_reader(settings: Settings) -> Callable[[], str]:
+    """A function returning the key. Powertools Parameters is imported on the first read: many
+    invocations (progress webhooks, rejected uploads) never need the key."""
     if settings.api_key_secret_id:
-        from aws_lambda_powertools.utilities import parameters
-
         secret_id = settings.api_key_secret_id
 
         def from_secret() -> str:
-            value = parameters.get_secret(secret_id, max_age=CACHE_SECONDS)
-            return _clean(value)
+            from aws_lambda_powertools.utilities import parameters
+
+            return _clean(parameters.get_secret(secret_id, max_age=CACHE_SECONDS))
 
         return from_secret
     if settings.api_key_parameter:
-        from aws_lambda_powertools.utilities import parameters
-
         name = settings.api_key_parameter
 
         def from_parameter() -> str:
+            from aws_lambda_powertools.utilities import parameters
+
             return _clean(parameters.get_parameter(name, decrypt=True, max_age=CACHE_SECONDS))
 
         return from_parameter

@@ -31,6 +31,8 @@ FETCH_MANY_LIMIT = 20
 
 @dataclass(frozen=True)
 class InpaintRequest:
+    """The body of one paid POST /inpaint."""
+
     parent_task_id: str
     mask_data_url: str
     prompt: str | None
@@ -53,6 +55,8 @@ class InpaintRequest:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How long, and how often, a call to APIFRAME is retried after a refusal it may retry."""
+
     budget_seconds: float = 20.0
     base_delay: float = 0.5
     max_delay: float = 8.0

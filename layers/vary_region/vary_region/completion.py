@@ -39,6 +39,8 @@ class UpdateOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class UpdateResult:
+    """What one progress or final update did to its job."""
+
     outcome: UpdateOutcome
     detail: str = ""
 

@@ -18,6 +18,8 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True)
 class JobError:
+    """Why a job failed or was rejected: the machine-readable error in DynamoDB and error.json."""
+
     code: str
     message: str
     stage: Stage

@@ -35,6 +35,8 @@ _RETRYABLE_STATUS = frozenset({404, 408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class CopiedImage:
+    """One result image, now in the jobs bucket."""
+
     name: str
     key: str
     source_url: str

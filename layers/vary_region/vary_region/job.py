@@ -25,6 +25,8 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Job:
+    """One job's item in the task table: its state, its task and its timings."""
+
     job_id: str
     status: JobStatus
     created_at: str

@@ -14,6 +14,8 @@ from vary_region.job_keys import InboxObject, InboxObjectKind, job_prefix, parse
 
 @dataclass(frozen=True)
 class StoredObject:
+    """An object read from the jobs bucket (its bytes only if it was small enough)."""
+
     key: str
     size: int
     content_type: str | None

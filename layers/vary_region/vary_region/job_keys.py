@@ -18,6 +18,8 @@ class InboxObjectKind(StrEnum):
 
 @dataclass(frozen=True)
 class InboxObject:
+    """An upload under inbox/ that belongs to a job: its job.json, its mask or an inline job."""
+
     job_id: str
     kind: InboxObjectKind
     key: str

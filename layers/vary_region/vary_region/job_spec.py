@@ -20,6 +20,8 @@ _FOLDED_WHITESPACE = re.compile(r"[\t\r\n]+")
 
 @dataclass(frozen=True)
 class JobSpec:
+    """What the user asked for in job.json."""
+
     parent_task_id: str
     prompt: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -27,12 +29,16 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class InlineMask:
+    """A mask sent inside an inline job file (base64), before it is checked."""
+
     declared_type: str
     data: bytes
 
 
 @dataclass(frozen=True)
 class Limits:
+    """Size limits on job.json and its fields."""
+
     max_spec_bytes: int = 256 * 1024
     max_prompt_chars: int = 4000
     max_metadata_bytes: int = 4096

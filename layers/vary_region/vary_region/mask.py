@@ -26,6 +26,8 @@ _PNG_CHANNELS = {0: (1, False), 2: (3, False), 3: (1, False), 4: (2, True), 6: (
 
 @dataclass(frozen=True)
 class Mask:
+    """A checked mask image: its type, size and bytes (the bytes never reach logs or reprs)."""
+
     media_type: str
     width: int
     height: int

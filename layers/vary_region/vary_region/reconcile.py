@@ -27,6 +27,8 @@ _TIME_FOR_A_BATCH = 60.0
 
 @dataclass
 class ReconcileReport:
+    """What one reconciler run examined and did, by outcome."""
+
     examined: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
 

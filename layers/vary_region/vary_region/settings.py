@@ -56,6 +56,8 @@ def _is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
+    """The deployment's settings (defaults are the documented ones; see Settings.from_env)."""
+
     jobs_bucket: str
     jobs_table: str
     apiframe_base_url: str = "https://api.apiframe.pro"

@@ -41,6 +41,8 @@ class SubmitOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class SubmitResult:
+    """What handling one upload did to its job."""
+
     outcome: SubmitOutcome
     job_id: str | None = None
     task_id: str | None = None

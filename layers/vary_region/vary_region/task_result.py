@@ -25,6 +25,8 @@ class MalformedTaskPayload(ValueError):
 
 @dataclass(frozen=True)
 class TaskResult:
+    """An APIFRAME task's state, from a webhook or a fetch, in one normalised shape."""
+
     task_id: str
     state: TaskState
     provider_status: str | None = None

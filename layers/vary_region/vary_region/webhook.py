@@ -24,6 +24,8 @@ class WebhookMalformed(Exception):
 
 @dataclass(frozen=True)
 class WebhookDelivery:
+    """One webhook request as it arrived: the job in its URL, its headers and raw body."""
+
     job_id: str
     headers: Mapping[str, str]
     body: bytes
