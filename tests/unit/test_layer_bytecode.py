@@ -25,6 +25,15 @@ def _load_checker() -> ModuleType:
 checker = _load_checker()
 
 
+def _run_checker(layer: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/check_layer_bytecode.py"), str(layer)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def _module(root: Path, name: str, mode: py_compile.PycInvalidationMode | None) -> Path:
     source = root / name
     source.parent.mkdir(parents=True, exist_ok=True)
@@ -72,12 +81,7 @@ def test_given_a_layer_with_one_stale_module_then_the_command_fails_and_says_whi
     _module(tmp_path, "good.py", py_compile.PycInvalidationMode.UNCHECKED_HASH)
     _module(tmp_path, "bad.py", None)
 
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts/check_layer_bytecode.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _run_checker(tmp_path)
 
     assert done.returncode == 1
     assert "bad.py: no bad.cpython" in done.stderr
@@ -85,12 +89,7 @@ def test_given_a_layer_with_one_stale_module_then_the_command_fails_and_says_whi
 
 
 def test_given_an_empty_directory_then_the_command_fails(tmp_path: Path):
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts/check_layer_bytecode.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _run_checker(tmp_path)
 
     assert done.returncode == 1
     assert "no Python modules" in done.stderr
