@@ -190,8 +190,8 @@ def deploy_code(scratch: Path, python: str) -> tuple[DeployedCode, DeployedCode]
         [
             "make",
             "--no-print-directory",
-            "-f",
-            str(LAYER / "Makefile"),
+            "-C",
+            str(LAYER),
             "build-SharedLayer",
             f"ARTIFACTS_DIR={shipped.layer.parent}",
             f"PYTHON={python}",

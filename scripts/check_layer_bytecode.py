@@ -28,7 +28,7 @@ def bytecode_problems(root: Path) -> list[str]:
         if not cached.is_file():
             problems.append(f"{where}: no {cached.name}")
             continue
-        header = cached.read_bytes()[:8]
+        header = cached.read_bytes()[:16]
         if header[:4] != importlib.util.MAGIC_NUMBER:
             problems.append(f"{where}: {cached.name} was compiled by another Python version")
             continue
@@ -37,6 +37,9 @@ def bytecode_problems(root: Path) -> list[str]:
             problems.append(f"{where}: timestamp-based .pyc (stale once SAM zips the layer)")
         elif flags & _CHECK_SOURCE:
             problems.append(f"{where}: checked-hash .pyc (re-reads and hashes the source on every cold start)")
+        elif header[8:16] != importlib.util.source_hash(source.read_bytes()):
+            # Nothing checks an unchecked-hash .pyc at run time: it would run the old code.
+            problems.append(f"{where}: {cached.name} was compiled from another version of the source")
     return problems
 
 

@@ -25,20 +25,18 @@ loaded = {name: name in sys.modules for name in (
 )}
 botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
 from vary_region.observability import traced_http_session
-session = traced_http_session()
+traced_http_session()
 import requests
 print(json.dumps({
     "loaded_at_import": loaded,
     "botocore_traced": botocore_traced,
     "requests_traced_after_first_session": hasattr(requests.Session.request, "__wrapped__"),
-    "session_type": type(session).__name__,
 }))
 """
 
 
 def _probe(function: LambdaFunction) -> dict:
-    env = runtime_environment(function, LAYER)
-    assert "POWERTOOLS_TRACE_DISABLED" not in env  # tracing on, as `Tracing: Active` deploys it
+    env = runtime_environment(function, LAYER)  # tracing on, as `Tracing: Active` deploys it
     done = subprocess.run(
         [sys.executable, "-c", _PROBE],
         cwd=function.source,
@@ -64,7 +62,6 @@ def test_given_tracing_on_when_a_handler_is_imported_then_only_botocore_is_patch
     assert probe["botocore_traced"] is True
     # The first HTTP session brings requests in, traced like botocore.
     assert probe["requests_traced_after_first_session"] is True
-    assert probe["session_type"] == "Session"
 
 
 def test_given_the_submit_function_when_imported_then_the_image_copier_is_not_loaded():

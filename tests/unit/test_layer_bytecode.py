@@ -77,6 +77,16 @@ def test_given_bytecode_from_another_python_version_then_it_is_named(tmp_path: P
     assert checker.bytecode_problems(tmp_path) == [f"mod.py: {cached.name} was compiled by another Python version"]
 
 
+def test_given_a_module_edited_after_it_was_compiled_then_it_is_named(tmp_path: Path):
+    source = _module(tmp_path, "mod.py", py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    source.write_text("VALUE = 2\n")  # Lambda would still run VALUE = 1
+
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    assert checker.bytecode_problems(tmp_path) == [
+        f"mod.py: {cached.name} was compiled from another version of the source"
+    ]
+
+
 def test_given_a_layer_with_one_stale_module_then_the_command_fails_and_says_which(tmp_path: Path):
     _module(tmp_path, "good.py", py_compile.PycInvalidationMode.UNCHECKED_HASH)
     _module(tmp_path, "bad.py", None)
