@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
+from vary_region.lambda_events import QueueMessage, is_sqs_batch, partial_batch_response, queue_messages
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.s3_notifications import is_sqs_batch, uploaded_keys
+from vary_region.s3_notifications import uploaded_keys
 from vary_region.settings import get_settings
 from vary_region.submission import SubmitOutcome
 
 settings = get_settings()
 submitter = wiring.job_submitter(settings)
-processor = BatchProcessor(event_type=EventType.SQS)
 _TIME_NEEDED_PER_UPLOAD_MS = int(
     (settings.submit_retry_budget_seconds + settings.apiframe_read_timeout + settings.apiframe_connect_timeout + 5)
     * 1000
@@ -40,8 +38,8 @@ def handle_upload(key: str) -> None:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    keys = uploaded_keys(record.json_body)
+def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None:
+    keys = uploaded_keys(message.json_body())
     if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
         # Too little time left for a submission with its retries: Lambda stopping mid-call would
         # leave an outcome nobody knows. Such uploads go back to the queue, untouched.
@@ -59,7 +57,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if not is_sqs_batch(event):  # a direct S3 notification, e.g. `sam local invoke -e events/s3-put-mask.json`
         for key in uploaded_keys(event):
             handle_upload(key)
-        return {"batchItemFailures": []}
-    return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+        return partial_batch_response([])
+    failed = []
+    for message in queue_messages(event):
+        try:
+            record_handler(message, context)
+        except Exception:
+            # Only this message goes back to the queue (and, after maxReceiveCount, to the DLQ);
+            # the rest of the batch is done and must not be delivered again.
+            logger.exception("queue message failed", extra={"message_id": message.message_id})
+            failed.append(message)
+    return partial_batch_response(failed)

@@ -48,8 +48,8 @@ class LocalFunction:
     handler module, each running one invocation at a time, as Lambda does.
 
     Unlike Lambda, the copies share one process, and with it Powertools' process-wide state: the
-    layer's Logger and Metrics, and the Event Handler's current event (a class attribute). Several
-    containers are only safe for handlers that use none of it concurrently; the stack runs one each.
+    layer's Logger keys and Metrics buffer. Several containers are only safe for handlers that use
+    none of it concurrently; the stack runs one each.
     """
 
     def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:

@@ -62,9 +62,9 @@ class StackOptions:
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
     max_active_tasks: int = 10
-    # One: Powertools' resolver keeps the current event on its class (BaseRouter.current_event),
-    # so two webhook containers in one process would read each other's requests. Deployed, Lambda
-    # runs each container in its own process and invokes them concurrently.
+    # One: the layer's Powertools Logger keys and Metrics buffer live in the process, so two webhook
+    # containers in one process would tag each other's log lines and flush each other's metrics.
+    # Deployed, Lambda runs each container in its own process and invokes them concurrently.
     webhook_containers: int = 1
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None

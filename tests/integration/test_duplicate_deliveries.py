@@ -176,3 +176,22 @@ def test_given_rejected_job_when_fixed_files_are_uploaded_again_then_it_stays_re
     assert get_job(table, job_id) == rejected
     assert sim.stats()["inpaint_calls"] == 0
     assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "PARENT_TASK_ID_MISSING"
+
+
+def test_given_a_batch_with_an_unreadable_message_then_only_that_message_goes_back_to_the_queue(
+    stack, sim, s3, table, bucket
+):
+    job_id = new_job_id("batch")
+    # A notification for a job whose files are not there yet: handling it leaves the job RECEIVED.
+    event = sqs_event_for(stack, [s3_notification(bucket, f"inbox/{job_id}/job.json")])
+    unreadable = dict(event["Records"][0], messageId="unreadable-1", body="{not json")
+    event["Records"].insert(0, unreadable)
+
+    answer = stack.functions["submit"].invoke(event)
+
+    # The bad message alone is retried (then dead-lettered); the one after it was handled in this batch.
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "unreadable-1"}]}
+    assert get_job(table, job_id)["status"] == "RECEIVED"
+    put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
+    assert wait_for_job(table, job_id)["status"] == "COMPLETED"

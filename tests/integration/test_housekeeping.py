@@ -93,14 +93,13 @@ def test_an_upload_seen_with_too_little_time_left_is_deferred_and_still_complete
     settle_stack(stack, sim)
     job_id = new_job_id("deferred")
     submit = stack.functions["submit"].module
-    record = submit.SQSRecord(
-        {
-            "body": '{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", '
-            f'"s3": {{"bucket": {{"name": "{bucket}"}}, "object": {{"key": "inbox/{job_id}/job.json"}}}}}}]}}'
-        }
+    message = submit.QueueMessage(
+        message_id="deferred-1",
+        body='{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", '
+        f'"s3": {{"bucket": {{"name": "{bucket}"}}, "object": {{"key": "inbox/{job_id}/job.json"}}}}}}]}}',
     )
 
-    submit.record_handler(record, _ShortContext())
+    submit.record_handler(message, _ShortContext())
 
     # Handled now, the upload would have created the job's RECEIVED item; deferred, it comes back later.
     assert get_job(table, job_id) is None

@@ -21,7 +21,9 @@ import json, sys
 import app
 import botocore.client
 loaded = {name: name in sys.modules for name in (
-    "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.image_copier"
+    "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.image_copier",
+    "aws_lambda_powertools.event_handler", "aws_lambda_powertools.utilities.data_classes",
+    "aws_lambda_powertools.utilities.batch",
 )}
 botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
 from vary_region.observability import traced_http_session
@@ -68,3 +70,12 @@ def test_given_the_submit_function_when_imported_then_the_image_copier_is_not_lo
     # Submitting never copies images; only the webhook and reconciler functions need the copier.
     assert _probe(FUNCTIONS["submit"])["loaded_at_import"]["vary_region.image_copier"] is False
     assert _probe(FUNCTIONS["webhook"])["loaded_at_import"]["vary_region.image_copier"] is True
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_given_any_handler_when_imported_then_no_powertools_event_parsing_package_is_loaded(name):
+    # Each of these imports every resolver or event class Powertools has: a sixth of boto3's import.
+    loaded = _probe(FUNCTIONS[name])["loaded_at_import"]
+    assert loaded["aws_lambda_powertools.event_handler"] is False
+    assert loaded["aws_lambda_powertools.utilities.data_classes"] is False
+    assert loaded["aws_lambda_powertools.utilities.batch"] is False

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.data_classes import S3Event
-
 from vary_region.held_jobs import held_job_key
 
 
@@ -29,14 +27,10 @@ def uploaded_keys(notification: Any) -> list[str]:
     if not isinstance(notification.get("Records"), list):
         return []
     keys = []
-    for record in S3Event(notification).records:
-        if record.event_name.startswith("ObjectCreated"):
-            keys.append(unquote_plus(record.s3.get_object.key))
+    for record in notification["Records"]:
+        if not isinstance(record, dict) or not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        key = ((record.get("s3") or {}).get("object") or {}).get("key")
+        if isinstance(key, str):
+            keys.append(unquote_plus(key))
     return keys
-
-
-def is_sqs_batch(event: Any) -> bool:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
-        return False
-    return records[0].get("eventSource") == "aws:sqs"
