@@ -4,8 +4,11 @@ done, and the s3:TestEvent that S3 sends when the notification is configured."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -192,6 +195,53 @@ def test_given_a_batch_with_an_unreadable_message_then_only_that_message_goes_ba
     # The bad message alone is retried (then dead-lettered); the one after it was handled in this batch.
     assert answer == {"batchItemFailures": [{"itemIdentifier": "unreadable-1"}]}
     assert get_job(table, job_id)["status"] == "RECEIVED"
+    put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
+    put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
+    assert wait_for_job(table, job_id)["status"] == "COMPLETED"
+
+
+def test_given_a_batch_whose_every_message_fails_then_the_invocation_fails(stack, sim, table):
+    event = sqs_event_for(stack, [{"Records": []}])
+    event["Records"][0]["body"] = "{not json"
+    jobs_before = job_ids_in_table(table)
+
+    # An error (not a full failure list): Lambda's Errors metric and the submit-errors alarm see it.
+    with pytest.raises(Exception, match="all 1 messages of the batch failed"):
+        stack.functions["submit"].invoke(event)
+    assert job_ids_in_table(table) == jobs_before
+
+
+@contextlib.contextmanager
+def function_log_lines() -> Iterator[list[dict[str, Any]]]:
+    """The functions' log lines (Powertools JSON, with their appended keys) while the block runs."""
+    service_logger = logging.getLogger("vary-region")
+    powertools_handler = next(h for h in service_logger.handlers if h.formatter is not None)
+    lines: list[dict[str, Any]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(powertools_handler.format(record)))
+
+    collector = Collect()
+    service_logger.addHandler(collector)
+    try:
+        yield lines
+    finally:
+        service_logger.removeHandler(collector)
+
+
+def test_given_a_message_failing_after_another_job_then_its_error_log_names_no_job(stack, sim, s3, table, bucket):
+    job_id = new_job_id("before-failure")
+    event = sqs_event_for(stack, [s3_notification(bucket, f"inbox/{job_id}/job.json")])
+    event["Records"].append(dict(event["Records"][0], messageId="unreadable-2", body="{not json"))
+
+    with function_log_lines() as lines:
+        answer = stack.functions["submit"].invoke(event)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "unreadable-2"}]}
+    failure = next(line for line in lines if line["message"] == "queue message failed")
+    assert failure["message_id"] == "unreadable-2"
+    assert "job_id" not in failure  # the job handled just before is not this failure's job
     put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
     put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
     assert wait_for_job(table, job_id)["status"] == "COMPLETED"

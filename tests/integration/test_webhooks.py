@@ -337,3 +337,20 @@ def test_given_provider_fails_the_task_then_job_failed_with_its_message_and_erro
     error = read_json(s3, bucket, f"results/{job_id}/error.json")
     assert error == {"job_id": job_id, "status": "FAILED", "error": item["error"]}
     assert provider.image_gets(item["task_id"]) == 0
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/webhook/some-job"), ("POST", "/webhook/some-job/extra"), ("POST", "/webhook/")],
+    ids=["wrong method", "no route", "no job id"],
+)
+def test_given_a_request_outside_the_webhook_route_then_the_function_answers_404(stack, table, method, path):
+    from vary_region_local.http_api import http_api_event
+
+    # API Gateway routes only POST /webhook/{job_id} here; the function refuses anything else itself.
+    event = http_api_event(method, path, "", {"x-webhook-secret": "s"}, b"{}", "127.0.0.1")
+
+    answer = stack.functions["webhook"].invoke(event)
+
+    assert (answer["statusCode"], json.loads(answer["body"])) == (404, {"message": "not found"})
+    assert get_job(table, "some-job") is None
