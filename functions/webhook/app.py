@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -25,9 +24,8 @@ _RESPONSE_MARGIN_SECONDS = 4.0
 
 
 @tracer.capture_method(capture_response=False)
-def receive_webhook(job_id: str, request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(job_id=job_id)
-    delivery = WebhookDelivery(job_id=job_id, headers=request.headers, body=request.body)
+def receive_webhook(path_job_id: str, request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
+    delivery = WebhookDelivery(path_job_id=path_job_id, headers=request.headers, body=request.body)
     result = receiver.receive(delivery, deadline=invocation_deadline(context, _RESPONSE_MARGIN_SECONDS))
     status = 503 if result.outcome in _TRY_AGAIN else 200
     return http_response(status, {"outcome": str(result.outcome), "detail": result.detail})
@@ -39,7 +37,7 @@ def answer(request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
     if request.method != "POST" or not job_id:  # the HTTP API routes only POST /webhook/{job_id} here
         return http_response(404, {"message": "not found"})
     try:
-        return receive_webhook(unquote(job_id), request, context)
+        return receive_webhook(job_id, request, context)
     except WebhookUnauthorized as error:
         metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
         # The reason stays in our logs; the caller learns nothing beyond 401.

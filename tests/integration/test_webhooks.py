@@ -354,3 +354,27 @@ def test_given_a_request_outside_the_webhook_route_then_the_function_answers_404
 
     assert (answer["statusCode"], json.loads(answer["body"])) == (404, {"message": "not found"})
     assert get_job(table, "some-job") is None
+
+
+def test_given_a_job_id_with_a_percent_sign_then_its_webhooks_arrive_encoded_or_decoded(stack, sim, s3, table, bucket):
+    from urllib.parse import quote
+
+    from vary_region_local.http_api import http_api_event
+
+    job = start_job_in_flight(s3, bucket, table, sim, prefix="100%41 sure")
+    sim.reset()
+    wait_for_sim_task(sim, job.task_id, ("finished",))
+
+    # The local front passes the path segment still percent-encoded ...
+    assert post_webhook(stack, job.job_id, progress_body(job.task_id, "60"), secret=job.secret).status_code == 200
+    # ... API Gateway HTTP APIs pass it decoded; "100%41" must not be decoded a second time (to "100A").
+    headers = {"content-type": "application/json", "x-webhook-secret": job.secret}
+    body = json.dumps(final_body(sim, job.task_id)).encode()
+    event = http_api_event("POST", "/webhook/" + quote(job.job_id, safe=""), "", headers, body, "127.0.0.1")
+    event["pathParameters"] = {"job_id": job.job_id}
+
+    answer = stack.functions["webhook"].invoke(event)
+
+    assert answer["statusCode"] == 200, answer
+    item = wait_for_job(table, job.job_id)
+    assert (item["status"], item["percentage"]) == ("COMPLETED", 100)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from vary_region.completion import JobCompleter, UpdateResult
+from vary_region.job import Job
+from vary_region.observability import logger
 from vary_region.task_result import MalformedTaskPayload, parse_task_result
 from vary_region.task_store import TaskStore
 from vary_region.webhook_auth import SharedSecretVerifier, WebhookVerifier
@@ -24,9 +27,13 @@ class WebhookMalformed(Exception):
 
 @dataclass(frozen=True)
 class WebhookDelivery:
-    """One webhook request as it arrived: the job in its URL, its headers and raw body."""
+    """One webhook request as it arrived: the job id from its URL path, its headers and raw body.
 
-    job_id: str
+    The id is the path segment as the HTTP front handed it over: API Gateway HTTP APIs decode it,
+    other fronts (the local stack, a proxy) may pass it still percent-encoded.
+    """
+
+    path_job_id: str
     headers: Mapping[str, str]
     body: bytes
 
@@ -38,7 +45,8 @@ class WebhookReceiver:
         self._verifier = verifier or SharedSecretVerifier()
 
     def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
-        job = self._store.get(delivery.job_id)
+        job = self._find_job(delivery.path_job_id)
+        logger.append_keys(job_id=job.job_id if job else unquote(delivery.path_job_id))
         if job is None or not job.was_submitted or not job.webhook_secret_hash:
             raise WebhookUnauthorized("unknown job" if job is None else "job not submitted")
         if not self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
@@ -53,3 +61,12 @@ class WebhookReceiver:
             # The right secret for this job with another job's task id: treat it as forged.
             raise WebhookUnauthorized("task id does not match the job")
         return self._completer.apply(job, update, deadline=deadline)
+
+    def _find_job(self, path_job_id: str) -> Job | None:
+        job = self._store.get(path_job_id)
+        decoded = unquote(path_job_id)
+        if job is None and decoded != path_job_id:
+            # Still percent-encoded (webhook URLs carry the id encoded). Tried second, because an id
+            # may itself contain '%' and arrive decoded: "a%41" is a job of its own, not "aA".
+            job = self._store.get(decoded)
+        return job
