@@ -173,12 +173,12 @@ class InFlightJob:
 
 
 def start_job_in_flight(
-    s3: Any, bucket: str, table: Any, sim: Any, prefix: str = "flight", **faults: Any
+    s3: Any, bucket: str, table: Any, sim: Any, prefix: str = "flight", job_id: str | None = None, **faults: Any
 ) -> InFlightJob:
     """Upload a job with `drop_webhooks="all"` (plus `faults`), wait for its task id, and return it
     with the real webhook secret (read from the simulator, which received it at submit time)."""
     sim.set_faults(**({"drop_webhooks": "all"} | faults))
-    job_id = new_job_id(prefix)
+    job_id = job_id or new_job_id(prefix)
     upload_job(s3, bucket, job_id)
     item = wait_for_task_id(table, job_id)
     task = sim.task(item["task_id"])

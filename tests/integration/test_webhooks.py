@@ -356,25 +356,50 @@ def test_given_a_request_outside_the_webhook_route_then_the_function_answers_404
     assert get_job(table, "some-job") is None
 
 
-def test_given_a_job_id_with_a_percent_sign_then_its_webhooks_arrive_encoded_or_decoded(stack, sim, s3, table, bucket):
+def _decoded_webhook_event(job: InFlightJob, secret: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The event for `job`'s webhook with its path parameter decoded, as API Gateway HTTP APIs are
+    reported to deliver it (the local front passes it still percent-encoded)."""
     from urllib.parse import quote
 
     from vary_region_local.http_api import http_api_event
 
+    headers = {"content-type": "application/json", "x-webhook-secret": secret}
+    path = "/webhook/" + quote(job.job_id, safe="")
+    event = http_api_event("POST", path, "", headers, json.dumps(body).encode(), "127.0.0.1")
+    event["pathParameters"] = {"job_id": job.job_id}
+    return event
+
+
+def test_given_a_job_id_with_a_percent_sign_then_its_webhooks_arrive_encoded_or_decoded(stack, sim, s3, table, bucket):
     job = start_job_in_flight(s3, bucket, table, sim, prefix="100%41 sure")
     sim.reset()
     wait_for_sim_task(sim, job.task_id, ("finished",))
 
-    # The local front passes the path segment still percent-encoded ...
+    # Encoded (the local front) ...
     assert post_webhook(stack, job.job_id, progress_body(job.task_id, "60"), secret=job.secret).status_code == 200
-    # ... API Gateway HTTP APIs pass it decoded; "100%41" must not be decoded a second time (to "100A").
-    headers = {"content-type": "application/json", "x-webhook-secret": job.secret}
-    body = json.dumps(final_body(sim, job.task_id)).encode()
-    event = http_api_event("POST", "/webhook/" + quote(job.job_id, safe=""), "", headers, body, "127.0.0.1")
-    event["pathParameters"] = {"job_id": job.job_id}
-
-    answer = stack.functions["webhook"].invoke(event)
+    # ... and decoded: "100%41" must not be decoded a second time (to "100A").
+    answer = stack.functions["webhook"].invoke(_decoded_webhook_event(job, job.secret, final_body(sim, job.task_id)))
 
     assert answer["statusCode"] == 200, answer
     item = wait_for_job(table, job.job_id)
     assert (item["status"], item["percentage"]) == ("COMPLETED", 100)
+
+
+def test_given_ids_that_differ_only_by_percent_decoding_then_a_decoded_webhook_reaches_its_own_job(
+    stack, sim, s3, table, bucket
+):
+    suffix = new_job_id("twin")
+    literal = start_job_in_flight(s3, bucket, table, sim, job_id=f"c%41-{suffix}")
+    decoded_twin = start_job_in_flight(s3, bucket, table, sim, job_id=f"cA-{suffix}")
+    sim.reset()
+    for job in (literal, decoded_twin):
+        wait_for_sim_task(sim, job.task_id, ("finished",))
+    twin_before = get_job(table, decoded_twin.job_id)
+
+    event = _decoded_webhook_event(literal, literal.secret, final_body(sim, literal.task_id))
+    answer = stack.functions["webhook"].invoke(event)
+
+    assert answer["statusCode"] == 200, answer
+    assert wait_for_job(table, literal.job_id)["status"] == "COMPLETED"
+    assert get_job(table, decoded_twin.job_id) == twin_before
+    settle_job(stack, sim, table, decoded_twin)

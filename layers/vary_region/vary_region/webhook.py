@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 from vary_region.completion import JobCompleter, UpdateResult
 from vary_region.job import Job
+from vary_region.job_keys import is_valid_job_id
 from vary_region.observability import logger
 from vary_region.task_result import MalformedTaskPayload, parse_task_result
 from vary_region.task_store import TaskStore
@@ -29,8 +30,8 @@ class WebhookMalformed(Exception):
 class WebhookDelivery:
     """One webhook request as it arrived: the job id from its URL path, its headers and raw body.
 
-    The id is the path segment as the HTTP front handed it over: API Gateway HTTP APIs decode it,
-    other fronts (the local stack, a proxy) may pass it still percent-encoded.
+    The id is the path segment as the HTTP front handed it over: API Gateway HTTP APIs are reported
+    to decode it, other fronts (the local stack, a proxy) pass it still percent-encoded.
     """
 
     path_job_id: str
@@ -46,7 +47,10 @@ class WebhookReceiver:
 
     def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
         job = self._find_job(delivery.path_job_id)
-        logger.append_keys(job_id=job.job_id if job else unquote(delivery.path_job_id))
+        if job is not None:
+            logger.append_keys(job_id=job.job_id)
+        else:  # as it arrived: decoding it here could name another job
+            logger.append_keys(path_job_id=delivery.path_job_id)
         if job is None or not job.was_submitted or not job.webhook_secret_hash:
             raise WebhookUnauthorized("unknown job" if job is None else "job not submitted")
         if not self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
@@ -63,10 +67,12 @@ class WebhookReceiver:
         return self._completer.apply(job, update, deadline=deadline)
 
     def _find_job(self, path_job_id: str) -> Job | None:
-        job = self._store.get(path_job_id)
-        decoded = unquote(path_job_id)
-        if job is None and decoded != path_job_id:
-            # Still percent-encoded (webhook URLs carry the id encoded). Tried second, because an id
-            # may itself contain '%' and arrive decoded: "a%41" is a job of its own, not "aA".
-            job = self._store.get(decoded)
-        return job
+        # As delivered first, then percent-decoded (webhook URLs carry the id encoded). In that order
+        # because an id may itself contain '%' and arrive decoded: "a%41" is a job of its own, not "aA".
+        candidates = dict.fromkeys((path_job_id, unquote(path_job_id)))
+        for job_id in candidates:
+            # Not a job id at all (too long, control characters): no read, and no DynamoDB key error.
+            job = self._store.get(job_id) if is_valid_job_id(job_id) else None
+            if job is not None:
+                return job
+        return None
