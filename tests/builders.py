@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from PIL import Image
+from vary_region.webhook_token import webhook_token
 
 FINAL_STATUSES = ("COMPLETED", "FAILED", "REJECTED")
 
@@ -158,7 +159,7 @@ def post_webhook(
     if secret is not None:
         headers["x-webhook-secret"] = secret
     data = body if body is not None else json.dumps(payload).encode()
-    url = f"{stack.info.webhook_url}/{urllib.parse.quote(job_id, safe='')}"
+    url = f"{stack.info.webhook_url}/{webhook_token(job_id)}"
     return requests.post(url, data=data, headers=headers, timeout=timeout)
 
 
@@ -446,7 +447,7 @@ class ProviderRecorder:
         """/inpaint requests made for this job (recognised by its webhook URL); status=200: paid ones."""
         import urllib.parse
 
-        suffix = "/" + urllib.parse.quote(job_id, safe="")
+        suffix = "/" + webhook_token(job_id)
         return sum(
             1
             for c in self._snapshot()
@@ -493,7 +494,7 @@ class WebhookRecorder:
     def statuses(self, job_id: str) -> list[int]:
         import urllib.parse
 
-        path = "/webhook/" + urllib.parse.quote(job_id, safe="")
+        path = "/webhook/" + webhook_token(job_id)
         with self._lock:
             return [status for raw_path, status in self.answers if raw_path == path]
 

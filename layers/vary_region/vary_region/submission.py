@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from urllib.parse import quote
 
 from vary_region.apiframe import ApiframeClient, InpaintRequest
 from vary_region.errors import JobError, JobRejected, ProviderRejected, ProviderUnavailable, Stage, SubmissionAmbiguous
@@ -26,6 +25,7 @@ from vary_region.results import ensure_error_document, write_error
 from vary_region.settings import Settings
 from vary_region.task_store import ProviderBusy, TaskStore
 from vary_region.webhook_auth import hash_webhook_secret, new_webhook_secret
+from vary_region.webhook_token import webhook_token
 
 
 class SubmitOutcome(StrEnum):
@@ -206,7 +206,7 @@ class JobSubmitter:
     def webhook_url(self, job_id: str) -> str | None:
         if not self._settings.webhook_base_url:
             return None
-        return f"{self._settings.webhook_base_url}/{quote(job_id, safe='')}"
+        return f"{self._settings.webhook_base_url}/{webhook_token(job_id)}"
 
 
 __all__ = ["JobSubmitter", "ProviderUnavailable", "SubmitOutcome", "SubmitResult"]

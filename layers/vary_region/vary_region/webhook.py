@@ -14,6 +14,7 @@ from vary_region.observability import logger
 from vary_region.task_result import MalformedTaskPayload, parse_task_result
 from vary_region.task_store import TaskStore
 from vary_region.webhook_auth import SharedSecretVerifier, WebhookVerifier
+from vary_region.webhook_token import job_id_from_token
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 
@@ -46,15 +47,7 @@ class WebhookReceiver:
         self._verifier = verifier or SharedSecretVerifier()
 
     def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
-        job = self._find_job(delivery.path_job_id)
-        if job is not None:
-            logger.append_keys(job_id=job.job_id)
-        else:  # as it arrived: decoding it here could name another job
-            logger.append_keys(path_job_id=delivery.path_job_id)
-        if job is None or not job.was_submitted or not job.webhook_secret_hash:
-            raise WebhookUnauthorized("unknown job" if job is None else "job not submitted")
-        if not self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
-            raise WebhookUnauthorized("wrong or missing secret")
+        job = self._authenticated_job(delivery)
         if len(delivery.body) > MAX_WEBHOOK_BYTES:
             raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
         try:
@@ -66,13 +59,31 @@ class WebhookReceiver:
             raise WebhookUnauthorized("task id does not match the job")
         return self._completer.apply(job, update, deadline=deadline)
 
-    def _find_job(self, path_job_id: str) -> Job | None:
-        # As delivered first, then percent-decoded (webhook URLs carry the id encoded). In that order
-        # because an id may itself contain '%' and arrive decoded: "a%41" is a job of its own, not "aA".
-        candidates = dict.fromkeys((path_job_id, unquote(path_job_id)))
-        for job_id in candidates:
-            # Not a job id at all (too long, control characters): no read, and no DynamoDB key error.
-            job = self._store.get(job_id) if is_valid_job_id(job_id) else None
-            if job is not None:
-                return job
-        return None
+    def _authenticated_job(self, delivery: WebhookDelivery) -> Job:
+        """The job the URL names whose secret the delivery carries; WebhookUnauthorized otherwise."""
+        found = False
+        for job_id in _candidate_job_ids(delivery.path_job_id):
+            job = self._store.get(job_id)
+            if job is None:
+                continue
+            found = True
+            if job.was_submitted and job.webhook_secret_hash:
+                if self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
+                    logger.append_keys(job_id=job.job_id)
+                    return job
+        logger.append_keys(path_job_id=delivery.path_job_id)  # as it arrived: decoding could name another job
+        raise WebhookUnauthorized("wrong or missing secret" if found else "unknown job")
+
+
+def _candidate_job_ids(path_segment: str) -> list[str]:
+    """The job ids a URL's last segment may name, most likely first.
+
+    Webhook URLs carry an opaque token (webhook_token). URLs made before tokens carried the job id
+    percent-encoded, and a front may hand it over decoded or not: as delivered, then decoded, since
+    an id may itself contain '%' ("a%41" is a job of its own, not "aA"). Each candidate must still
+    match the delivery's secret, so a second reading of the same URL never lets a webhook in.
+    """
+    from_token = job_id_from_token(path_segment)
+    candidates = dict.fromkeys(c for c in (from_token, path_segment, unquote(path_segment)) if c is not None)
+    # Not a job id at all (too long, control characters): no read, and no DynamoDB key error.
+    return [job_id for job_id in candidates if is_valid_job_id(job_id)]

@@ -1,0 +1,112 @@
+"""Mutation check for the guarantees: break each mechanism on purpose and require a test to fail.
+
+Every mutant in scripts/mutants/*.toml names one mechanism behind a guarantee the README sells
+(the claim condition, the secret check, the Fetch confirmation, ...), the exact text that
+implements it and what to put instead, and the tests that prove the guarantee. The check copies
+the tracked tree to a scratch folder, applies one mutant there and runs its tests: they must fail,
+every time. A mutant whose text no longer matches exactly once fails the check too, so the list
+cannot silently fall behind the code.
+
+    python scripts/mutation_check.py            # every mutant
+    python scripts/mutation_check.py NAME ...   # only these
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MUTANT_FILES = REPO / "scripts" / "mutants"
+# Import roots of the editable install; put first on sys.path so the scratch copy is what runs.
+IMPORT_ROOTS = ("layers/vary_region", "local", "cli", ".")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    guarantee: str
+    file: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+
+
+def load_mutants() -> list[Mutant]:
+    mutants = []
+    for path in sorted(MUTANT_FILES.glob("*.toml")):
+        for entry in tomllib.loads(path.read_text())["mutant"]:
+            mutants.append(Mutant(**{**entry, "tests": tuple(entry["tests"])}))
+    names = [m.name for m in mutants]
+    duplicated = {n for n in names if names.count(n) > 1}
+    if duplicated:
+        raise SystemExit(f"mutant names used twice: {sorted(duplicated)}")
+    return mutants
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout.decode()
+    return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+
+
+def run_mutant(mutant: Mutant, files: list[str]) -> tuple[bool, str]:
+    """(passed, detail): passed means at least one of its tests failed with the mutant applied."""
+    source = REPO / mutant.file
+    text = source.read_text()
+    if text.count(mutant.find) != 1:
+        return False, f"its text occurs {text.count(mutant.find)} times in {mutant.file} (must be exactly once)"
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as scratch:
+        root = Path(scratch)
+        for name in files:
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target)
+        (root / mutant.file).write_text(text.replace(mutant.find, mutant.replace))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(root / p) for p in IMPORT_ROOTS),
+                   PYTHONDONTWRITEBYTECODE="1")
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
+                   "-o", "addopts=", *mutant.tests]
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        took = time.monotonic() - started
+        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+        if result.returncode == 1:  # tests ran and at least one failed: the mutant was caught
+            return True, f"caught in {took:.0f}s: {last}"
+        if result.returncode == 0:
+            return False, f"SURVIVED: every test passed with the mechanism broken ({last})"
+        return False, f"its tests could not run (pytest exit {result.returncode}): {last}\n{result.stderr[-2000:]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    args = parser.parse_args(argv)
+    mutants = load_mutants()
+    if args.names:
+        unknown = set(args.names) - {m.name for m in mutants}
+        if unknown:
+            raise SystemExit(f"unknown mutants: {sorted(unknown)}")
+        mutants = [m for m in mutants if m.name in args.names]
+    files = tracked_files()
+    failures = 0
+    for mutant in mutants:
+        passed, detail = run_mutant(mutant, files)
+        failures += not passed
+        print(f"{'ok  ' if passed else 'FAIL'} {mutant.name} ({mutant.guarantee}): {detail}", flush=True)
+    print(f"mutation check: {len(mutants) - failures} of {len(mutants)} mutants caught", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
