@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo local test unit integration e2e check-template lint bench clean
+.PHONY: help venv demo local test unit integration e2e check-template lint mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
 	@echo "make lint            ruff (lint + format check) and mypy"
+	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
 
 $(BIN)/.installed: requirements-dev.txt layers/vary_region/requirements.txt pyproject.toml
@@ -59,6 +60,9 @@ lint: venv
 	$(BIN)/mypy layers/vary_region/vary_region local/vary_region_local cli/vary_region_cli
 	@# Every function's handler is named app.py: check them one at a time so the names don't clash.
 	@for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
+
+mutation: venv
+	$(BIN)/python scripts/mutation_check.py
 
 bench: venv
 	$(BIN)/python -m bench.run

@@ -23,6 +23,8 @@ from bench.servers import BUCKET, REPO_ROOT, Servers
 
 MiB = 1024 * 1024
 COPY_TARGET_RATIO = 0.35
+PARALLEL_TARGET_RATIO = 1.25  # five images in parallel against the slowest of them alone
+RESULT_NAMES = ("grid", "1", "2", "3", "4")
 MEMORY_TARGET_MIB = 32.0
 WHAT_IF_CHUNKS = 2  # the suspected fix, measured when the memory target is missed
 PNG_CHUNK_OVERHEAD = 12  # the simulator pads with one PNG chunk, which costs at least this much
@@ -115,6 +117,7 @@ def copy_time(servers: Servers, settings: CopySettings) -> Section:
             naive.append(_timed(naive_copy, run))
         last = [f"bench/{way}/{settings.repeats - 1}/{name}.png" for way in ("project", "naive") for name in names]
         _check_sizes(s3, last, settings.image_bytes)
+        parallel = _five_against_slowest(servers, settings, copier, s3)
     servers.set_faults(image_delay=0, image_bytes_per_second=None, image_padding_bytes=0)
 
     project_s, naive_s = statistics.median(project), statistics.median(naive)
@@ -135,8 +138,101 @@ def copy_time(servers: Servers, settings: CopySettings) -> Section:
         # What the image host alone costs: the floor of a sequential copy and of a parallel one.
         "download_floor_sequential_seconds": settings.images * per_image,
         "download_floor_parallel_seconds": per_image,
+        "five_against_slowest": parallel,
     }
+    five_s, alone_s = statistics.median(parallel["five_seconds"]), statistics.median(parallel["alone_seconds"])
+    ratio = five_s / alone_s
+    section.figures += [
+        Figure("copy_five_seconds", f"copy grid + 4 x {_size(settings.image_bytes)}", five_s, "s"),
+        Figure("copy_slowest_alone_seconds", "copy the largest of them alone", alone_s, "s"),
+        Figure("copy_five_vs_slowest_ratio", "copy five / largest alone", ratio, "x", target=PARALLEL_TARGET_RATIO),
+    ]
+    if ratio > PARALLEL_TARGET_RATIO:
+        section.findings.append(_parallel_finding(parallel, ratio))
     return section
+
+
+def _five_against_slowest(servers: Servers, settings: CopySettings, copier: Any, s3: Any) -> dict[str, Any]:
+    """Five result images (grid + 4, each its own picture and connection) against the largest one alone,
+    same host settings (latency, per-connection bandwidth cap, padding), interleaved in one run.
+
+    When the five take longer, the two halves of a copy are timed apart (downloads alone, in the
+    same threads; S3 PutObjects alone, of the same size), so the table can say which one grows."""
+    import requests
+
+    servers.set_faults(image_delay=0, image_bytes_per_second=None, image_padding_bytes=0)  # natural sizes first
+    pictures = {name: f"parallel-{name}" for name in RESULT_NAMES}
+    natural = {name: servers.picture_bytes(servers.image_host, picture) for name, picture in pictures.items()}
+    # One padding for all (the switch is per host): the smallest picture comes out at image_bytes.
+    padding = settings.image_bytes - min(natural.values())
+    if padding < PNG_CHUNK_OVERHEAD:
+        raise ValueError(f"{settings.image_bytes} bytes is smaller than the simulator's pictures plus a padding chunk")
+    sizes = {name: natural[name] + padding for name in RESULT_NAMES}
+    largest = max(RESULT_NAMES, key=lambda name: sizes[name])
+    urls = {name: servers.image_url(servers.image_host, picture) for name, picture in pictures.items()}
+    servers.set_faults(
+        image_delay=settings.latency_seconds,
+        image_bytes_per_second=settings.bytes_per_second,
+        image_padding_bytes=padding,
+    )
+    copier.copy_all({largest: urls[largest]}, lambda name: f"bench/parallel/warmup/{name}.png")
+    five: list[float] = []
+    alone: list[float] = []
+    for run in range(settings.repeats):
+        five.append(_timed(lambda r: copier.copy_all(urls, lambda n: f"bench/parallel/{r}/five/{n}.png"), run))
+        alone.append(
+            _timed(lambda r: copier.copy_all({largest: urls[largest]}, lambda n: f"bench/alone/{r}/{n}.png"), run)
+        )
+    for name in RESULT_NAMES:
+        _check_sizes(s3, [f"bench/parallel/{settings.repeats - 1}/five/{name}.png"], sizes[name])
+
+    session = requests.Session()
+
+    def download(url: str) -> None:
+        with session.get(url, stream=True, timeout=60) as response:
+            while response.raw.read1(64 * 1024):
+                pass
+
+    body = b"\0" * sizes[largest]
+
+    def put(key: str) -> None:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType="image/png")
+
+    downloads_five = _timed(lambda _: _in_parallel(download, list(urls.values())), 0)
+    downloads_alone = _timed(lambda _: download(urls[largest]), 0)
+    puts_five = _timed(lambda _: _in_parallel(put, [f"bench/put/five/{n}" for n in RESULT_NAMES]), 0)
+    puts_alone = _timed(lambda _: put("bench/put/alone"), 0)
+    return {
+        "sizes": sizes,
+        "largest": largest,
+        "five_seconds": five,
+        "alone_seconds": alone,
+        "downloads_only_five_seconds": downloads_five,
+        "downloads_only_alone_seconds": downloads_alone,
+        "s3_puts_only_five_seconds": puts_five,
+        "s3_puts_only_alone_seconds": puts_alone,
+    }
+
+
+def _in_parallel(action: Callable[[str], None], items: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        for future in [pool.submit(action, item) for item in items]:
+            future.result()
+
+
+def _parallel_finding(parallel: dict[str, Any], ratio: float) -> str:
+    downloads = parallel["downloads_only_five_seconds"] / parallel["downloads_only_alone_seconds"]
+    puts_extra = parallel["s3_puts_only_five_seconds"] - parallel["s3_puts_only_alone_seconds"]
+    return (
+        f"copy five / largest alone is {ratio:.2f}x. Downloads alone: five in parallel take {downloads:.2f}x "
+        f"the largest alone. S3 alone: five concurrent PutObjects take {parallel['s3_puts_only_five_seconds']:.3f} s "
+        f"against {parallel['s3_puts_only_alone_seconds']:.3f} s for one (+{puts_extra:.3f} s). Images below the "
+        "8 MiB multipart threshold are sent in one PutObject once read whole, so five images of one size and "
+        "bandwidth reach S3 at the same moment; the local S3 (moto, one Python process that also serves the "
+        "image host, bench/servers.py) handles them one after the other. Real S3 takes them in parallel."
+    )
 
 
 def _probe(servers: Servers, mode: str, url: str, warmup_url: str, size: int, *extra: str) -> dict[str, Any]:

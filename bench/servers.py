@@ -1,8 +1,10 @@
-"""S3 (moto server) and an image host (the APIFRAME simulator's), in a process of their own.
+"""S3 (moto server) and the image hosts (the APIFRAME simulator's), each in a process of its own.
 
 The copy benchmarks measure a client against remote servers: running the servers in the
 benchmark's own interpreter would make the copier's threads and the servers' threads share one
-GIL, and the memory probe would count the servers' buffers. `python -m bench.servers` prints
+GIL, and the memory probe would count the servers' buffers. S3 and the image hosts are apart too:
+in one process, five downloads being served slowed five uploads being stored (and the other way
+round), which real S3 and a CDN never do to each other. `python -m bench.servers s3|images` prints
 its endpoints as one JSON line and runs until its stdin closes.
 """
 
@@ -57,8 +59,14 @@ class Servers:
 
 @contextmanager
 def running_servers() -> Iterator[Servers]:
+    with _server_process("s3") as s3, _server_process("images") as images:
+        yield Servers(**s3, **images)
+
+
+@contextmanager
+def _server_process(role: str) -> Iterator[dict[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.servers"],
+        [sys.executable, "-m", "bench.servers", role],
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -68,8 +76,8 @@ def running_servers() -> Iterator[Servers]:
     try:
         line = process.stdout.readline()
         if not line:
-            raise RuntimeError(f"bench.servers exited before it was ready (code {process.wait()})")
-        yield Servers(**json.loads(line))
+            raise RuntimeError(f"bench.servers {role} exited before it was ready (code {process.wait()})")
+        yield json.loads(line)
     finally:
         process.stdin.close()  # the servers' signal to stop
         try:
@@ -84,9 +92,20 @@ def _credential_kwargs() -> dict[str, str]:
 
 
 def main() -> None:
+    role = sys.argv[1] if len(sys.argv) > 1 else ""
+    stops = _start_s3() if role == "s3" else _start_image_hosts() if role == "images" else None
+    if stops is None:
+        raise SystemExit("usage: python -m bench.servers s3|images")
+    try:
+        sys.stdin.read()
+    finally:
+        for stop in stops:
+            stop()
+
+
+def _start_s3() -> list[Any]:
     import boto3
     from moto.server import ThreadedMotoServer
-    from vary_region_local.simulator import ApiframeSimulator
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -95,15 +114,16 @@ def main() -> None:
     s3_endpoint = f"http://{host}:{port}"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION, **_credential_kwargs())
     s3.create_bucket(Bucket=BUCKET)
+    print(json.dumps({"s3_endpoint": s3_endpoint}), flush=True)
+    return [moto.stop]
+
+
+def _start_image_hosts() -> list[Any]:
+    from vary_region_local.simulator import ApiframeSimulator
+
     image_host, plain_host = (ApiframeSimulator(image_size=_PICTURE_SIZE) for _ in range(2))
-    urls = {"s3_endpoint": s3_endpoint, "image_host": image_host.start(), "plain_host": plain_host.start()}
-    print(json.dumps(urls), flush=True)
-    try:
-        sys.stdin.read()
-    finally:
-        image_host.stop()
-        plain_host.stop()
-        moto.stop()
+    print(json.dumps({"image_host": image_host.start(), "plain_host": plain_host.start()}), flush=True)
+    return [image_host.stop, plain_host.stop]
 
 
 if __name__ == "__main__":

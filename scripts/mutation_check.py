@@ -55,37 +55,49 @@ def load_mutants() -> list[Mutant]:
 def tracked_files() -> list[str]:
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
 
 
-def run_mutant(mutant: Mutant, files: list[str]) -> tuple[bool, str]:
-    """(passed, detail): passed means at least one of its tests failed with the mutant applied."""
-    source = REPO / mutant.file
-    text = source.read_text()
-    if text.count(mutant.find) != 1:
-        return False, f"its text occurs {text.count(mutant.find)} times in {mutant.file} (must be exactly once)"
-    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as scratch:
+def run_tests(tests: tuple[str, ...], files: list[str], change: tuple[str, str, str] | None) -> tuple[int, str, float]:
+    """Run `tests` in a scratch copy of the tree, with `change` (file, find, replace) applied if given:
+    (pytest's exit code, its last line, seconds)."""
+    with tempfile.TemporaryDirectory(prefix="mutation-check-") as scratch:
         root = Path(scratch)
         for name in files:
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, target)
-        (root / mutant.file).write_text(text.replace(mutant.find, mutant.replace))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(root / p) for p in IMPORT_ROOTS),
-                   PYTHONDONTWRITEBYTECODE="1")
-        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
-                   "-o", "addopts=", *mutant.tests]
+        if change is not None:
+            path, find, replace = change
+            (root / path).write_text((REPO / path).read_text().replace(find, replace))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(str(root / p) for p in IMPORT_ROOTS), PYTHONDONTWRITEBYTECODE="1"
+        )
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header"]
+        command += ["-o", "addopts=", *tests]
         started = time.monotonic()
         result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-        took = time.monotonic() - started
         last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        if result.returncode == 1:  # tests ran and at least one failed: the mutant was caught
-            return True, f"caught in {took:.0f}s: {last}"
-        if result.returncode == 0:
-            return False, f"SURVIVED: every test passed with the mechanism broken ({last})"
-        return False, f"its tests could not run (pytest exit {result.returncode}): {last}\n{result.stderr[-2000:]}"
+        if result.returncode not in (0, 1):
+            last += "\n" + result.stderr[-2000:]
+        return result.returncode, last, time.monotonic() - started
+
+
+def run_mutant(mutant: Mutant, files: list[str]) -> tuple[bool, str]:
+    """(passed, detail): passed means at least one of its tests failed with the mutant applied."""
+    text = (REPO / mutant.file).read_text()
+    if text.count(mutant.find) != 1:
+        return False, f"its text occurs {text.count(mutant.find)} times in {mutant.file} (must be exactly once)"
+    code, last, took = run_tests(mutant.tests, files, (mutant.file, mutant.find, mutant.replace))
+    if code == 1:  # tests ran and at least one failed: the mutant was caught
+        return True, f"caught in {took:.0f}s: {last}"
+    if code == 0:
+        return False, f"SURVIVED: every test passed with the mechanism broken ({last})"
+    return False, f"its tests could not run (pytest exit {code}): {last}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [m for m in mutants if m.name in args.names]
     files = tracked_files()
     failures = 0
+    # The same tests on the unchanged tree must pass first: a broken environment or a flaky test
+    # would otherwise make every mutant look caught.
+    for tests in dict.fromkeys(m.tests for m in mutants):
+        code, last, took = run_tests(tests, files, None)
+        verdict = "ok  " if code == 0 else "FAIL"
+        print(f"{verdict} baseline {' '.join(tests)}: exit {code} in {took:.0f}s: {last}", flush=True)
+        failures += code != 0
+    if failures:
+        print("mutation check: the tests fail without any mutant; no mutant was run", flush=True)
+        return 1
     for mutant in mutants:
         passed, detail = run_mutant(mutant, files)
         failures += not passed

@@ -151,7 +151,6 @@ def post_webhook(
     timeout: float = 60.0,
 ) -> Any:
     """POST to the local webhook endpoint of `job_id` as the provider would (secret header optional)."""
-    import urllib.parse
 
     import requests
 
@@ -445,7 +444,6 @@ class ProviderRecorder:
 
     def inpaint_calls(self, job_id: str, status: int | None = None) -> int:
         """/inpaint requests made for this job (recognised by its webhook URL); status=200: paid ones."""
-        import urllib.parse
 
         suffix = "/" + webhook_token(job_id)
         return sum(
@@ -492,7 +490,6 @@ class WebhookRecorder:
                 self.answers.append((event.get("rawPath", ""), status))
 
     def statuses(self, job_id: str) -> list[int]:
-        import urllib.parse
 
         path = "/webhook/" + webhook_token(job_id)
         with self._lock:
@@ -514,3 +511,20 @@ def fail_error_json_write_once(stack: Any, job_id: str, monkeypatch: Any) -> lis
 
     monkeypatch.setattr(files, "write_json", write_json_failing_once)
     return failures
+
+
+def hold_provider_tasks(sim: Any, monkeypatch: Any) -> Any:
+    """Tasks the simulator creates from now on count as running but make no progress until the
+    returned event is set: a test can fill every provider slot without racing the tasks' ends.
+    Set the event (in a `finally`) before the test ends, or the tasks' workers wait for a minute."""
+    import threading
+
+    release = threading.Event()
+    run_task = sim._run_task
+
+    def run_when_released(task: Any) -> None:
+        release.wait(timeout=60)
+        run_task(task)
+
+    monkeypatch.setattr(sim, "_run_task", run_when_released)
+    return release

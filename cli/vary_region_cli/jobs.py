@@ -20,6 +20,9 @@ from typing import Any, TextIO
 from vary_region_cli.config import CliError, Target
 from vary_region_cli.masks import EXTENSIONS, data_url
 
+# The table's index of jobs by the UTC day they were received (template.yaml, JobsTable).
+JOBS_BY_DAY_INDEX = "jobs-by-day"
+
 INBOX = "inbox/"
 RESULTS = "results/"
 FINAL = ("COMPLETED", "FAILED", "REJECTED")
@@ -143,29 +146,38 @@ def plain(value: Any) -> Any:
     return value
 
 
-def list_jobs(target: Target, limit: int, status: str | None = None) -> list[dict[str, Any]]:
-    """The most recent jobs, newest first (a table scan: fine for a job table of modest size)."""
-    table = target.require_table()
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "ProjectionExpression": "job_id, #status, percentage, created_at, updated_at, task_id",
-        "ExpressionAttributeNames": {"#status": "status"},
-    }
-    if status:
-        kwargs["FilterExpression"] = "#status = :status"
-        kwargs["ExpressionAttributeValues"] = {":status": {"S": status}}
+def list_jobs(
+    target: Target, limit: int, status: str | None = None, *, days: int = 90, today: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The most recent jobs, newest first: the `jobs-by-day` index, one UTC day at a time, back
+    from today until `limit` jobs are found or `days` days were read (no table scan)."""
+    from datetime import timedelta
+
     from boto3.dynamodb.types import TypeDeserializer
 
     deserializer = TypeDeserializer()
+    day = (today or datetime.now(UTC)).date()
     items: list[dict[str, Any]] = []
-    for page in target.dynamodb.get_paginator("scan").paginate(**kwargs):
-        for raw in page.get("Items", []):
-            item = plain({k: deserializer.deserialize(v) for k, v in raw.items()})
-            # The table also holds bookkeeping items (e.g. "/provider-slots"); job ids never contain "/".
-            if "/" not in str(item.get("job_id", "/")) and item.get("status"):
-                items.append(item)
-    items.sort(key=lambda item: str(item.get("created_at") or ""), reverse=True)
-    return items[:limit]
+    for _ in range(days):
+        kwargs: dict[str, Any] = {
+            "TableName": target.require_table(),
+            "IndexName": JOBS_BY_DAY_INDEX,
+            "KeyConditionExpression": "created_day = :day",
+            "ExpressionAttributeValues": {":day": {"S": day.isoformat()}},
+            "ScanIndexForward": False,
+        }
+        if status:
+            kwargs["FilterExpression"] = "#status = :status"
+            kwargs["ExpressionAttributeNames"] = {"#status": "status"}
+            kwargs["ExpressionAttributeValues"][":status"] = {"S": status}
+        for page in target.dynamodb.get_paginator("query").paginate(
+            **kwargs, PaginationConfig={"PageSize": min(100, max(limit, 10))}
+        ):
+            items += [plain({k: deserializer.deserialize(v) for k, v in raw.items()}) for raw in page.get("Items", [])]
+            if len(items) >= limit:
+                return items[:limit]
+        day -= timedelta(days=1)
+    return items
 
 
 # --- watch -----------------------------------------------------------------------------------

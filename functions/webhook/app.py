@@ -1,4 +1,5 @@
-"""Webhook function: APIFRAME progress and final webhooks (HTTP API) -> job state and result images."""
+"""Webhook function: APIFRAME progress and final webhooks (HTTP API) -> job state, or a request to
+the completion worker. It copies nothing, so it answers in milliseconds."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
-from vary_region.completion import UpdateOutcome
-from vary_region.invocation import invocation_deadline
 from vary_region.lambda_events import HttpRequest, http_response
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.settings import get_settings
@@ -17,27 +16,21 @@ from vary_region.webhook import WebhookDelivery, WebhookMalformed, WebhookUnauth
 settings = get_settings()
 receiver = wiring.webhook_receiver(settings)
 
-# Not done yet, but the provider (if it retries) or the reconciler will bring the job home.
-_TRY_AGAIN = (UpdateOutcome.COPY_RETRY, UpdateOutcome.BUSY)
-# Time kept back to record the outcome and answer before Lambda (and API Gateway, at 30 s) gives up.
-_RESPONSE_MARGIN_SECONDS = 4.0
-
 
 @tracer.capture_method(capture_response=False)
-def receive_webhook(path_job_id: str, request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
+def receive_webhook(path_job_id: str, request: HttpRequest) -> dict[str, Any]:
     delivery = WebhookDelivery(path_job_id=path_job_id, headers=request.headers, body=request.body)
-    result = receiver.receive(delivery, deadline=invocation_deadline(context, _RESPONSE_MARGIN_SECONDS))
-    status = 503 if result.outcome in _TRY_AGAIN else 200
-    return http_response(status, {"outcome": str(result.outcome), "detail": result.detail})
+    outcome = receiver.receive(delivery)
+    return http_response(200, {"outcome": str(outcome)})
 
 
-def answer(request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
+def answer(request: HttpRequest) -> dict[str, Any]:
     """The HTTP answer to one request; every refusal is decided here."""
     job_id = request.path_parameters.get("job_id")
     if request.method != "POST" or not job_id:  # the HTTP API routes only POST /webhook/{job_id} here
         return http_response(404, {"message": "not found"})
     try:
-        return receive_webhook(job_id, request, context)
+        return receive_webhook(job_id, request)
     except WebhookUnauthorized as error:
         metrics.add_metric(name="WebhooksRejected", unit=MetricUnit.Count, value=1)
         # The reason stays in our logs; the caller learns nothing beyond 401.
@@ -54,4 +47,4 @@ def answer(request: HttpRequest, context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return answer(HttpRequest.from_http_api_event(event), context)
+    return answer(HttpRequest.from_http_api_event(event))

@@ -46,6 +46,13 @@ _WEBHOOK_TIMEOUT = 5.0
 _INITIAL_CREDITS = 10_000
 _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL | re.IGNORECASE)
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
+_PARTIAL_SHAPES = {
+    "one_image": lambda grid, images: {"image_urls": images[:1]},
+    "no_grid": lambda grid, images: {"image_urls": images},
+    "five_images": lambda grid, images: {"original_image_url": grid, "image_urls": [*images, images[0] + "?again"]},
+    "repeated_image": lambda grid, images: {"original_image_url": grid, "image_urls": [*images[:3], images[0]]},
+    "no_images": lambda grid, images: {"original_image_url": grid, "image_urls": [], "status": "finished"},
+}
 _EXTRA_FIELDS = {"actions": ["upsample1", "variation1", "reroll"], "sim_note": "unknown field"}
 _STAT_NAMES = (
     "inpaint_calls",
@@ -65,6 +72,7 @@ class SimulatorFaults:
     reject_inpaint: str | None = None
     rate_limit_next: int = 0
     server_error_next: int = 0
+    server_error_status: int = 500  # what server_error_next answers: 500 (the API failed) or 503, 502, 504
     inpaint_response_delay: float = 0.0
     fail_task: str | None = None
     finished_with_status: bool = False
@@ -75,8 +83,14 @@ class SimulatorFaults:
     image_status: int | None = None
     image_truncate: bool = False
     image_bytes_per_second: float | None = None
+    image_throttle_after_bytes: int = 0  # image_bytes_per_second caps only the bytes after these
     image_padding_bytes: int = 0  # 12 at least when set: an empty PNG chunk's own size
     extra_fields: bool = False
+    # A finished inpaint answered in a shape that is not a whole result (webhook and Fetch):
+    # "one_image", "no_grid", "five_images", "repeated_image" or "no_images"; the whole result is
+    # answered after `partial_result_fetches` Fetch answers of the task (0: never).
+    partial_result: str | None = None
+    partial_result_fetches: int = 0
 
 
 def _fault_kinds() -> dict[str, tuple[type, bool]]:
@@ -103,6 +117,8 @@ def _coerce_fault(name: str, value: object) -> object:
             raise ValueError(f"{name} must be a {base.__name__}")
         if name == "drop_webhooks" and value not in ("all", "final"):
             raise ValueError('drop_webhooks must be "all", "final" or null')
+        if name == "partial_result" and value not in _PARTIAL_SHAPES:
+            raise ValueError(f"partial_result must be one of {sorted(_PARTIAL_SHAPES)} or null")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"{name} must be a non-negative number")
@@ -110,6 +126,8 @@ def _coerce_fault(name: str, value: object) -> object:
         raise ValueError(f"{name} must be an integer")
     if name == "image_status" and not 100 <= value <= 599:
         raise ValueError("image_status must be an HTTP status code")
+    if name == "server_error_status" and not 500 <= value <= 599:
+        raise ValueError("server_error_status must be a 5xx HTTP status code")
     return base(value)
 
 
@@ -125,6 +143,7 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
     truncate: bool = False
     bytes_per_second: float | None = None
+    throttle_after: int = 0
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
@@ -148,6 +167,7 @@ class _Task:
     mask_bytes: bytes | None = None
     result: dict[str, Any] | None = None  # the final payload, also what Fetch answers afterwards
     faults: SimulatorFaults = field(default_factory=SimulatorFaults)
+    partial_fetches: int = 0  # Fetch answers given in the partial shape (faults.partial_result)
 
 
 class ApiframeSimulator:
@@ -296,7 +316,7 @@ class ApiframeSimulator:
                 return _json(429, {"message": "Too many requests"}, {"Retry-After": "1"})
             if self.faults.server_error_next > 0:
                 self.faults.server_error_next -= 1
-                return _json(500, {})
+                return _json(self.faults.server_error_status, {})
             reject, delay = self.faults.reject_inpaint, self.faults.inpaint_response_delay
         if reject is not None:
             raise _BadRequest(reject)
@@ -424,7 +444,7 @@ class ApiframeSimulator:
         with self._lock:
             task.status, task.result = ("finished" if message is None else "failed"), result
             self._running_tasks -= 1
-        return dict(result)
+        return _partial(result, task.faults.partial_result) if message is None else dict(result)
 
     def _result_payload(self, task: _Task) -> dict[str, Any]:
         result: dict[str, Any] = {"task_id": task.task_id, "task_type": task.task_type}
@@ -444,6 +464,10 @@ class ApiframeSimulator:
                 return None
             if task.result is not None:
                 view = dict(task.result)
+                shape, limit = task.faults.partial_result, task.faults.partial_result_fetches
+                if shape is not None and task.status == "finished" and (limit == 0 or task.partial_fetches < limit):
+                    task.partial_fetches += 1
+                    view = _partial(view, shape)
             elif task.status == "processing":
                 view = _progress_payload(task, task.percentage or "0")
             else:
@@ -492,7 +516,12 @@ class ApiframeSimulator:
         if faults.image_padding_bytes:
             png = _pad_png(png, faults.image_padding_bytes)
         return _Response(
-            200, png, "image/png", truncate=faults.image_truncate, bytes_per_second=faults.image_bytes_per_second
+            200,
+            png,
+            "image/png",
+            truncate=faults.image_truncate,
+            bytes_per_second=faults.image_bytes_per_second,
+            throttle_after=faults.image_throttle_after_bytes,
         )
 
     def _image_for_path(self, path: str) -> bytes | None:
@@ -542,6 +571,14 @@ def _progress_payload(task: _Task, percentage: str) -> dict[str, Any]:
 
 def _failed_payload(task: _Task, message: str) -> dict[str, Any]:
     return {"task_id": task.task_id, "task_type": task.task_type, "status": "failed", "message": message}
+
+
+def _partial(result: dict[str, Any], shape: str | None) -> dict[str, Any]:
+    """A finished inpaint's payload in one of the shapes that are not a whole result."""
+    if shape is None or "image_urls" not in result:
+        return dict(result)
+    kept = {k: v for k, v in result.items() if k not in ("original_image_url", "image_urls")}
+    return kept | _PARTIAL_SHAPES[shape](result["original_image_url"], list(result["image_urls"]))
 
 
 def _with_extras(payload: dict[str, Any], faults: SimulatorFaults) -> dict[str, Any]:
@@ -753,7 +790,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = response.body[: len(response.body) // 2] if response.truncate else response.body
         if response.bytes_per_second:
             chunk = max(1, int(response.bytes_per_second / 20))  # about 20 writes a second
-            for start in range(0, len(body), chunk):
+            self.wfile.write(body[: response.throttle_after])
+            for start in range(response.throttle_after, len(body), chunk):
                 self.wfile.write(body[start : start + chunk])
                 time.sleep(chunk / response.bytes_per_second)
         else:
@@ -781,6 +819,8 @@ def _parser() -> argparse.ArgumentParser:
             faults.add_argument(flag, action="store_true")
         elif name == "drop_webhooks":
             faults.add_argument(flag, choices=("all", "final"))
+        elif name == "partial_result":
+            faults.add_argument(flag, choices=sorted(_PARTIAL_SHAPES))
         elif base is str:  # a bare flag uses a stock message
             faults.add_argument(flag, nargs="?", const=_FLAG_MESSAGES[name], metavar="MESSAGE")
         else:

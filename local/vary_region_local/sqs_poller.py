@@ -74,7 +74,8 @@ class SqsPoller:
     def _record_error(self, exc: Exception) -> None:
         # Visible in the stack's console, as a failed invocation would be in CloudWatch Logs.
         self.errors.append(f"{type(exc).__name__}: {exc}")
-        print(f"submit function invocation failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        queue = self._queue_url.rsplit("/", 1)[-1]
+        print(f"invocation from queue {queue} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def _poll_once(self) -> None:
         response = self._sqs.receive_message(

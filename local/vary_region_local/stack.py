@@ -28,6 +28,7 @@ from vary_region_local.sqs_poller import SqsPoller
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
 SIMULATOR_API_KEY = "sim-local-api-key"
+COMPLETION_TIMEOUT_SECONDS = 120  # template.yaml: CompletionFunction's Timeout
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class StackInfo:
     table: str
     webhook_url: str
     queue_url: str
+    completion_queue_url: str
     apiframe_base_url: str
     simulator: bool
     api_key_secret_id: str
@@ -66,6 +68,7 @@ class StackOptions:
     # containers in one process would tag each other's log lines and flush each other's metrics.
     # Deployed, Lambda runs each container in its own process and invokes them concurrently.
     webhook_containers: int = 1
+    completion_containers: int = 1
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
 
@@ -103,7 +106,7 @@ class LocalStack:
         self.info: StackInfo | None = None
         self._moto: Any = None
         self._webhook_server: HttpApiServer | None = None
-        self._poller: SqsPoller | None = None
+        self._pollers: list[SqsPoller] = []
         self._reconcile_stop = threading.Event()
         self._reconcile_thread: threading.Thread | None = None
         self.functions: dict[str, LocalFunction] = {}
@@ -134,18 +137,25 @@ class LocalStack:
                 api_key=opts.api_key, host=opts.host, port=opts.simulator_port, step_delay=opts.simulator_step_delay
             )
             apiframe_url = self.simulator.start()
-        queue_url, queue_arn, secret_id = self._create_resources()
+        queues, secret_id = self._create_resources()
+        queue_url, completion_url = queues["submit"][0], queues["completion"][0]
 
         # The webhook endpoint must be listening before the handlers learn its URL.
         self._webhook_server = HttpApiServer(self._invoke_webhook, host=opts.host, port=opts.webhook_port)
         webhook_base = self._webhook_server.url + "/webhook"
-        os.environ.update(self._function_environment(apiframe_url, secret_id, webhook_base, queue_url))
+        os.environ.update(self._function_environment(apiframe_url, secret_id, webhook_base, queue_url, completion_url))
         self._load_functions()
         self._webhook_server.start()
 
         sqs = boto3.client("sqs")
-        self._poller = SqsPoller(sqs, queue_url, queue_arn, opts.region, self.functions["submit"].invoke)
-        self._poller.start()
+        for function, (url, arn, batch_size, workers) in queues.items():
+            # What each function's SQS event source mapping does (template.yaml: BatchSize), with
+            # as many concurrent invocations as the function has containers (at least two).
+            poller = SqsPoller(
+                sqs, url, arn, opts.region, self.functions[function].invoke, batch_size=batch_size, workers=workers
+            )
+            poller.start()
+            self._pollers.append(poller)
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
             self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
             self._reconcile_thread.start()
@@ -157,6 +167,7 @@ class LocalStack:
             table=opts.table,
             webhook_url=webhook_base,
             queue_url=queue_url,
+            completion_queue_url=completion_url,
             apiframe_base_url=apiframe_url,
             simulator=self.simulator is not None,
             api_key_secret_id=secret_id,
@@ -170,8 +181,8 @@ class LocalStack:
         self._reconcile_stop.set()
         if self._reconcile_thread:
             self._reconcile_thread.join(timeout=10)
-        if self._poller:
-            self._poller.stop()
+        for poller in self._pollers:
+            poller.stop()
         if self._webhook_server:
             self._webhook_server.stop()
         if self.simulator:
@@ -191,31 +202,30 @@ class LocalStack:
 
     # --- wiring --------------------------------------------------------------------------------
 
-    def _create_resources(self) -> tuple[str, str, str]:
+    def _create_resources(self) -> tuple[dict[str, tuple[str, str, int, int]], str]:
+        """Bucket, table, queues (function -> (url, arn, batch size, pollers)) and the API key secret."""
         opts = self.options
-        s3, sqs = boto3.client("s3"), boto3.client("sqs")
-        dynamodb, secrets = boto3.client("dynamodb"), boto3.client("secretsmanager")
+        s3, dynamodb, secrets = boto3.client("s3"), boto3.client("dynamodb"), boto3.client("secretsmanager")
         s3.create_bucket(Bucket=opts.bucket)
         dynamodb.create_table(**table_definition(opts.table))
         dynamodb.update_time_to_live(
             TableName=opts.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
-        dlq_url = sqs.create_queue(QueueName="vary-region-submit-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(
-            QueueName="vary-region-submit",
-            Attributes={
-                "VisibilityTimeout": "30",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queues = {
+            "submit": (*self._queue_with_dlq("vary-region-submit", 30), 10, 2),
+            # As template.yaml: one request per invocation, hidden for longer than the function may run.
+            "completion": (
+                *self._queue_with_dlq("vary-region-completion", COMPLETION_TIMEOUT_SECONDS + 10),
+                1,
+                max(2, opts.completion_containers),
+            ),
+        }
         s3.put_bucket_notification_configuration(
             Bucket=opts.bucket,
             NotificationConfiguration={
                 "QueueConfigurations": [
                     {
-                        "QueueArn": queue_arn,
+                        "QueueArn": queues["submit"][1],
                         "Events": ["s3:ObjectCreated:*"],
                         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "inbox/"}]}},
                     }
@@ -223,10 +233,27 @@ class LocalStack:
             },
         )
         secret_arn = secrets.create_secret(Name="vary-region/apiframe-api-key", SecretString=opts.api_key)["ARN"]
-        return queue_url, queue_arn, secret_arn
+        return queues, secret_arn
+
+    @staticmethod
+    def _queue_with_dlq(name: str, visibility_timeout: int) -> tuple[str, str]:
+        sqs = boto3.client("sqs")
+
+        def arn(url: str) -> str:
+            return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        url = sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(dlq_url), "maxReceiveCount": "5"}),
+            },
+        )["QueueUrl"]
+        return url, arn(url)
 
     def _function_environment(
-        self, apiframe_url: str, secret_id: str, webhook_base: str, queue_url: str
+        self, apiframe_url: str, secret_id: str, webhook_base: str, queue_url: str, completion_url: str
     ) -> dict[str, str]:
         opts = self.options
         origin = urlsplit(apiframe_url)
@@ -242,6 +269,9 @@ class LocalStack:
             "RECONCILE_QUIET_SECONDS": str(opts.reconcile_quiet_seconds),
             "SUBMIT_RETRY_BUDGET_SECONDS": str(opts.submit_retry_budget_seconds),
             "SUBMIT_QUEUE_URL": queue_url,
+            "COMPLETION_QUEUE_URL": completion_url,
+            "COMPLETION_RETRY_DELAY_SECONDS": "1",
+            "RESULT_REFETCH_DELAY_SECONDS": "0.2",
             "MAX_ACTIVE_TASKS": str(opts.max_active_tasks),
             "HOLD_DELAY_SECONDS": "1",
             "POWERTOOLS_SERVICE_NAME": "vary-region",
@@ -263,7 +293,13 @@ class LocalStack:
         observability.metrics.service = os.environ["POWERTOOLS_SERVICE_NAME"]
         self.functions = {
             "submit": LocalFunction("vary-region-submit", "submit", 90),
-            "webhook": LocalFunction("vary-region-webhook", "webhook", 29, containers=self.options.webhook_containers),
+            "webhook": LocalFunction("vary-region-webhook", "webhook", 10, containers=self.options.webhook_containers),
+            "completion": LocalFunction(
+                "vary-region-completion",
+                "completion",
+                COMPLETION_TIMEOUT_SECONDS,
+                containers=self.options.completion_containers,
+            ),
             "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
         }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.builders import wait_for_object
 from tests.e2e.conftest import REPO_ROOT, Aws, CliRunner, StackProcess
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +30,7 @@ STACK_KEYS = {
     "table",
     "webhook_url",
     "queue_url",
+    "completion_queue_url",
     "apiframe_base_url",
     "simulator",
     "api_key_secret_id",
@@ -219,6 +221,8 @@ def test_watch_exits_1_with_the_error_code_of_a_rejected_job(run_cli: CliRunner,
     assert watched.returncode == 1, watched.stdout + watched.stderr
     assert "REJECTED: PARENT_TASK_ID_MISSING" in watched.stdout
 
+    # The verdict is written before error.json (by design): `watch` can end before the document exists.
+    wait_for_object(aws.s3, aws.bucket, f"results/{job_id}/error.json")
     got = run_cli("get", job_id, "--out", str(tmp_path))
     assert_ok(got)
     error = json.loads((tmp_path / job_id / "error.json").read_text())

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("reconciler", "submit", "webhook")
+FUNCTIONS = ("completion", "reconciler", "submit", "webhook")
 FIGURES = {
     "copy_project_seconds",
     "copy_baseline_seconds",
     "copy_ratio",
+    "copy_five_seconds",
+    "copy_slowest_alone_seconds",
+    "copy_five_vs_slowest_ratio",
     "memory_project_mib",
     "memory_baseline_mib",
     "import_boto3_ms",
@@ -28,10 +31,20 @@ FIGURES = {
     "pipeline_submit_p95_ms",
     "pipeline_complete_p50_ms",
     "pipeline_complete_p95_ms",
-    "pipeline_handler_p50_ms",
-    "pipeline_handler_p95_ms",
+    "pipeline_webhook_answer_p50_ms",
+    "pipeline_webhook_answer_p95_ms",
+    "pipeline_burst_webhook_answer_p95_ms",
+    "pipeline_recovery_jobs_per_minute",
 }
-JUDGED = {"copy_ratio", "memory_project_mib", "pipeline_jobs_completed", *(f"import_{n}_ratio" for n in FUNCTIONS)}
+JUDGED = {
+    "copy_ratio",
+    "copy_five_vs_slowest_ratio",
+    "memory_project_mib",
+    "pipeline_jobs_completed",
+    "pipeline_webhook_answer_p95_ms",
+    "pipeline_recovery_jobs_per_minute",
+    *(f"import_{n}_ratio" for n in FUNCTIONS),
+}
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
-from vary_region.completion import JobCompleter
 from vary_region.errors import JobError, Stage
 from vary_region.image_copier import ImageCopier
 from vary_region.job_files import JobFiles
@@ -28,10 +27,7 @@ def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, TaskStore]:
     settings = module.settings
     store = TaskStore(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
-    completer = JobCompleter(
-        settings, store, live._files, live._apiframe, live._completer._copier, clock=lambda: moment
-    )
-    return Reconciler(settings, store, live._files, live._apiframe, completer, clock=lambda: moment), store
+    return Reconciler(settings, store, live._files, live._apiframe, live._queue, clock=lambda: moment), store
 
 
 def test_a_held_job_is_not_rejected_as_incomplete_while_an_abandoned_one_is(stack, sim, table):

@@ -43,11 +43,14 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     assert webhook.invoke(event("webhook-progress.json"))["statusCode"] == 200
     item = get_job(table, "demo-job-1")
     assert (item["status"], int(item["percentage"])) == ("PROCESSING", 80)
-    # Final webhooks are only signals: the result is re-read through Fetch, and the simulator has no
-    # task 29e983ca-...; so they are answered "try again later" and the job does not move.
+    # Final webhooks are only signals, handed to the completion worker.
     for name in ("webhook-failed.json", "webhook-finished.json"):
-        assert webhook.invoke(event(name))["statusCode"] == 503, name
-        assert get_job(table, "demo-job-1")["status"] == "PROCESSING", name
+        answer = webhook.invoke(event(name))
+        assert (answer["statusCode"], json.loads(answer["body"])) == (200, {"outcome": "queued"}), name
+    # The worker re-reads the result through Fetch, and the simulator has no task 29e983ca-...: the
+    # request is tried again later and the job does not move.
+    assert stack.functions["completion"].invoke(event("sqs-completion-request.json")) == {"batchItemFailures": []}
+    assert get_job(table, "demo-job-1")["status"] == "PROCESSING"
     store.mark_failed("demo-job-1", store_error(), now)
 
     report = stack.functions["reconciler"].invoke(event("reconciler-schedule.json"))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from tests.builders import get_job, job_json, mask_png, new_job_id, upload_job, wait_until
+from tests.builders import job_json, mask_png, new_job_id, upload_job, wait_for_job, wait_until
 
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 SLICE = 40
@@ -101,7 +101,8 @@ def test_given_complete_job_when_all_output_captured_at_debug_then_no_secret_app
         records = list(caplog.records)
         out, err = capfd.readouterr()
 
-    item = get_job(table, job_id)
+    # result.json is written before the job says COMPLETED: wait for the state (outside the capture).
+    item = wait_for_job(table, job_id)
     assert item["status"] == "COMPLETED"
     task = sim.task(item["task_id"])
     secrets = {

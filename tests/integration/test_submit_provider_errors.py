@@ -1,7 +1,8 @@
 """Given APIFRAME misbehaves when the job is submitted, then: a 400 fails the job with the provider's
-message and is never retried; 429 and 5xx are retried with backoff inside the retry budget; a longer
-outage makes AWS redeliver the event without ever double-submitting; and a submission whose answer was
-lost (read timeout) is never resent, is flagged for attention, and is still rescued by its late webhook."""
+message and is never retried; 429 and 503 are retried with backoff inside the retry budget; a longer
+outage makes AWS redeliver the event without ever double-submitting; a 500 (the API's handler may have
+created the task before failing) is never resent and is flagged, like a submission whose answer was
+lost (read timeout), which is still rescued by its late webhook."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from vary_region.errors import JobError, Stage
+from vary_region.task_store import TaskStore
 
 from tests.builders import (
     fail_error_json_write_once,
@@ -87,8 +91,8 @@ def test_given_provider_rejects_with_400_then_job_fails_with_its_message_and_is_
 
 @pytest.mark.parametrize(
     ("fault", "calls"),
-    [({"rate_limit_next": 2}, 3), ({"server_error_next": 1}, 2)],
-    ids=["two-rate-limits", "one-server-error"],
+    [({"rate_limit_next": 2}, 3), ({"server_error_next": 1, "server_error_status": 503}, 2)],
+    ids=["two-rate-limits", "one-503"],
 )
 def test_given_transient_provider_errors_then_submit_retries_within_budget_and_job_completes(
     stack, sim, s3, table, bucket, fault, calls
@@ -109,7 +113,7 @@ def test_given_transient_provider_errors_then_submit_retries_within_budget_and_j
 def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job_completes_once_it_ends(
     stack, sim, s3, table, bucket
 ):
-    sim.set_faults(server_error_next=100)
+    sim.set_faults(server_error_next=100, server_error_status=503)
     job_id = new_job_id("outage")
     _upload(stack, s3, bucket, table, job_id)
 
@@ -135,6 +139,29 @@ def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job
     wait_for_queue_drained(stack)
     assert sim.stats()["tasks_created"] == 1
     assert len(sim.inpaint_requests) == 1
+
+
+def test_given_500_on_submit_then_never_resent_and_flagged_ambiguous(stack, sim, s3, table, bucket):
+    sim.set_faults(server_error_next=1, server_error_status=500)
+    job_id = new_job_id("answered-500")
+    keys = _upload(stack, s3, bucket, table, job_id)
+
+    item = wait_for_job(table, job_id, ("SUBMITTED", "PROCESSING", "COMPLETED", "FAILED"), timeout=15)
+
+    try:
+        assert item["status"] == "SUBMITTED", item
+        assert item["needs_attention"] is True
+        assert item["error"]["code"] == "SUBMIT_AMBIGUOUS" and "500" in item["error"]["message"]
+        redelivery = sqs_event_for(stack, [s3_notification(bucket, key) for key in keys])
+        for _ in range(3):
+            assert stack.functions["submit"].invoke(redelivery) == {"batchItemFailures": []}
+        wait_for_queue_drained(stack)
+        assert sim.stats()["inpaint_calls"] == 1, "a 500 may hide a paid task: never resent"
+        assert get_job(table, job_id)["status"] == "SUBMITTED"
+    finally:
+        # What the reconciler does after the ambiguity window (an hour): end the job and free its slot.
+        error = JobError("SUBMIT_AMBIGUOUS", "test over", Stage.RECONCILE)
+        TaskStore(table).mark_failed(job_id, error, datetime.now(UTC), only_without_task=True)
 
 
 def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged_and_rescued_by_late_webhook(

@@ -34,7 +34,9 @@ from tests.builders import (
     start_job_in_flight,
     upload_job,
     wait_for_job,
+    wait_for_object,
     wait_for_sim_task,
+    wait_for_status,
     wait_until,
 )
 
@@ -198,8 +200,8 @@ def test_given_progress_webhooks_then_percentage_only_moves_forward_and_final_co
     assert "status" not in final and len(final["image_urls"]) == 4
     response = post_webhook(stack, job.job_id, final, secret=job.secret)
     assert response.status_code == 200, response.text
-    assert response.json()["outcome"] == "completed"
-    item = get_job(table, job.job_id)
+    assert response.json()["outcome"] == "queued", "a final webhook is handed to the completion worker"
+    item = wait_for_status(table, job.job_id)
     assert item["status"] == "COMPLETED" and int(item["percentage"]) == 100
     assert keys_under(s3, bucket, f"results/{job.job_id}/") == result_keys(job.job_id)
     result = read_json(s3, bucket, f"results/{job.job_id}/result.json")
@@ -261,7 +263,7 @@ def test_given_final_webhook_with_urls_that_differ_from_fetch_then_fetchs_images
     response = post_webhook(stack, job.job_id, forged, secret=job.secret)
 
     assert response.status_code == 200, response.text
-    item = get_job(table, job.job_id)
+    item = wait_for_status(table, job.job_id)
     assert item["status"] == "COMPLETED"
     result = read_json(s3, bucket, f"results/{job.job_id}/result.json")
     copied_from = {name: image["source_url"] for name, image in result["images"].items()}
@@ -285,7 +287,7 @@ def test_given_forged_failed_webhook_with_right_secret_when_provider_says_finish
     response = post_webhook(stack, job.job_id, forged, secret=job.secret)
 
     assert response.status_code == 200, response.text
-    assert get_job(table, job.job_id)["status"] == "COMPLETED"
+    assert wait_for_status(table, job.job_id)["status"] == "COMPLETED"
     assert keys_under(s3, bucket, f"results/{job.job_id}/") == result_keys(job.job_id)
 
 
@@ -333,9 +335,10 @@ def test_given_provider_fails_the_task_then_job_failed_with_its_message_and_erro
 
     assert item["status"] == "FAILED"
     assert item["error"] == {"code": "PROVIDER_TASK_FAILED", "message": "Content policy violation", "stage": "provider"}
-    assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
-    error = read_json(s3, bucket, f"results/{job_id}/error.json")
+    # The state is written first and error.json second (by design): wait for the document itself.
+    error = json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json"))
     assert error == {"job_id": job_id, "status": "FAILED", "error": item["error"]}
+    assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
     assert provider.image_gets(item["task_id"]) == 0
 
 

@@ -18,7 +18,7 @@ from urllib3.exceptions import (
     ProtocolError,
 )
 from vary_region.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
-from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
+from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
 from vary_region.task_result import TaskState
 
 BASE = "https://api.apiframe.test"
@@ -86,8 +86,9 @@ class FakeSession:
         self.forever = forever
         self.calls: list[dict[str, Any]] = []
 
-    def post(self, url: str, *, json: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any):
-        self.calls.append({"url": url, "json": json, "headers": dict(headers or {}), "timeout": timeout, **kwargs})
+    def post(self, url: str, *, data: bytes | None = None, headers: Any = None, timeout: Any = None, **kwargs: Any):
+        sent = _decoded(data)
+        self.calls.append({"url": url, "json": sent, "headers": dict(headers or {}), "timeout": timeout, **kwargs})
         if self.outcomes:
             outcome = self.outcomes.pop(0)
         elif self.forever is not None:
@@ -101,6 +102,11 @@ class FakeSession:
     @property
     def paths(self) -> list[str]:
         return [c["url"].removeprefix(BASE) for c in self.calls]
+
+
+def _decoded(data: bytes | None) -> Any:
+    """The JSON body as the server would read it (the client sends it already encoded)."""
+    return None if data is None else json.loads(data)
 
 
 class FakeClock:
@@ -242,17 +248,19 @@ def test_given_unreadable_retry_after_when_submitted_then_normal_backoff_is_used
     assert len(clock.sleeps) == 1 and 0 <= clock.sleeps[0] <= RetryPolicy().base_delay
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 503])
+@pytest.mark.parametrize("status", [408, 429, 503])
 def test_given_transient_status_then_200_when_submitted_then_it_is_retried(clock, status):
+    # These answers mean the request was not taken: resending cannot pay twice.
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
 
     assert client(session, clock).submit_inpaint(REQUEST) == "t1"
     assert len(session.calls) == 2
 
 
-@pytest.mark.parametrize("status", [502, 504])
-def test_given_gateway_error_when_submitted_then_ambiguous_and_never_resent(clock, status):
-    # A gateway error may hide a task the origin created: resending could pay twice.
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_given_500_or_gateway_error_when_submitted_then_ambiguous_and_never_resent(clock, status):
+    # A 500 comes from the API's handler, which may have created the task before failing; a gateway
+    # error may hide a task the origin created: resending could pay twice.
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
 
     with pytest.raises(SubmissionAmbiguous):
@@ -260,8 +268,8 @@ def test_given_gateway_error_when_submitted_then_ambiguous_and_never_resent(cloc
     assert len(session.calls) == 1
 
 
-@pytest.mark.parametrize("status", [502, 504])
-def test_given_gateway_error_when_fetching_then_it_is_retried(clock, status):
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_given_server_or_gateway_error_when_fetching_then_it_is_retried_because_fetch_is_free(clock, status):
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1", "status": "processing"}))
 
     assert client(session, clock).fetch("t1").task_id == "t1"
@@ -286,6 +294,14 @@ def test_given_connection_failure_before_sending_when_submitted_then_it_is_retri
 
     assert client(session, clock).submit_inpaint(REQUEST) == "t1"
     assert session.paths == ["/inpaint", "/inpaint"]
+
+
+def test_given_500_on_a_later_attempt_when_submitted_then_ambiguous_and_not_resent(clock):
+    session = FakeSession(response(503, {}), response(500, {}), response(200, {"task_id": "t1"}))
+
+    with pytest.raises(SubmissionAmbiguous):
+        client(session, clock).submit_inpaint(REQUEST)
+    assert len(session.calls) == 2
 
 
 def test_given_provider_down_for_the_whole_budget_when_submitted_then_provider_unavailable(clock):
@@ -351,6 +367,51 @@ def test_given_read_timeout_on_fetch_when_fetched_then_it_is_retried_because_fet
 
     assert (result.state, result.percentage) == (TaskState.RUNNING, 40)
     assert len(session.calls) == 2
+
+
+# --- failures known to happen before anything is sent -------------------------------------------
+
+
+def test_given_the_api_key_cannot_be_read_when_submitted_then_request_not_sent_and_nothing_is_posted(clock):
+    session = FakeSession(response(200, {"task_id": "t1"}))
+
+    def unreadable_key() -> str:
+        raise ConnectionError("Secrets Manager unreachable")
+
+    api = ApiframeClient(BASE, unreadable_key, session=session, sleep=clock.sleep)
+
+    with pytest.raises(RequestNotSent) as info:
+        api.submit_inpaint(REQUEST)
+    assert session.calls == []
+    assert "ConnectionError" in str(info.value)
+
+
+def test_given_a_body_that_cannot_be_encoded_when_submitted_then_request_not_sent_and_nothing_is_posted(clock):
+    session = FakeSession(response(200, {"task_id": "t1"}))
+    request = InpaintRequest("parent-1", MASK_URL, prompt=object(), webhook_url=None, webhook_secret=None)  # type: ignore[arg-type]
+
+    with pytest.raises(RequestNotSent):
+        client(session, clock).submit_inpaint(request)
+    assert session.calls == []
+
+
+def test_given_the_api_key_cannot_be_read_when_fetching_then_request_not_sent(clock):
+    def unreadable_key() -> str:
+        raise RuntimeError("no permission")
+
+    session = FakeSession()
+
+    with pytest.raises(RequestNotSent):
+        ApiframeClient(BASE, unreadable_key, session=session, sleep=clock.sleep).fetch("t1")
+    assert session.calls == []
+
+
+def test_given_a_submission_when_sent_then_the_body_is_json_with_its_content_type(clock):
+    session = FakeSession(response(200, {"task_id": "t1"}))
+
+    client(session, clock).submit_inpaint(REQUEST)
+
+    assert session.calls[0]["headers"]["Content-Type"] == "application/json"
 
 
 # --- refusals are final --------------------------------------------------------------------------

@@ -66,10 +66,12 @@ def test_given_tracing_on_when_a_handler_is_imported_then_only_botocore_is_patch
     assert probe["requests_traced_after_first_session"] is True
 
 
-def test_given_the_submit_function_when_imported_then_the_image_copier_is_not_loaded():
-    # Submitting never copies images; only the webhook and reconciler functions need the copier.
-    assert _probe(FUNCTIONS["submit"])["loaded_at_import"]["vary_region.image_copier"] is False
-    assert _probe(FUNCTIONS["webhook"])["loaded_at_import"]["vary_region.image_copier"] is True
+@pytest.mark.parametrize(
+    "name, loads_copier", [("submit", False), ("webhook", False), ("reconciler", False), ("completion", True)]
+)
+def test_given_a_function_when_imported_then_only_the_completion_worker_loads_the_image_copier(name, loads_copier):
+    # Only the completion worker copies images; the webhook and the reconciler hand tasks to it.
+    assert _probe(FUNCTIONS[name])["loaded_at_import"]["vary_region.image_copier"] is loads_copier
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

@@ -48,11 +48,12 @@ def test_given_status_finished_and_no_image_urls_when_parsed_then_task_is_finish
     assert result.result_urls == {}
 
 
-def test_given_image_urls_with_non_string_entries_when_parsed_then_only_strings_are_kept():
+def test_given_image_urls_with_non_string_entries_when_parsed_then_they_count_and_make_it_incomplete():
     result = parse_task_result(finished(image_urls=[IMAGES[0], None, 7, IMAGES[1]]))
 
-    assert result.image_urls == (IMAGES[0], IMAGES[1])
-    assert list(result.result_urls) == ["grid", "1", "2"]
+    # Kept in place (as ""), so four entries with two non-URLs are not mistaken for a whole result.
+    assert result.image_urls == (IMAGES[0], "", "", IMAGES[1])
+    assert result.incomplete_reason() == "image entries that are not URLs"
 
 
 @pytest.mark.parametrize("image_urls", [[], None, "https://cdn.apiframe.pro/1.png", {"1": "x"}])
@@ -186,3 +187,39 @@ def test_given_payload_missing_task_id_when_parsed_then_malformed():
 
 def test_given_empty_grid_url_when_parsed_then_grid_is_absent():
     assert parse_task_result(finished(original_image_url="")).grid_url is None
+
+
+@pytest.mark.parametrize("status", ["pending", "staged", "starting", "processing", "retry", "retrying", "PROCESSING"])
+def test_given_a_running_status_and_image_urls_when_parsed_then_the_task_is_still_running(status):
+    # A task at work may already list images: it is not finished until the provider says so.
+    assert parse_task_result(finished(status=status)).state is TaskState.RUNNING
+
+
+GRID = "https://cdn.apiframe.pro/g.png"
+FOUR = [f"https://cdn.apiframe.pro/{i}.png" for i in range(1, 5)]
+
+
+@pytest.mark.parametrize(
+    "grid, images, reason",
+    [
+        (GRID, FOUR[:1], "1 images instead of 4"),
+        (None, FOUR, "no grid"),
+        (GRID, [*FOUR, FOUR[0] + "?again"], "5 images instead of 4"),
+        (GRID, [*FOUR[:3], FOUR[0]], "repeated image URLs"),
+        (GRID, [*FOUR[:3], GRID], "repeated image URLs"),
+        (GRID, [], "0 images instead of 4"),
+        (GRID, [*FOUR[:3], None], "image entries that are not URLs"),
+        (GRID, [*FOUR[:3], ""], "image entries that are not URLs"),
+        (GRID, [*FOUR, None], "5 images instead of 4"),
+    ],
+)
+def test_given_a_finished_result_that_is_not_a_grid_and_four_images_then_it_is_incomplete(grid, images, reason):
+    payload = {"task_id": "t1", "status": "finished", "image_urls": images} | (
+        {"original_image_url": grid} if grid else {}
+    )
+    assert reason in (parse_task_result(payload).incomplete_reason() or "")
+
+
+def test_given_a_grid_and_four_distinct_images_then_the_result_is_whole():
+    payload = {"task_id": "t1", "original_image_url": GRID, "image_urls": FOUR}
+    assert parse_task_result(payload).incomplete_reason() is None

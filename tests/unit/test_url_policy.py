@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
 from vary_region.errors import UnsafeImageUrl
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
-from vary_region.url_policy import check_connected_address, check_image_url
+from vary_region.url_policy import CheckedUrl, check_image_url, is_public_address
 
 DEFAULT_ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
 PUBLIC_V4 = "104.18.20.35"
@@ -248,14 +249,144 @@ def test_given_explicit_loopback_origin_when_cdn_urls_are_checked_then_they_stil
     refused("https://cdn.apiframe.pro/1.png", allowed=LOCAL, resolver=FakeResolver(default=["127.0.0.1"]))
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "10.0.0.1", "127.0.0.1", "::1", "fd00::1"])
-def test_given_download_connected_to_internal_address_when_checked_then_refused(address):
-    with pytest.raises(UnsafeImageUrl):
-        check_connected_address("https://cdn.apiframe.pro/a.png", address, [ImageOrigin.parse("cdn.apiframe.pro")])
+# --- the address that passed is the one to connect to -------------------------------------------
 
 
-def test_given_download_connected_to_public_or_unknown_address_when_checked_then_allowed():
-    allowed = [ImageOrigin.parse("cdn.apiframe.pro"), ImageOrigin.parse("http://127.0.0.1:8123")]
-    check_connected_address("https://cdn.apiframe.pro/a.png", "104.21.1.1", allowed)
-    check_connected_address("https://cdn.apiframe.pro/a.png", None, allowed)
-    check_connected_address("http://127.0.0.1:8123/a.png", "127.0.0.1", allowed)
+def test_given_accepted_url_when_checked_then_the_first_checked_address_is_returned_for_connecting():
+    resolver = FakeResolver(default=[PUBLIC_V6, PUBLIC_V4])
+
+    checked = check_image_url("https://CDN.apiframe.pro/images/1.png?sig=a", DEFAULT_ORIGINS, resolver)
+
+    assert checked == CheckedUrl(
+        url="https://CDN.apiframe.pro/images/1.png?sig=a",
+        scheme="https",
+        host="cdn.apiframe.pro",
+        port=443,
+        address=PUBLIC_V6,
+    )
+    assert checked.host_header == "cdn.apiframe.pro"
+    assert len(resolver.asked) == 1
+
+
+def test_given_explicit_loopback_origin_when_checked_then_its_own_address_is_returned_without_dns():
+    checked = check_image_url("http://127.0.0.1:8123/images/t1/grid.png", LOCAL, no_dns)
+
+    assert (checked.address, checked.port, checked.host_header) == ("127.0.0.1", 8123, "127.0.0.1:8123")
+
+
+def test_given_localhost_origin_when_checked_then_it_must_resolve_to_loopback_only():
+    allowed = (ImageOrigin.parse("http://localhost:8123"),)
+
+    checked = check_image_url("http://localhost:8123/a.png", allowed, FakeResolver(default=["::1", "127.0.0.1"]))
+    assert checked.address == "::1"
+    refused("http://localhost:8123/a.png", allowed, FakeResolver(default=["127.0.0.1", PUBLIC_V4]))
+
+
+def test_given_resolver_answering_nothing_when_checked_then_refused():
+    refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=[]))
+
+
+def test_given_relaxed_address_rule_when_checked_then_it_decides_instead_of_the_public_rule():
+    def loopback_too(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return ip.is_loopback or is_public_address(ip)
+
+    resolver = FakeResolver(default=["127.0.0.1"])
+    checked = check_image_url("https://cdn.apiframe.pro/1.png", DEFAULT_ORIGINS, resolver, address_allowed=loopback_too)
+
+    assert checked.address == "127.0.0.1"
+    refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=["127.0.0.1"]))
+
+
+# --- which addresses are public ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "0.0.0.0",  # "this network" 0.0.0.0/8
+        "0.1.2.3",
+        "10.1.2.3",  # private 10/8
+        "100.64.0.1",  # carrier-grade NAT 100.64/10
+        "100.127.255.254",
+        "127.0.0.1",  # loopback
+        "127.255.255.255",
+        "169.254.169.254",  # link-local, the instance metadata service
+        "172.16.0.1",  # private 172.16/12
+        "172.31.255.255",
+        "192.0.0.1",  # IETF protocol assignments 192.0.0/24
+        "192.0.0.9",  # ... also its anycast addresses, which is_global admits
+        "192.0.0.10",
+        "192.0.0.170",
+        "192.0.2.1",  # documentation TEST-NET-1
+        "192.88.99.1",  # 6to4 relay anycast
+        "192.168.1.1",  # private 192.168/16
+        "198.18.0.1",  # benchmarking 198.18/15
+        "198.51.100.1",  # TEST-NET-2
+        "203.0.113.1",  # TEST-NET-3
+        "224.0.0.1",  # multicast, which is_global admits
+        "239.255.255.250",
+        "240.0.0.1",  # reserved 240/4
+        "255.255.255.255",  # broadcast
+        "::",  # unspecified
+        "::1",  # loopback
+        "::ffff:127.0.0.1",  # IPv4-mapped: the embedded IPv4 decides
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:100.64.0.1",
+        "::ffff:224.0.0.1",
+        "::127.0.0.1",  # IPv4-compatible (deprecated), which is_global admits
+        "::10.0.0.1",
+        "::169.254.169.254",
+        "64:ff9b::808:808",  # NAT64 well-known prefix, even around a public IPv4
+        "64:ff9b::a00:1",  # ... and around a private one, which is_global admits
+        "64:ff9b::a9fe:a9fe",  # 169.254.169.254 through NAT64
+        "64:ff9b:1::1",  # NAT64 local-use prefix
+        "64:ff9b:1::808:808",
+        "2002::1",  # 6to4
+        "2002:808:808::1",
+        "2002:a00:1::1",
+        "2001::1",  # Teredo
+        "2001:0:808:808::1",
+        "2001:db8::1",  # documentation
+        "3fff::1",  # documentation (RFC 9637), which is_global (3.13) admits
+        "100::1",  # discard-only
+        "fc00::1",  # unique local
+        "fd00:ec2::254",  # the IPv6 metadata endpoint
+        "fe80::1",  # link-local
+        "fe80::1%eth0",
+        "fec0::1",  # site-local (deprecated), which is_global admits
+        "ff02::1",  # multicast
+        "ff0e::1",  # global-scope multicast, which is_global admits
+        "::1:2:3",  # reserved ::/8
+        "1::1",
+        "4000::1",  # reserved, which is_global admits
+        "5f00::1",  # SRv6 SIDs
+        "e000::1",
+    ],
+)
+def test_given_special_purpose_address_when_judged_then_it_is_not_public(address):
+    assert not is_public_address(ipaddress.ip_address(address.split("%")[0]))
+    refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=[address]))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        PUBLIC_V4,
+        "93.184.216.34",
+        "8.8.8.8",
+        "1.1.1.1",
+        "100.63.255.255",  # just below carrier-grade NAT
+        "100.128.0.1",  # just above it
+        "172.32.0.1",  # just above 172.16/12
+        "192.0.1.1",  # just above 192.0.0/24
+        "223.255.255.254",  # just below multicast
+        PUBLIC_V6,
+        "2a00:1450:4001:830::200e",
+        "2600:1f18::1",  # AWS
+        "::ffff:8.8.8.8",  # IPv4-mapped around a public IPv4
+    ],
+)
+def test_given_public_unicast_address_when_judged_then_it_is_public(address):
+    assert is_public_address(ipaddress.ip_address(address))
+    assert check_image_url("https://cdn.apiframe.pro/1.png", DEFAULT_ORIGINS, FakeResolver(default=[address]))

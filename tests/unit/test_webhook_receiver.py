@@ -1,4 +1,7 @@
-"""Which job a webhook's URL names, as the receiver looks it up (the store is an in-memory fake)."""
+"""Which job a webhook's URL names, as the receiver looks it up (the store is an in-memory fake).
+
+URLs carry an opaque token (webhook_token); URLs made before tokens carried the job id itself,
+percent-encoded, and are still understood."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from typing import Any
 
 import pytest
 from vary_region.webhook import WebhookDelivery, WebhookReceiver, WebhookUnauthorized
+from vary_region.webhook_token import job_id_from_token, webhook_token
 
 
 class _Store:
@@ -20,7 +24,7 @@ class _Store:
 
 
 def _receiver(store: _Store) -> WebhookReceiver:
-    return WebhookReceiver(store, completer=None)  # type: ignore[arg-type]  # never reached: no job is found
+    return WebhookReceiver(store, queue=None)  # type: ignore[arg-type]  # never reached: no job is found
 
 
 @pytest.mark.parametrize(
@@ -40,3 +44,22 @@ def test_given_a_url_job_id_then_the_store_is_read_as_delivered_then_decoded(pat
         _receiver(store).receive(WebhookDelivery(path_job_id, {}, b"{}"))
 
     assert store.reads == reads
+
+
+@pytest.mark.parametrize("job_id", ["plain", "with space", "q?x#y", "100%41", "ünï-😀", "x" * 200])
+def test_given_any_job_id_then_its_token_is_url_safe_and_names_it_first(job_id):
+    token = webhook_token(job_id)
+    store = _Store()
+
+    with pytest.raises(WebhookUnauthorized):
+        _receiver(store).receive(WebhookDelivery(token, {}, b"{}"))
+
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert job_id_from_token(token) == job_id
+    assert store.reads[0] == job_id
+
+
+@pytest.mark.parametrize("token", ["j-", "j-!!", "j-YQ", "j-YQ=", "j-AAo", "plain"])
+def test_given_a_segment_that_is_no_canonical_token_then_it_names_no_job(token):
+    # "j-YQ" is "a"; "j-YQ=" would be a second spelling of it; "j-AAo" decodes to control characters.
+    assert job_id_from_token(token) == ("a" if token == "j-YQ" else None)

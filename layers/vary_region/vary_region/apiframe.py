@@ -1,21 +1,25 @@
 """APIFRAME HTTP client: timeouts on every call, bounded retries, and no blind resubmission.
 
 Every accepted /inpaint costs credits. A request that failed before it reached the provider
-(connection refused, connect timeout) or that the provider answered with 429/408/5xx is safe to
-retry; a request whose answer was lost after it was sent (read timeout, reset mid-response) may
-have created a task and is reported as SubmissionAmbiguous instead.
+(connection refused, connect timeout), or that the provider refused without taking it (429, 408,
+503), is safe to retry. A request whose answer was lost after it was sent (read timeout, reset
+mid-response), or that ended in an error raised after the API's handler may have run (500) or
+behind a gateway (502, 504), may have created a task and is reported as SubmissionAmbiguous
+instead. Failures before anything was sent (the key could not be read, the body could not be
+built) are RequestNotSent. Fetch is free, so it retries every transient answer.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vary_region.errors import ProviderRejected, ProviderUnavailable, SubmissionAmbiguous
+from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
 from vary_region.observability import traced_http_session, tracer
 from vary_region.task_result import TaskResult, parse_task_result
 
@@ -23,9 +27,11 @@ if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold 
     import requests
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-# A gateway error means the origin may have taken the request after all: for a paid submission
-# that is an unknown outcome, not a refusal (500 and 503 come from the API itself: not accepted).
-GATEWAY_STATUS = frozenset({502, 504})
+# For a paid /inpaint these answers do not say "not accepted". A 500 comes from the API's own handler,
+# which may have created (and charged) the task before failing; a gateway's 502/504 may hide an origin
+# that took the request. Resending could pay twice, so the outcome is unknown, never retried.
+# 503 (like 429 and 408) is a refusal to take the request at all: retried. Fetch retries all of them.
+AMBIGUOUS_SUBMIT_STATUS = frozenset({500, 502, 504})
 FETCH_MANY_LIMIT = 20
 
 
@@ -132,6 +138,7 @@ class ApiframeClient:
     def _call(
         self, path: str, payload: dict[str, Any], *, ambiguous_after_send: bool = False, deadline: float | None = None
     ) -> Any:
+        body, headers = self._prepare(path, payload)
         budget_end = time.monotonic() + self._retry.budget_seconds
         deadline = budget_end if deadline is None else min(budget_end, deadline)
         from requests.exceptions import RequestException
@@ -145,8 +152,8 @@ class ApiframeClient:
             try:
                 response = self._session.post(
                     self._base_url + path,
-                    json=payload,
-                    headers={"Authorization": self._api_key(), "Accept": "application/json"},
+                    data=body,
+                    headers=headers,
                     timeout=(self._timeout[0], min(self._timeout[1], max(remaining, 1.0))),
                 )
             except RequestException as exc:
@@ -158,8 +165,8 @@ class ApiframeClient:
             else:
                 if response.status_code < 300:
                     return _json_or_empty(response)
-                if ambiguous_after_send and response.status_code in GATEWAY_STATUS:
-                    raise SubmissionAmbiguous(f"APIFRAME {path} answered {response.status_code} (gateway)")
+                if ambiguous_after_send and response.status_code in AMBIGUOUS_SUBMIT_STATUS:
+                    raise SubmissionAmbiguous(f"APIFRAME {path} answered {response.status_code} after receiving it")
                 if response.status_code not in RETRYABLE_STATUS:
                     raise ProviderRejected(response.status_code, provider_error_message(response))
                 reason = f"APIFRAME {path} answered {response.status_code}"
@@ -169,6 +176,20 @@ class ApiframeClient:
                 raise ProviderUnavailable(f"{reason}; gave up after {attempt + 1} attempts")
             self._sleep(pause)
             attempt += 1
+
+    def _prepare(self, path: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """Everything a call needs, built before the first byte is sent, so that a failure here is
+        known to have reached nobody (RequestNotSent) and can never be mistaken for a lost answer."""
+        try:
+            api_key = self._api_key()
+        except Exception as exc:  # Secrets Manager / SSM down, no permission, an empty secret
+            raise RequestNotSent(f"the API key could not be read ({type(exc).__name__}); {path} not called") from exc
+        try:
+            body = json.dumps(payload, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise RequestNotSent(f"the {path} request could not be built ({type(exc).__name__})") from exc
+        headers = {"Authorization": api_key, "Accept": "application/json", "Content-Type": "application/json"}
+        return body, headers
 
 
 def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:

@@ -1,19 +1,21 @@
-"""What happens when APIFRAME reports on a task, from a webhook or from the reconciler.
+"""The completion worker: a task the provider reports finished (or failed) is confirmed through
+the authenticated Fetch endpoint, its images are copied, and the job completes or fails.
 
-Progress is recorded; a final "finished" signal is confirmed through the authenticated Fetch
-endpoint (the webhook body is untrusted even with the right secret), then the images are copied
-and the job completes; a failed task fails the job. Every path is safe to repeat.
+Webhooks and the reconciler only hand tasks over (completion_queue); this is the one completion
+path. Every step is safe to repeat: copies are leased, and every state change is conditional.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
 from vary_region.apiframe import ApiframeClient
+from vary_region.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.errors import ImageCopyError, JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.image_copier import ImageCopier
 from vary_region.job import Job, parse_timestamp, timestamp, utc_now
@@ -25,21 +27,21 @@ from vary_region.settings import Settings
 from vary_region.task_result import TaskResult, TaskState
 from vary_region.task_store import TaskStore
 
-COPY_LEASE_SECONDS = 120
+# Longer than the completion function's timeout: a lease outlives only a copier that died.
+COPY_LEASE_SECONDS = 180
 
 
 class UpdateOutcome(StrEnum):
-    PROGRESS = "progress"
     COMPLETED = "completed"
     FAILED = "failed"
     UNCHANGED = "unchanged"  # stale, repeated, or for a finished job
-    COPY_RETRY = "copy_retry"  # copying failed for now; the reconciler tries again later
+    RETRY_LATER = "retry_later"  # not finished yet, Fetch down, or copying failed for now
     BUSY = "busy"  # another invocation is copying this job's images right now
 
 
 @dataclass(frozen=True)
 class UpdateResult:
-    """What one progress or final update did to its job."""
+    """What one completion request did to its job."""
 
     outcome: UpdateOutcome
     detail: str = ""
@@ -53,61 +55,115 @@ class JobCompleter:
         files: JobFiles,
         apiframe: ApiframeClient,
         copier: ImageCopier,
+        queue: CompletionQueue | None = None,
         clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
         self._store = store
         self._files = files
         self._apiframe = apiframe
         self._copier = copier
+        self._queue = queue
         self._clock = clock
+        self._sleep = sleep
 
     @tracer.capture_method(capture_response=False)
-    def apply(
-        self, job: Job, update: TaskResult, *, confirmed: bool = False, deadline: float | None = None
-    ) -> UpdateResult:
-        """Apply one report about the job's task.
+    def handle(self, request: CompletionRequest, deadline: float | None = None) -> UpdateResult:
+        """Work one request off the queue; what cannot be done now is queued again, delayed.
 
-        confirmed: it came from Fetch, not a webhook. deadline: a time.monotonic() value the work
-        must end by (the invocation's own time limit); what does not fit is retried later.
+        deadline: a time.monotonic() value the work must end by (the invocation's own limit).
         """
-        logger.append_keys(job_id=job.job_id, task_id=update.task_id)
+        result = self.complete(request, deadline)
+        if result.outcome in (UpdateOutcome.RETRY_LATER, UpdateOutcome.BUSY):
+            if self._queue is not None and request.attempt < self._settings.completion_attempts:
+                # Busy: look again once the other copier's lease has run out (it may have died).
+                busy = result.outcome is UpdateOutcome.BUSY
+                delay = COPY_LEASE_SECONDS if busy else self._settings.completion_retry_delay_seconds * request.attempt
+                self._queue.request(replace(request, attempt=request.attempt + 1), delay_seconds=delay)
+                logger.info("completion retried later", extra={"reason": result.detail, "attempt": request.attempt})
+            else:  # the reconciler asks again once the job has been quiet long enough
+                logger.warning("completion left to the reconciler", extra={"reason": result.detail})
+        return result
+
+    def complete(self, request: CompletionRequest, deadline: float | None = None) -> UpdateResult:
+        job = self._store.get(request.job_id)
+        logger.append_keys(job_id=request.job_id, task_id=request.task_id)
+        if job is None:
+            return UpdateResult(UpdateOutcome.UNCHANGED, "no such job")
         if job.status.is_final:
             ensure_error_document(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job)
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job is already finished")
-        if update.state is TaskState.RUNNING:
-            changed = self._store.record_progress(job.job_id, update.task_id, update.percentage, self._clock())
-            return UpdateResult(UpdateOutcome.PROGRESS if changed else UpdateOutcome.UNCHANGED)
-        if not confirmed:
-            try:
-                update = self._apiframe.fetch(update.task_id, deadline)
-            except (ProviderRejected, ProviderUnavailable) as exc:
-                return UpdateResult(UpdateOutcome.COPY_RETRY, f"could not confirm the result through Fetch: {exc}")
-            if update.state is TaskState.RUNNING:
-                self._store.record_progress(job.job_id, update.task_id, update.percentage, self._clock())
-                return UpdateResult(UpdateOutcome.PROGRESS, "Fetch says the task is still running")
-        if update.state is TaskState.FAILED:
-            return self._fail(job, JobError("PROVIDER_TASK_FAILED", update.error_message or "", Stage.PROVIDER))
-        return self._complete(job, update, deadline)
+        if job.task_id and job.task_id != request.task_id:
+            return UpdateResult(UpdateOutcome.UNCHANGED, "the request names another task than the job's")
+        try:
+            result = self._confirmed_result(request.task_id, deadline)
+        except (ProviderRejected, ProviderUnavailable, ValueError) as exc:
+            # ValueError: a Fetch answer that is no task payload at all (an empty or non-JSON body).
+            return UpdateResult(UpdateOutcome.RETRY_LATER, f"could not confirm the result through Fetch: {exc}")
+        if result is None:
+            return UpdateResult(UpdateOutcome.RETRY_LATER, "no time left to ask Fetch again about an incomplete result")
+        if result.task_id != request.task_id:  # the answer must be about the task this job paid for
+            return UpdateResult(UpdateOutcome.RETRY_LATER, "Fetch answered about another task")
+        if result.state is TaskState.RUNNING:
+            self._store.record_progress(job.job_id, result.task_id, result.percentage, self._clock())
+            return UpdateResult(UpdateOutcome.RETRY_LATER, "Fetch says the task is still running")
+        if result.state is TaskState.FAILED:
+            return self._fail(job, JobError("PROVIDER_TASK_FAILED", result.error_message or "", Stage.PROVIDER))
+        incomplete = result.incomplete_reason()
+        if incomplete:
+            message = (
+                f"the provider reported the task finished, but its result is not a grid and four images: {incomplete}"
+            )
+            return self._fail(job, JobError("RESULT_INCOMPLETE", message, Stage.PROVIDER))
+        return self._complete(job, result, deadline)
+
+    def _confirmed_result(self, task_id: str, deadline: float | None) -> TaskResult | None:
+        """The task as Fetch reports it; a finished result that is not whole yet is asked again a few
+        times (a result being written may show fewer images), never completed as it is. None: the
+        invocation ran out of time before Fetch was asked often enough to call the result incomplete."""
+        attempts = self._settings.result_fetch_attempts
+        for attempt in range(1, attempts + 1):
+            result = self._apiframe.fetch(task_id, deadline)
+            if result.state is not TaskState.FINISHED or result.incomplete_reason() is None or attempt == attempts:
+                return result
+            pause = self._settings.result_refetch_delay_seconds * attempt
+            if deadline is not None and time.monotonic() + pause > deadline:
+                return None
+            self._sleep(pause)
+        raise AssertionError("unreachable")
 
     def _complete(self, job: Job, result: TaskResult, deadline: float | None) -> UpdateResult:
         now = self._clock()
         lease = uuid.uuid4().hex
         if not self._store.acquire_copy_lease(job.job_id, result.task_id, lease, now, COPY_LEASE_SECONDS):
-            return UpdateResult(UpdateOutcome.BUSY)
+            return UpdateResult(UpdateOutcome.BUSY, "another invocation is copying this job's images")
         keys = ResultKeys(job.job_id, self._settings.results_prefix)
         try:
             images = self._copier.copy_all(result.result_urls, keys.image, deadline)
         except ImageCopyError as exc:
+            if deadline is not None and time.monotonic() >= deadline and not exc.permanent:
+                # This invocation ran out of time, which says nothing against the image host.
+                self._store.release_copy_lease(job.job_id, lease)
+                return UpdateResult(UpdateOutcome.RETRY_LATER, f"no time left to copy: {exc}")
             failures = self._store.record_copy_failure(job.job_id, lease, str(exc), self._clock())
             logger.warning("result images not copied", extra={"reason": str(exc), "copy_failures": failures})
             if exc.permanent or failures >= self._settings.copy_failures_before_failed:
                 return self._fail(job, JobError("COPY_FAILED", str(exc), Stage.COPY))
-            return UpdateResult(UpdateOutcome.COPY_RETRY, str(exc))
+            return UpdateResult(UpdateOutcome.RETRY_LATER, str(exc))
+        except BaseException:
+            # An unexpected failure: the next try must not wait for the lease to run out.
+            self._store.release_copy_lease(job.job_id, lease)
+            raise
         completed_at = timestamp(self._clock())
-        self._files.write_json(keys.result_json, result_document(job, result.task_id, images, completed_at))
         summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
-        if not self._store.mark_completed(job.job_id, result.task_id, summary, self._clock()):
+        try:
+            self._files.write_json(keys.result_json, result_document(job, result.task_id, images, completed_at))
+            completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock())
+        except BaseException:
+            self._store.release_copy_lease(job.job_id, lease)
+            raise
+        if not completed:
             return UpdateResult(UpdateOutcome.UNCHANGED, "another delivery completed the job first")
         metrics.add_metric(name="ImagesCopied", unit=MetricUnit.Count, value=len(images))
         metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=sum(image.size for image in images))

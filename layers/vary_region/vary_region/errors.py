@@ -56,6 +56,15 @@ class SubmissionAmbiguous(Exception):
     """The submit request may have reached APIFRAME (e.g. a read timeout): it must not be resent."""
 
 
+class RequestNotSent(Exception):
+    """A call to APIFRAME failed before any byte of it was sent (the API key could not be read, the
+    request could not be built): the provider certainly knows nothing of it.
+
+    Only this, and a refusal the provider answered, may give a job's submission claim back; any other
+    failure after the claim may hide a paid task and is treated as SubmissionAmbiguous.
+    """
+
+
 class ImageCopyError(Exception):
     """A result image could not be copied; `permanent` says whether retrying the same URL can help."""
 

@@ -22,6 +22,9 @@ class StoredObject:
     data: bytes | None = None  # None when the object was larger than the caller's limit
 
 
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
 class JobFiles:
     def __init__(self, s3_client: Any, bucket: str, inbox_prefix: str = "inbox/") -> None:
         self._s3 = s3_client
@@ -70,10 +73,17 @@ class JobFiles:
         )
 
     def object_size(self, key: str) -> int | None:
+        """None only when the object certainly does not exist; a refusal or an outage raises.
+
+        Treating a 403 or a throttle as "missing" would rewrite documents that exist (and hide a
+        policy mistake); S3 answers a missing key with 404 only to a caller allowed to list.
+        """
         try:
             return int(self._s3.head_object(Bucket=self._bucket, Key=key)["ContentLength"])
-        except ClientError:
-            return None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
 
 
 def job_file_kinds(objects: list[InboxObject]) -> dict[InboxObjectKind, list[InboxObject]]:

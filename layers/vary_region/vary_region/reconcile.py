@@ -1,5 +1,6 @@
 """The safety net for lost webhooks: ask Fetch about jobs that have been quiet for too long and
-finish them through the same completion path as the webhook."""
+hand the finished ones to the completion worker, the same path a webhook takes. No copy runs here,
+so one run can look at thousands of jobs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vary_region.apiframe import FETCH_MANY_LIMIT, ApiframeClient
-from vary_region.completion import JobCompleter, UpdateOutcome
+from vary_region.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.job import Job, parse_timestamp, utc_now
 from vary_region.job_files import JobFiles
@@ -18,11 +19,13 @@ from vary_region.job_keys import ResultKeys
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.results import write_error
 from vary_region.settings import Settings
-from vary_region.task_result import TaskResult
+from vary_region.task_result import TaskResult, TaskState
 from vary_region.task_store import TaskStore
 
-# Enough for one Fetch batch and the copies it may start; a run stops taking batches after that.
-_TIME_FOR_A_BATCH = 60.0
+# Enough for one Fetch batch (its retries included) and the writes it leads to.
+_TIME_FOR_A_BATCH = 25.0
+# A task that finished near the age limit still has this long for its result to be brought home.
+FINISHED_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -43,19 +46,20 @@ class Reconciler:
         store: TaskStore,
         files: JobFiles,
         apiframe: ApiframeClient,
-        completer: JobCompleter,
+        queue: CompletionQueue,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
         self._store = store
         self._files = files
         self._apiframe = apiframe
-        self._completer = completer
+        self._queue = queue
         self._clock = clock
 
     @tracer.capture_method(capture_response=False)
-    def run(self, limit: int = 200, deadline: float | None = None) -> ReconcileReport:
+    def run(self, limit: int | None = None, deadline: float | None = None) -> ReconcileReport:
         """deadline: a time.monotonic() value to stop by; jobs not reached wait for the next run."""
+        limit = self._settings.reconcile_batch_limit if limit is None else limit
         now = self._clock()
         quiet = self._store.quiet_jobs(now - timedelta(seconds=self._settings.reconcile_quiet_seconds), limit)
         report = ReconcileReport(examined=len(quiet))
@@ -78,29 +82,48 @@ class Reconciler:
                 report.outcomes["fetch_failed"] += len(batch)
                 continue
             results = {result.task_id: result for result in fetched}
+            finished = [job for job in batch if self._to_hand_over(job, results.get(job.task_id or ""), now)]
+            self._queue.request_many([CompletionRequest(job.job_id, job.task_id or "") for job in finished])
             for job in batch:
                 result = results.get(job.task_id or "")
-                report.outcomes[self._settle_job_with_task(job, result, now, deadline)] += 1
+                report.outcomes[self._settle_job_with_task(job, result, now)] += 1
         # An idle schedule would otherwise log a line every period.
         (logger.info if report.examined else logger.debug)("reconciliation finished", extra=report.to_dict())
         return report
 
-    def _settle_job_with_task(self, job: Job, result: TaskResult | None, now: datetime, deadline: float | None) -> str:
-        if result is not None:
-            outcome = self._completer.apply(job, result, confirmed=True, deadline=deadline)
-            if outcome.outcome in (UpdateOutcome.COMPLETED, UpdateOutcome.FAILED):
-                return str(outcome.outcome)
-        claimed = parse_timestamp(job.submit_claimed_at or job.created_at)
-        if now - claimed > timedelta(seconds=self._settings.max_task_age_seconds):
-            # Forgotten by the provider, or never finishing: end it, which also frees its provider slot.
-            reason = "the provider does not know the task" if result is None else "the task never finished"
+    def _settle_job_with_task(self, job: Job, result: TaskResult | None, now: datetime) -> str:
+        if self._to_hand_over(job, result, now):
+            # Handed over above; back of the line so the next run does not ask again at once.
+            self._store.touch(job.job_id, self._clock())
+            return "handed_to_completion"
+        if self._too_old(job, now, FINISHED_GRACE if _is_final(result) else timedelta(0)):
+            # Forgotten by the provider, never finishing, or a result that could never be brought home:
+            # end it, which also frees its provider slot.
+            if result is None:
+                reason = "the provider does not know the task"
+            elif _is_final(result):
+                reason = "its result could not be confirmed and copied"
+            else:
+                reason = "the task never finished"
             limit = self._settings.max_task_age_seconds
             error = JobError("TASK_TIMED_OUT", f"{reason} within {limit} s", Stage.RECONCILE)
             self._fail(job, error)
             return "timed_out"
+        # Still running: record its progress, which also puts it at the back of the line.
+        if result is not None and self._store.record_progress(
+            job.job_id, result.task_id, result.percentage, self._clock()
+        ):
+            return "still_open"
         # Back of the line: every open job gets its turn, however many are waiting.
         self._store.touch(job.job_id, self._clock())
         return "unknown_to_provider" if result is None else "still_open"
+
+    def _to_hand_over(self, job: Job, result: TaskResult | None, now: datetime) -> bool:
+        return _is_final(result) and not self._too_old(job, now, FINISHED_GRACE)
+
+    def _too_old(self, job: Job, now: datetime, grace: timedelta) -> bool:
+        claimed = parse_timestamp(job.submit_claimed_at or job.created_at)
+        return now - claimed > timedelta(seconds=self._settings.max_task_age_seconds) + grace
 
     def _settle_job_without_task(self, job: Job, now: datetime) -> str:
         if job.was_submitted:
@@ -135,3 +158,7 @@ class Reconciler:
         if self._store.mark_failed(job.job_id, error, self._clock(), only_without_task=only_without_task):
             write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error)
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+
+
+def _is_final(result: TaskResult | None) -> bool:
+    return result is not None and result.state is not TaskState.RUNNING

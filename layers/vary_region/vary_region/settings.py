@@ -88,6 +88,12 @@ class Settings:
     max_active_tasks: int = 10
     submit_queue_url: str = ""
     hold_delay_seconds: int = 30
+    completion_queue_url: str = ""
+    completion_attempts: int = 5
+    completion_retry_delay_seconds: int = 30
+    result_fetch_attempts: int = 3
+    result_refetch_delay_seconds: float = 2.0
+    reconcile_batch_limit: int = 2000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -131,6 +137,14 @@ class Settings:
             max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
             submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
             hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),
+            completion_queue_url=env.get("COMPLETION_QUEUE_URL", "").strip(),
+            completion_retry_delay_seconds=int(
+                number("COMPLETION_RETRY_DELAY_SECONDS", defaults.completion_retry_delay_seconds)
+            ),
+            result_refetch_delay_seconds=float(
+                number("RESULT_REFETCH_DELAY_SECONDS", defaults.result_refetch_delay_seconds, float)
+            ),
+            reconcile_batch_limit=int(number("RECONCILE_BATCH_LIMIT", defaults.reconcile_batch_limit)),
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),

@@ -2,7 +2,9 @@
 
 Pairs job.json with its mask (in either upload order), validates both before any credit is
 spent, wins the job's single submission claim with a conditional write, and only then calls
-APIFRAME. Redelivered and concurrent events lose the claim and do nothing.
+APIFRAME. Redelivered and concurrent events lose the claim and do nothing. Once claimed, the claim
+is given back only when APIFRAME certainly did not take the request; every other failure leaves
+the job flagged and never resent.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from datetime import datetime
 from enum import StrEnum
 
 from vary_region.apiframe import ApiframeClient, InpaintRequest
-from vary_region.errors import JobError, JobRejected, ProviderRejected, ProviderUnavailable, Stage, SubmissionAmbiguous
-from vary_region.job import utc_now
+from vary_region.errors import (
+    JobError,
+    JobRejected,
+    ProviderRejected,
+    ProviderUnavailable,
+    RequestNotSent,
+    Stage,
+    SubmissionAmbiguous,
+)
+from vary_region.job import Job, JobStatus, utc_now
 from vary_region.job_files import JobFiles, job_file_kinds
 from vary_region.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
 from vary_region.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
@@ -80,6 +90,12 @@ class JobSubmitter:
         if existing is not None and (existing.status.is_final or existing.was_submitted):
             ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id, existing.task_id)
+        if self._hold is not None and existing is not None and self._still_no_free_slot(existing):
+            # A held job's wake-up while every slot is still taken: holding it again costs one read of
+            # the slot counter, not a re-read and re-validation of its mask (up to 8 MB) every 30-45 s.
+            return self._hold_back(
+                self._hold, uploaded, "still no free provider slot; job held back again", already_held=True
+            )
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
             inputs = self._load_inputs(uploaded)
@@ -88,6 +104,22 @@ class JobSubmitter:
         else:
             result = SubmitResult(SubmitOutcome.WAITING, job_id) if inputs is None else self._submit(uploaded, *inputs)
         return replace(result, first_seen=first_seen)
+
+    def _still_no_free_slot(self, job: Job) -> bool:
+        """Only for a job already found valid and held: its inputs were checked when it was held, and
+        the claim transaction, not this read, stays the guard against taking a slot that is not free."""
+        if job.held_at is None or job.status is not JobStatus.RECEIVED or job.submit_claim is not None:
+            return False
+        return self._store.slots_in_use() >= self._settings.max_active_tasks
+
+    def _hold_back(
+        self, hold: Callable[[str], None], uploaded: InboxObject, message: str, *, already_held: bool = False
+    ) -> SubmitResult:
+        hold(uploaded.key)
+        if not already_held:  # a wake-up that changes nothing writes nothing (table and index alike)
+            self._store.mark_held(uploaded.job_id, self._clock())
+        logger.info(message)
+        return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
 
     def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask] | None:
         max_mask = self._settings.max_mask_bytes
@@ -146,21 +178,16 @@ class JobSubmitter:
         except ProviderBusy:
             if self._hold is None:
                 raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
-            self._hold(uploaded.key)
-            self._store.mark_held(job_id, self._clock())
-            logger.info("all provider slots taken; job held back")
-            return SubmitResult(SubmitOutcome.HELD, job_id)
+            return self._hold_back(self._hold, uploaded, "all provider slots taken; job held back")
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
-        request = InpaintRequest(
-            parent_task_id=spec.parent_task_id,
-            mask_data_url=mask.to_data_url(),
-            prompt=spec.prompt,
-            webhook_url=self.webhook_url(job_id),
-            webhook_secret=secret,
-        )
         try:
-            task_id = self._apiframe.submit_inpaint(request)
+            task_id = self._apiframe.submit_inpaint(self._inpaint_request(job_id, spec, mask, secret))
+        except RequestNotSent:
+            # Nothing reached APIFRAME (e.g. the API key could not be read): give the claim back so the
+            # redelivered event can try again.
+            self._store.release_claim(job_id, token, self._clock())
+            raise
         except ProviderRejected as exc:
             error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
             if self._store.mark_failed(job_id, error, self._clock()):
@@ -168,17 +195,9 @@ class JobSubmitter:
             logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         except SubmissionAmbiguous as exc:
-            error = JobError(
-                "SUBMIT_AMBIGUOUS",
-                f"{exc}. The task may exist at APIFRAME; it was not resent. The job completes if its webhook "
-                "arrives, otherwise it fails after the ambiguity window.",
-                Stage.SUBMIT,
-            )
-            self._store.mark_submit_ambiguous(job_id, token, error, self._clock())
-            logger.error("submission outcome unknown; not resending", extra={"error_code": error.code})
-            return SubmitResult(SubmitOutcome.AMBIGUOUS, job_id, error=error)
+            return self._record_ambiguous(job_id, token, str(exc))
         except ProviderUnavailable:
-            # Known not accepted (429/5xx/unreachable past the retry budget): give the claim back.
+            # Known not accepted (429/408/503/unreachable past the retry budget): give the claim back.
             # Held in the queue, a long provider outage never walks the message into the DLQ.
             self._store.release_claim(job_id, token, self._clock())
             if self._hold is None:
@@ -187,15 +206,41 @@ class JobSubmitter:
             self._store.mark_held(job_id, self._clock())
             logger.warning("APIFRAME unavailable; job held back for a later attempt")
             return SubmitResult(SubmitOutcome.HELD, job_id)
-        except BaseException:
-            # A failure before anything was sent (e.g. the API key could not be read): give the claim
-            # back so the redelivered event can try again.
-            self._store.release_claim(job_id, token, self._clock())
-            raise
+        except Exception as exc:
+            # Not known to have happened before sending (a bug, an error while reading the answer): the
+            # task may exist and be paid for, so the claim is kept and the request never resent. (A
+            # BaseException such as SystemExit leaves the claim too; the reconciler ends the job later.)
+            logger.exception("unexpected error during submission; treated as ambiguous, not resending")
+            return self._record_ambiguous(job_id, token, f"unexpected {type(exc).__name__} during submission")
         self._store.mark_submitted(job_id, token, task_id, self._clock())
         logger.append_keys(task_id=task_id)
         logger.info("job submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
+
+    def _inpaint_request(self, job_id: str, spec: JobSpec, mask: Mask, secret: str) -> InpaintRequest:
+        try:
+            return InpaintRequest(
+                parent_task_id=spec.parent_task_id,
+                mask_data_url=mask.to_data_url(),
+                prompt=spec.prompt,
+                webhook_url=self.webhook_url(job_id),
+                webhook_secret=secret,
+            )
+        except Exception as exc:  # still before the client is even called
+            raise RequestNotSent(f"the /inpaint request could not be built ({type(exc).__name__})") from exc
+
+    def _record_ambiguous(self, job_id: str, token: str, reason: str) -> SubmitResult:
+        """The job stays SUBMITTED and flagged: its webhook (carrying the job's secret) can still complete
+        it; otherwise the reconciler fails it after the ambiguity window. It is never resent."""
+        error = JobError(
+            "SUBMIT_AMBIGUOUS",
+            f"{reason}. The task may exist at APIFRAME; it was not resent. The job completes if its webhook "
+            "arrives, otherwise it fails after the ambiguity window.",
+            Stage.SUBMIT,
+        )
+        self._store.mark_submit_ambiguous(job_id, token, error, self._clock())
+        logger.error("submission outcome unknown; not resending", extra={"error_code": error.code})
+        return SubmitResult(SubmitOutcome.AMBIGUOUS, job_id, error=error)
 
     def defer(self, key: str) -> None:
         """Put an upload back on the queue to be handled by a later invocation."""

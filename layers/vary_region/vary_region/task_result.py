@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+INPAINT_IMAGES = 4
+# The provider's documented statuses of a task that is not done yet.
+RUNNING_STATUSES = frozenset({"pending", "staged", "starting", "processing", "retry", "retrying"})
+
 
 class TaskState(StrEnum):
     RUNNING = "running"
@@ -34,6 +38,25 @@ class TaskResult:
     grid_url: str | None = None
     image_urls: tuple[str, ...] = field(default_factory=tuple)
     error_message: str | None = None
+    task_type: str | None = None
+
+    def incomplete_reason(self) -> str | None:
+        """Why a finished inpaint result is not a whole one, or None when it is.
+
+        A finished inpaint is a grid plus exactly four distinct images; anything else (one image,
+        four without a grid, five, repeats, none) is not a result to complete a job with.
+        """
+        problems = []
+        if not self.grid_url:
+            problems.append("no grid")
+        distinct = set(self.image_urls)
+        if len(self.image_urls) != INPAINT_IMAGES:
+            problems.append(f"{len(self.image_urls)} images instead of {INPAINT_IMAGES}")
+        elif "" in distinct:
+            problems.append("image entries that are not URLs")
+        elif len(distinct) != INPAINT_IMAGES or self.grid_url in distinct:
+            problems.append("repeated image URLs")
+        return "; ".join(problems) or None
 
     @property
     def result_urls(self) -> dict[str, str]:
@@ -59,19 +82,25 @@ def parse_task_result(payload: Any) -> TaskResult:
     has_images = len(image_urls) > 0
     if status == "failed":
         state = TaskState.FAILED
+    elif status in RUNNING_STATUSES:
+        # Said in so many words: a task still at work is running, whatever images it already lists.
+        state = TaskState.RUNNING
     elif has_images or status == "finished":
         state = TaskState.FINISHED
     else:
         state = TaskState.RUNNING
     grid = payload.get("original_image_url")
+    task_type = payload.get("task_type")
     return TaskResult(
         task_id=task_id.strip(),
         state=state,
         provider_status=status,
         percentage=_percentage(payload.get("percentage")),
         grid_url=grid if isinstance(grid, str) and grid else None,
-        image_urls=tuple(u for u in image_urls if isinstance(u, str)),
+        # Every entry kept, a non-string as "": a list with a null in it is not four good images.
+        image_urls=tuple(u.strip() if isinstance(u, str) else "" for u in image_urls),
         error_message=_error_message(payload) if state is TaskState.FAILED else None,
+        task_type=task_type if isinstance(task_type, str) else None,
     )
 
 

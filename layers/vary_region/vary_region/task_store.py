@@ -3,10 +3,13 @@ a finished job never changes again, and two concurrent deliveries cannot both wi
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 import random
 import re
 import time
+import zlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +19,12 @@ from botocore.exceptions import ClientError
 from vary_region.errors import JobError, Stage
 from vary_region.job import Job, JobStatus, timestamp
 
-ACTIVE = "ACTIVE"  # value of the sparse `active` attribute that the reconciler's index is built on
+# Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
+# of a few shards, so no single index partition takes every open job's writes (each progress update
+# rewrites `updated_at`, the index's sort key). Items written before sharding carry plain "ACTIVE".
+ACTIVE_SHARDS = 8
+OPEN_JOBS_INDEX = "open-jobs-by-updated"
+_ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
 # The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
 SLOTS_KEY = "/provider-slots"
 _TRANSACTION_ATTEMPTS = 5
@@ -51,22 +59,39 @@ class TaskStore:
         return _job_from_item(item) if item and "status" in item else None
 
     def quiet_jobs(self, updated_before: datetime, limit: int = 100) -> list[Job]:
-        """Unfinished jobs whose last change is older than `updated_before` (oldest first)."""
+        """Unfinished jobs whose last change is older than `updated_before`, oldest first.
+
+        The jobs come from the index's projection (state, task, claim and timings; no secret hash,
+        metadata or result): enough to decide what to do with each, cheap to read in thousands.
+        """
         from boto3.dynamodb.conditions import Key
 
-        jobs: list[Job] = []
-        kwargs: dict[str, Any] = {
-            "IndexName": "active-by-updated",
-            "KeyConditionExpression": Key("active").eq(ACTIVE) & Key("updated_at").lt(timestamp(updated_before)),
-            "Limit": limit,
-        }
-        while len(jobs) < limit:
-            page = self._table.query(**kwargs)
-            jobs.extend(_job_from_item(item) for item in page.get("Items", []))
+        # Each shard's oldest, a fair share and some slack each: not limit x 9 items read every run.
+        share = max(20, 2 * math.ceil(limit / len(_ACTIVE_VALUES)))
+        per_shard = [
+            self._query_all(
+                IndexName=OPEN_JOBS_INDEX,
+                KeyConditionExpression=Key("active").eq(value) & Key("updated_at").lt(timestamp(updated_before)),
+                limit=min(limit, share),
+            )
+            for value in _ACTIVE_VALUES
+        ]
+        oldest = heapq.merge(*per_shard, key=lambda item: str(item.get("updated_at", "")))
+        return [_job_from_item(item) for _, item in zip(range(limit), oldest, strict=False)]
+
+    def _query_all(self, *, limit: int, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs["Limit"] = limit
+        while len(items) < limit:
+            try:
+                page = self._table.query(**kwargs)
+            except ClientError as exc:
+                raise TaskStoreError(str(exc)) from exc
+            items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return jobs[:limit]
+        return items[:limit]
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -74,14 +99,26 @@ class TaskStore:
         """Create the RECEIVED item the first time any file of the job is seen."""
         return self._update(
             job_id,
-            "SET #status = :received, created_at = :now, updated_at = :now, active = :active, expires_at = :ttl",
+            "SET #status = :received, created_at = :now, created_day = :day, updated_at = :now, active = :active, "
+            "expires_at = :ttl",
             "attribute_not_exists(job_id)",
             {
                 ":received": JobStatus.RECEIVED.value,
                 ":now": timestamp(now),
-                ":active": ACTIVE,
+                ":day": timestamp(now)[:10],
+                ":active": active_shard(job_id),
                 ":ttl": self._expiry(now),
             },
+        )
+
+    def record_final_signal(self, job_id: str, task_id: str, now: datetime) -> bool:
+        """A webhook reported the task finished or failed: note it (and the task id, in case the
+        webhook outran the submission's own write) before the completion worker confirms it."""
+        return self._update(
+            job_id,
+            "SET task_id = :task, final_reported_at = :now, updated_at = :now",
+            self._open_and_claimed() + " AND (attribute_not_exists(task_id) OR task_id = :task)",
+            {":task": task_id, ":now": timestamp(now)} | self._open_values(),
         )
 
     def claim_submission(
@@ -224,6 +261,10 @@ class TaskStore:
             | self._open_values(),
         )
 
+    def release_copy_lease(self, job_id: str, lease: str) -> bool:
+        """Give the lease back without counting a failure (the copy did not fail: it was cut short)."""
+        return self._update(job_id, "REMOVE copy_lease_until, copy_lease", "copy_lease = :lease", {":lease": lease})
+
     def record_copy_failure(self, job_id: str, lease: str, message: str, now: datetime) -> int:
         """Count a failed copy and give the lease back, only if the lease is still this copier's."""
         try:
@@ -288,7 +329,8 @@ class TaskStore:
         return self._update(
             job_id,
             "SET #status = :rejected, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl, "
-            "created_at = if_not_exists(created_at, :now) REMOVE active",
+            "created_at = if_not_exists(created_at, :now), created_day = if_not_exists(created_day, :day) "
+            "REMOVE active",
             "attribute_not_exists(job_id) OR (#status = :received AND attribute_not_exists(submit_claim))",
             {
                 ":rejected": JobStatus.REJECTED.value,
@@ -296,6 +338,7 @@ class TaskStore:
                 ":now": timestamp(now),
                 ":ttl": self._expiry(now),
                 ":received": JobStatus.RECEIVED.value,
+                ":day": timestamp(now)[:10],
             },
         )
 
@@ -376,6 +419,10 @@ class TaskStore:
                 time.sleep(random.uniform(0.01, 0.05 * 2**attempt))
         raise AssertionError("unreachable")
         return False, False
+
+
+def active_shard(job_id: str) -> str:
+    return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
 
 
 def _reasons_from_message(message: str) -> list[dict[str, str]]:

@@ -1,17 +1,24 @@
-"""A provider webhook, from raw request to job update: authenticate first, then parse, then apply."""
+"""A provider webhook, from raw request to job update: authenticate first, then parse, then record.
+
+Progress is recorded here. A final report (finished or failed) is only a signal: it is noted on the
+job and handed to the completion worker, which re-reads the task from Fetch before anything is
+copied. So the webhook answers in a few DynamoDB and SQS calls, whatever the images weigh.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from urllib.parse import unquote
 
-from vary_region.completion import JobCompleter, UpdateResult
-from vary_region.job import Job
+from vary_region.completion_queue import CompletionQueue, CompletionRequest
+from vary_region.job import Job, utc_now
 from vary_region.job_keys import is_valid_job_id
 from vary_region.observability import logger
-from vary_region.task_result import MalformedTaskPayload, parse_task_result
+from vary_region.task_result import MalformedTaskPayload, TaskState, parse_task_result
 from vary_region.task_store import TaskStore
 from vary_region.webhook_auth import SharedSecretVerifier, WebhookVerifier
 from vary_region.webhook_token import job_id_from_token
@@ -40,13 +47,26 @@ class WebhookDelivery:
     body: bytes
 
 
-class WebhookReceiver:
-    def __init__(self, store: TaskStore, completer: JobCompleter, verifier: WebhookVerifier | None = None) -> None:
-        self._store = store
-        self._completer = completer
-        self._verifier = verifier or SharedSecretVerifier()
+class WebhookOutcome(StrEnum):
+    PROGRESS = "progress"
+    QUEUED = "queued"  # a final report, handed to the completion worker
+    UNCHANGED = "unchanged"  # stale, repeated, or for a finished job
 
-    def receive(self, delivery: WebhookDelivery, deadline: float | None = None) -> UpdateResult:
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        store: TaskStore,
+        queue: CompletionQueue,
+        verifier: WebhookVerifier | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._verifier = verifier or SharedSecretVerifier()
+        self._clock = clock
+
+    def receive(self, delivery: WebhookDelivery) -> WebhookOutcome:
         job = self._authenticated_job(delivery)
         if len(delivery.body) > MAX_WEBHOOK_BYTES:
             raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
@@ -57,7 +77,16 @@ class WebhookReceiver:
         if job.task_id and update.task_id != job.task_id:
             # The right secret for this job with another job's task id: treat it as forged.
             raise WebhookUnauthorized("task id does not match the job")
-        return self._completer.apply(job, update, deadline=deadline)
+        logger.append_keys(task_id=update.task_id)
+        if job.status.is_final:
+            return WebhookOutcome.UNCHANGED
+        if update.state is TaskState.RUNNING:
+            changed = self._store.record_progress(job.job_id, update.task_id, update.percentage, self._clock())
+            return WebhookOutcome.PROGRESS if changed else WebhookOutcome.UNCHANGED
+        if not self._store.record_final_signal(job.job_id, update.task_id, self._clock()):
+            return WebhookOutcome.UNCHANGED  # finished meanwhile, or the job has another task
+        self._queue.request(CompletionRequest(job.job_id, update.task_id))
+        return WebhookOutcome.QUEUED
 
     def _authenticated_job(self, delivery: WebhookDelivery) -> Job:
         """The job the URL names whose secret the delivery carries; WebhookUnauthorized otherwise."""
@@ -67,10 +96,10 @@ class WebhookReceiver:
             if job is None:
                 continue
             found = True
-            if job.was_submitted and job.webhook_secret_hash:
-                if self._verifier.verify(delivery.headers, delivery.body, job.webhook_secret_hash):
-                    logger.append_keys(job_id=job.job_id)
-                    return job
+            secret_hash = job.webhook_secret_hash if job.was_submitted else None
+            if secret_hash and self._verifier.verify(delivery.headers, delivery.body, secret_hash):
+                logger.append_keys(job_id=job.job_id)
+                return job
         logger.append_keys(path_job_id=delivery.path_job_id)  # as it arrived: decoding could name another job
         raise WebhookUnauthorized("wrong or missing secret" if found else "unknown job")
 

@@ -17,11 +17,12 @@ from botocore.config import Config
 from vary_region.api_key import api_key_reader
 from vary_region.apiframe import ApiframeClient, RetryPolicy
 from vary_region.job_files import JobFiles
-from vary_region.settings import Settings
+from vary_region.settings import Settings, SettingsError
 from vary_region.task_store import TaskStore
 
 if TYPE_CHECKING:
     from vary_region.completion import JobCompleter
+    from vary_region.completion_queue import CompletionQueue
     from vary_region.reconcile import Reconciler
     from vary_region.submission import JobSubmitter
     from vary_region.webhook import WebhookReceiver
@@ -76,14 +77,25 @@ def job_submitter(settings: Settings) -> JobSubmitter:
 
     hold = None
     if settings.submit_queue_url:
-        sqs = LazyClient(lambda: boto3.client("sqs", config=_AWS_CONFIG))
-        queue = HeldJobQueue(sqs, settings.submit_queue_url, settings.hold_delay_seconds)
+        queue = HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds)
         hold = queue.hold
     files = JobFiles(s3_client(), settings.jobs_bucket)
     return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
 
 
-def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient) -> JobCompleter:
+def sqs_client() -> Any:
+    return LazyClient(lambda: boto3.client("sqs", config=_AWS_CONFIG))
+
+
+def completion_queue(settings: Settings) -> CompletionQueue:
+    from vary_region.completion_queue import CompletionQueue
+
+    if not settings.completion_queue_url:
+        raise SettingsError("environment variable COMPLETION_QUEUE_URL is required")
+    return CompletionQueue(sqs_client(), settings.completion_queue_url)
+
+
+def job_completer(settings: Settings) -> JobCompleter:
     from vary_region.completion import JobCompleter
     from vary_region.image_copier import ImageCopier
 
@@ -96,20 +108,20 @@ def job_completer(settings: Settings, store: TaskStore, apiframe: ApiframeClient
         timeout_seconds=settings.image_timeout_seconds,
         attempts=settings.image_copy_attempts,
     )
-    return JobCompleter(settings, store, JobFiles(s3, settings.jobs_bucket), apiframe, copier)
+    files = JobFiles(s3, settings.jobs_bucket)
+    return JobCompleter(
+        settings, task_store(settings), files, apiframe_client(settings), copier, completion_queue(settings)
+    )
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:
     from vary_region.webhook import WebhookReceiver
 
-    store = task_store(settings)
-    return WebhookReceiver(store, job_completer(settings, store, apiframe_client(settings)))
+    return WebhookReceiver(task_store(settings), completion_queue(settings))
 
 
 def reconciler(settings: Settings) -> Reconciler:
     from vary_region.reconcile import Reconciler
 
-    store = task_store(settings)
-    apiframe = apiframe_client(settings)
-    completer = job_completer(settings, store, apiframe)
-    return Reconciler(settings, store, JobFiles(s3_client(), settings.jobs_bucket), apiframe, completer)
+    files = JobFiles(s3_client(), settings.jobs_bucket)
+    return Reconciler(settings, task_store(settings), files, apiframe_client(settings), completion_queue(settings))

@@ -1,0 +1,76 @@
+"""HTTP connections to the address the URL policy approved, not to whatever DNS says next.
+
+requests resolves a URL's host itself when it connects; between the policy's check and that
+second lookup, a short-lived DNS answer could switch to an internal address (DNS rebinding). The
+adapter here opens the connection to the checked IP instead, while the request still names the
+original host: Host header, TLS server name (SNI) and certificate hostname check all use it.
+
+The pin travels per thread (requests calls the adapter on the caller's thread), so the copier's
+parallel downloads on one shared session never see each other's addresses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from requests import PreparedRequest
+from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
+from urllib3.connectionpool import HTTPConnectionPool
+
+from vary_region.errors import UnsafeImageUrl
+from vary_region.url_policy import CheckedUrl
+
+
+class PinnedAddressAdapter(HTTPAdapter):
+    """A transport adapter that only connects inside `pinned(checked)`, and only to checked.address."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._local = threading.local()
+
+    @contextmanager
+    def pinned(self, checked: CheckedUrl) -> Iterator[None]:
+        previous = getattr(self._local, "checked", None)
+        self._local.checked = checked
+        try:
+            yield
+        finally:
+            self._local.checked = previous
+
+    def _checked_for(self, request: PreparedRequest) -> CheckedUrl:
+        checked: CheckedUrl | None = getattr(self._local, "checked", None)
+        parts = urlsplit(request.url or "")
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        # Anything but the very URL that was checked (another host, a followed redirect, a request
+        # made outside pinned()) has no approved address: refusing is the only safe answer.
+        if checked is None or (checked.scheme, checked.host, checked.port) != (scheme, host, port):
+            raise UnsafeImageUrl(f"no checked address for {scheme}://{host}:{port}; not connecting")
+        return checked
+
+    def get_connection_with_tls_context(
+        self,
+        request: PreparedRequest,
+        verify: bool | str,
+        proxies: dict[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> HTTPConnectionPool:
+        checked = self._checked_for(request)
+        if select_proxy(request.url or "", proxies or {}):
+            # A proxy would make its own connection, to wherever it resolves the host.
+            raise UnsafeImageUrl("image downloads do not go through a proxy: the checked address would not hold")
+        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        host_params = host_params | {"host": checked.address, "port": checked.port}
+        if checked.scheme == "https":
+            # Pools are keyed by these too, so two names sharing one IP never share a connection.
+            pool_kwargs = pool_kwargs | {"server_hostname": checked.host, "assert_hostname": checked.host}
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+    def add_headers(self, request: PreparedRequest, **kwargs: Any) -> None:
+        # http.client would otherwise name the connection's host, i.e. the IP, in Host.
+        request.headers["Host"] = self._checked_for(request).host_header
