@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
 from vary_region.completion_queue import CompletionRequest
 from vary_region.invocation import invocation_deadline
-from vary_region.lambda_events import QueueBatchFailed, partial_batch_response, queue_messages
+from vary_region.lambda_events import QueueMessage, process_queue_batch, queue_messages
 from vary_region.observability import logger, metrics, tracer
 from vary_region.settings import get_settings
 
@@ -22,21 +22,18 @@ _MARGIN_SECONDS = 5.0
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    messages = queue_messages(event)
-    failed = []
-    for message in messages:
-        logger.remove_keys(["job_id", "task_id"])  # one batch carries many jobs
-        try:
-            request = CompletionRequest.from_message(message.json_body())
-            if request is None:
-                logger.warning("not a completion request; dropped", extra={"message_id": message.message_id})
-                continue
-            result = completer.handle(request, deadline=invocation_deadline(context, _MARGIN_SECONDS))
-            logger.info("completion request handled", extra={"outcome": str(result.outcome)})
-        except Exception:
-            # Only this message goes back to the queue (and, after maxReceiveCount, to the DLQ).
-            logger.exception("completion request failed", extra={"message_id": message.message_id})
-            failed.append(message)
-    if failed and len(failed) == len(messages):
-        raise QueueBatchFailed(f"all {len(messages)} messages of the batch failed")
-    return partial_batch_response(failed)
+    deadline = invocation_deadline(context, _MARGIN_SECONDS)
+
+    def handle(message: QueueMessage) -> None:
+        logger.remove_keys(["job_id", "task_id"])  # one batch may carry several jobs
+        request = CompletionRequest.from_message(message.json_body())
+        if request is None:
+            logger.warning("not a completion request; dropped", extra={"message_id": message.message_id})
+            return
+        result = completer.handle(request, deadline=deadline)
+        logger.info("completion request handled", extra={"outcome": str(result.outcome)})
+
+    def failed(message: QueueMessage) -> None:
+        logger.exception("completion request failed", extra={"message_id": message.message_id})
+
+    return process_queue_batch(queue_messages(event), handle, failed)

@@ -7,10 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
 from vary_region.lambda_events import (
-    QueueBatchFailed,
     QueueMessage,
     is_sqs_batch,
     partial_batch_response,
+    process_queue_batch,
     queue_messages,
 )
 from vary_region.observability import MetricUnit, logger, metrics, tracer
@@ -64,17 +64,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         for key in uploaded_keys(event):
             handle_upload(key)
         return partial_batch_response([])
-    messages = queue_messages(event)
-    failed = []
-    for message in messages:
+
+    def handle(message: QueueMessage) -> None:
         logger.remove_keys(["job_id", "task_id"])  # a failure before handle_upload must not name the last job
-        try:
-            record_handler(message, context)
-        except Exception:
-            # Only this message goes back to the queue (and, after maxReceiveCount, to the DLQ);
-            # the rest of the batch is done and must not be delivered again.
-            logger.exception("queue message failed", extra={"message_id": message.message_id})
-            failed.append(message)
-    if failed and len(failed) == len(messages):
-        raise QueueBatchFailed(f"all {len(messages)} messages of the batch failed")
-    return partial_batch_response(failed)
+        record_handler(message, context)
+
+    def failed(message: QueueMessage) -> None:
+        logger.exception("queue message failed", extra={"message_id": message.message_id})
+
+    return process_queue_batch(queue_messages(event), handle, failed)

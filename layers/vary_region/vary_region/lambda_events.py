@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,3 +91,23 @@ def queue_messages(event: Any) -> list[QueueMessage]:
 def partial_batch_response(failed: Iterable[QueueMessage]) -> dict[str, Any]:
     """The answer that sends only the failed messages back to the queue (`ReportBatchItemFailures`)."""
     return {"batchItemFailures": [{"itemIdentifier": message.message_id} for message in failed]}
+
+
+def process_queue_batch(
+    messages: Sequence[QueueMessage],
+    handle: Callable[[QueueMessage], None],
+    on_failure: Callable[[QueueMessage], None],
+) -> dict[str, Any]:
+    """Handle each message; only the ones that raised go back to the queue (and, after
+    maxReceiveCount, to the DLQ), the rest of the batch is done. `on_failure` runs inside the
+    `except`, so it can log the exception. A batch whose every message failed raises QueueBatchFailed."""
+    failed = []
+    for message in messages:
+        try:
+            handle(message)
+        except Exception:
+            on_failure(message)
+            failed.append(message)
+    if failed and len(failed) == len(messages):
+        raise QueueBatchFailed(f"all {len(messages)} messages of the batch failed")
+    return partial_batch_response(failed)

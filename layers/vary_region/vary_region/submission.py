@@ -212,8 +212,14 @@ class JobSubmitter:
             # BaseException such as SystemExit leaves the claim too; the reconciler ends the job later.)
             logger.exception("unexpected error during submission; treated as ambiguous, not resending")
             return self._record_ambiguous(job_id, token, f"unexpected {type(exc).__name__} during submission")
-        self._store.mark_submitted(job_id, token, task_id, self._clock())
-        logger.append_keys(task_id=task_id)
+        logger.append_keys(task_id=task_id)  # from here on, every line (an error too) names the paid task
+        try:
+            recorded = self._store.mark_submitted(job_id, token, task_id, self._clock())
+        except Exception:
+            logger.exception("the paid task could not be recorded on the job; its webhook can still complete it")
+            raise
+        if not recorded:
+            logger.error("the paid task could not be recorded on the job; its webhook can still complete it")
         logger.info("job submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
 
