@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from PIL import Image
-from vary_region.webhook_token import webhook_token
+from vary_region.provider.webhook_token import webhook_token
 
 FINAL_STATUSES = ("COMPLETED", "FAILED", "REJECTED")
 

@@ -39,7 +39,7 @@ def new_job_id(now: datetime | None = None) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    """The pipeline's rule: any printable name without a slash (see vary_region.job_keys)."""
+    """The pipeline's rule: any printable name without a slash (see vary_region.intake.job_keys)."""
     if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", ".."):
         raise CliError(f"invalid job id {job_id!r}: use 1..{MAX_JOB_ID_CHARS} printable characters")
     if "/" in job_id or any(unicodedata.category(ch).startswith("C") for ch in job_id):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
-from vary_region.mask import MAX_SIDE, MIN_SIDE, sniff_media_type
+from vary_region.intake.mask import MAX_SIDE, MIN_SIDE, sniff_media_type
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit
 

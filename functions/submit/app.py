@@ -6,6 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
+from vary_region.intake.s3_notifications import uploaded_keys
+from vary_region.intake.submission import SubmitOutcome
 from vary_region.lambda_events import (
     QueueMessage,
     is_sqs_batch,
@@ -14,9 +16,7 @@ from vary_region.lambda_events import (
     queue_messages,
 )
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.s3_notifications import uploaded_keys
 from vary_region.settings import get_settings
-from vary_region.submission import SubmitOutcome
 
 settings = get_settings()
 submitter = wiring.job_submitter(settings)

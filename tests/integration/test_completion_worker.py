@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from vary_region.errors import JobError, Stage
-from vary_region.job_files import JobFiles
-from vary_region.task_store import TaskStore
+from vary_region.intake.job_files import JobFiles
+from vary_region.jobs.task_store import TaskStore
 
 from tests.builders import (
     ProviderRecorder,
@@ -100,9 +100,9 @@ def test_given_head_object_not_found_then_the_document_is_missing(code):
 def test_given_fetch_answers_about_another_task_then_the_job_is_not_completed_with_that_result(
     stack, sim, s3, table, bucket, monkeypatch
 ):
-    from vary_region.completion import UpdateOutcome
-    from vary_region.completion_queue import CompletionRequest
-    from vary_region.task_result import parse_task_result
+    from vary_region.jobs.completion_queue import CompletionRequest
+    from vary_region.provider.task_result import parse_task_result
+    from vary_region.results.completion import UpdateOutcome
 
     other = start_job_in_flight(s3, bucket, table, sim, prefix="other-task")
     job = start_job_in_flight(s3, bucket, table, sim, prefix="asks-fetch")

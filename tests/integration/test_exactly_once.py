@@ -20,13 +20,13 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.api_key import api_key_reader
-from vary_region.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.errors import JobError, RequestNotSent, Stage
-from vary_region.job_files import JobFiles
+from vary_region.intake.job_files import JobFiles
+from vary_region.intake.submission import JobSubmitter, SubmitOutcome
+from vary_region.jobs.task_store import TaskStore
+from vary_region.provider.api_key import api_key_reader
+from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.settings import Settings, get_settings
-from vary_region.submission import JobSubmitter, SubmitOutcome
-from vary_region.task_store import TaskStore
 from vary_region_local.stack import table_definition
 
 from tests.builders import (

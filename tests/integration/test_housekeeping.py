@@ -12,11 +12,11 @@ from typing import Any
 
 import boto3
 from vary_region.errors import JobError, Stage
-from vary_region.image_copier import ImageCopier
-from vary_region.job_files import JobFiles
-from vary_region.reconcile import Reconciler
+from vary_region.intake.job_files import JobFiles
+from vary_region.jobs.reconcile import Reconciler
+from vary_region.jobs.task_store import TaskStore
+from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
-from vary_region.task_store import TaskStore
 
 from tests.builders import get_job, mask_png, new_job_id, settle_stack, upload_job, wait_for_status
 
@@ -138,7 +138,7 @@ def test_a_gzip_encoded_image_is_stored_decoded(stack, s3, bucket):
 
 
 def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, table):
-    from vary_region.apiframe import ApiframeClient, RetryPolicy
+    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
 
     seven_hours_ago = datetime.now(UTC) - timedelta(hours=7)
     reconciler, store = reconciler_at(stack, datetime.now(UTC))

@@ -14,7 +14,7 @@ import boto3
 import pytest
 import requests
 from vary_region.errors import ImageCopyError, UnsafeImageUrl
-from vary_region.image_copier import ImageCopier
+from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
 from tests.builders import (

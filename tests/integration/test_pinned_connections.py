@@ -17,9 +17,9 @@ import boto3
 import pytest
 import requests
 from vary_region.errors import ImageCopyError, UnsafeImageUrl
-from vary_region.image_copier import ImageCopier
+from vary_region.results.image_copier import ImageCopier
+from vary_region.results.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
-from vary_region.url_policy import IPAddress, is_public_address
 
 from tests.builders import keys_under, new_job_id
 from tests.unit.test_pinned_http import NAME, LocalHost, local_hosts, self_signed, server_context

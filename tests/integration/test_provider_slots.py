@@ -9,8 +9,8 @@ from typing import Any
 import boto3
 import pytest
 from vary_region.errors import JobError, Stage
-from vary_region.submission import SubmitOutcome, SubmitResult
-from vary_region.task_store import ProviderBusy, TaskStore
+from vary_region.intake.submission import SubmitOutcome, SubmitResult
+from vary_region.jobs.task_store import ProviderBusy, TaskStore
 
 from tests.builders import (
     get_job,

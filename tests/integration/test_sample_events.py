@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from vary_region.task_store import TaskStore
-from vary_region.webhook_auth import hash_webhook_secret
+from vary_region.jobs.task_store import TaskStore
+from vary_region.provider.webhook_auth import hash_webhook_secret
 
 from tests.builders import get_job
 

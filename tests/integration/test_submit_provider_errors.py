@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from vary_region.errors import JobError, Stage
-from vary_region.task_store import TaskStore
+from vary_region.jobs.task_store import TaskStore
 
 from tests.builders import (
     fail_error_json_write_once,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-import vary_region.apiframe as apiframe
+import vary_region.provider.apiframe as apiframe
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -17,9 +17,9 @@ from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
 )
-from vary_region.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
-from vary_region.task_result import TaskState
+from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
+from vary_region.provider.task_result import TaskState
 
 BASE = "https://api.apiframe.test"
 KEY = "sk-raw-api-key-123"

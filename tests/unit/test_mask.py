@@ -10,8 +10,8 @@ import zlib
 import pytest
 from PIL import Image
 from vary_region.errors import JobRejected
-from vary_region.job_spec import parse_mask_data_url
-from vary_region.mask import validate_mask
+from vary_region.intake.job_spec import parse_mask_data_url
+from vary_region.intake.mask import validate_mask
 
 from tests.builders import mask_image, mask_png
 

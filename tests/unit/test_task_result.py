@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vary_region.task_result import MalformedTaskPayload, TaskState, parse_task_result
+from vary_region.provider.task_result import MalformedTaskPayload, TaskState, parse_task_result
 
 GRID = "https://cdn.apiframe.pro/images/29e9-grid.png"
 IMAGES = [f"https://cdn.apiframe.pro/images/29e9-{i}.png" for i in range(1, 5)]

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 from vary_region.errors import UnsafeImageUrl
+from vary_region.results.url_policy import CheckedUrl, check_image_url, is_public_address
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
-from vary_region.url_policy import CheckedUrl, check_image_url, is_public_address
 
 DEFAULT_ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
 PUBLIC_V4 = "104.18.20.35"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vary_region.webhook_auth import SharedSecretVerifier, hash_webhook_secret, new_webhook_secret
+from vary_region.provider.webhook_auth import SharedSecretVerifier, hash_webhook_secret, new_webhook_secret
 
 verifier = SharedSecretVerifier()
 BODY = b'{"task_id": "t1", "status": "processing", "percentage": "40"}'

@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from vary_region.api_key import api_key_reader
-from vary_region.apiframe import ApiframeClient, RetryPolicy
-from vary_region.job_files import JobFiles
+from vary_region.intake.job_files import JobFiles
+from vary_region.jobs.task_store import TaskStore
+from vary_region.provider.api_key import api_key_reader
+from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
 from vary_region.settings import Settings, SettingsError
-from vary_region.task_store import TaskStore
 
 if TYPE_CHECKING:
-    from vary_region.completion import JobCompleter
-    from vary_region.completion_queue import CompletionQueue
-    from vary_region.reconcile import Reconciler
-    from vary_region.submission import JobSubmitter
-    from vary_region.webhook import WebhookReceiver
+    from vary_region.intake.submission import JobSubmitter
+    from vary_region.jobs.completion_queue import CompletionQueue
+    from vary_region.jobs.reconcile import Reconciler
+    from vary_region.jobs.webhook import WebhookReceiver
+    from vary_region.results.completion import JobCompleter
 
 # Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
 _AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=20)
@@ -72,8 +72,8 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
 
 
 def job_submitter(settings: Settings) -> JobSubmitter:
-    from vary_region.held_jobs import HeldJobQueue
-    from vary_region.submission import JobSubmitter
+    from vary_region.intake.held_jobs import HeldJobQueue
+    from vary_region.intake.submission import JobSubmitter
 
     hold = None
     if settings.submit_queue_url:
@@ -88,7 +88,7 @@ def sqs_client() -> Any:
 
 
 def completion_queue(settings: Settings) -> CompletionQueue:
-    from vary_region.completion_queue import CompletionQueue
+    from vary_region.jobs.completion_queue import CompletionQueue
 
     if not settings.completion_queue_url:
         raise SettingsError("environment variable COMPLETION_QUEUE_URL is required")
@@ -96,8 +96,8 @@ def completion_queue(settings: Settings) -> CompletionQueue:
 
 
 def job_completer(settings: Settings) -> JobCompleter:
-    from vary_region.completion import JobCompleter
-    from vary_region.image_copier import ImageCopier
+    from vary_region.results.completion import JobCompleter
+    from vary_region.results.image_copier import ImageCopier
 
     s3 = s3_client()
     copier = ImageCopier(
@@ -115,13 +115,13 @@ def job_completer(settings: Settings) -> JobCompleter:
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:
-    from vary_region.webhook import WebhookReceiver
+    from vary_region.jobs.webhook import WebhookReceiver
 
     return WebhookReceiver(task_store(settings), completion_queue(settings))
 
 
 def reconciler(settings: Settings) -> Reconciler:
-    from vary_region.reconcile import Reconciler
+    from vary_region.jobs.reconcile import Reconciler
 
     files = JobFiles(s3_client(), settings.jobs_bucket)
     return Reconciler(settings, task_store(settings), files, apiframe_client(settings), completion_queue(settings))

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from vary_region.job_keys import InboxObject, InboxObjectKind, job_prefix, parse_inbox_key
+from vary_region.intake.job_keys import InboxObject, InboxObjectKind, job_prefix, parse_inbox_key
 
 
 @dataclass(frozen=True)

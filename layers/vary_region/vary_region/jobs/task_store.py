@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vary_region.errors import JobError, Stage
-from vary_region.job import Job, JobStatus, timestamp
+from vary_region.jobs.job import Job, JobStatus, timestamp
 
 # Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
 # of a few shards, so no single index partition takes every open job's writes (each progress update

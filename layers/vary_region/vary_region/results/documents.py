@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import JobError
-from vary_region.job import Job, JobStatus, parse_timestamp
-from vary_region.job_files import JobFiles
-from vary_region.job_keys import ResultKeys
+from vary_region.intake.job_files import JobFiles
+from vary_region.intake.job_keys import ResultKeys
+from vary_region.jobs.job import Job, JobStatus, parse_timestamp
 
 if TYPE_CHECKING:  # the submit function never copies images: its cold start skips the copier
-    from vary_region.image_copier import CopiedImage
+    from vary_region.results.image_copier import CopiedImage
 
 
 def write_error(files: JobFiles, keys: ResultKeys, job_id: str, status: str, error: JobError) -> None:

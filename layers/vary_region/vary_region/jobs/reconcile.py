@@ -10,17 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from vary_region.apiframe import FETCH_MANY_LIMIT, ApiframeClient
-from vary_region.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, Stage
-from vary_region.job import Job, parse_timestamp, utc_now
-from vary_region.job_files import JobFiles
-from vary_region.job_keys import ResultKeys
+from vary_region.intake.job_files import JobFiles
+from vary_region.intake.job_keys import ResultKeys
+from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
+from vary_region.jobs.job import Job, parse_timestamp, utc_now
+from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.results import write_error
+from vary_region.provider.apiframe import FETCH_MANY_LIMIT, ApiframeClient
+from vary_region.provider.task_result import TaskResult, TaskState
+from vary_region.results.documents import write_error
 from vary_region.settings import Settings
-from vary_region.task_result import TaskResult, TaskState
-from vary_region.task_store import TaskStore
 
 # Enough for one Fetch batch (its retries included) and the writes it leads to.
 _TIME_FOR_A_BATCH = 25.0

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from vary_region.apiframe import ApiframeClient, InpaintRequest
 from vary_region.errors import (
     JobError,
     JobRejected,
@@ -25,17 +24,18 @@ from vary_region.errors import (
     Stage,
     SubmissionAmbiguous,
 )
-from vary_region.job import Job, JobStatus, utc_now
-from vary_region.job_files import JobFiles, job_file_kinds
-from vary_region.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
-from vary_region.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
-from vary_region.mask import Mask, normalise_media_type, validate_mask
+from vary_region.intake.job_files import JobFiles, job_file_kinds
+from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
+from vary_region.intake.mask import Mask, normalise_media_type, validate_mask
+from vary_region.jobs.job import Job, JobStatus, utc_now
+from vary_region.jobs.task_store import ProviderBusy, TaskStore
 from vary_region.observability import logger, tracer
-from vary_region.results import ensure_error_document, write_error
+from vary_region.provider.apiframe import ApiframeClient, InpaintRequest
+from vary_region.provider.webhook_auth import hash_webhook_secret, new_webhook_secret
+from vary_region.provider.webhook_token import webhook_token
+from vary_region.results.documents import ensure_error_document, write_error
 from vary_region.settings import Settings
-from vary_region.task_store import ProviderBusy, TaskStore
-from vary_region.webhook_auth import hash_webhook_secret, new_webhook_secret
-from vary_region.webhook_token import webhook_token
 
 
 class SubmitOutcome(StrEnum):

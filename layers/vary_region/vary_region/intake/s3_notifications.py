@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from vary_region.held_jobs import held_job_key
+from vary_region.intake.held_jobs import held_job_key
 
 
 def uploaded_keys(notification: Any) -> list[str]:

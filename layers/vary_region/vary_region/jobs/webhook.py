@@ -14,14 +14,14 @@ from datetime import datetime
 from enum import StrEnum
 from urllib.parse import unquote
 
-from vary_region.completion_queue import CompletionQueue, CompletionRequest
-from vary_region.job import Job, utc_now
-from vary_region.job_keys import is_valid_job_id
+from vary_region.intake.job_keys import is_valid_job_id
+from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
+from vary_region.jobs.job import Job, utc_now
+from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import logger
-from vary_region.task_result import MalformedTaskPayload, TaskState, parse_task_result
-from vary_region.task_store import TaskStore
-from vary_region.webhook_auth import SharedSecretVerifier, WebhookVerifier
-from vary_region.webhook_token import job_id_from_token
+from vary_region.provider.task_result import MalformedTaskPayload, TaskState, parse_task_result
+from vary_region.provider.webhook_auth import SharedSecretVerifier, WebhookVerifier
+from vary_region.provider.webhook_token import job_id_from_token
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 

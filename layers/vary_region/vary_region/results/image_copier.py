@@ -18,13 +18,20 @@ from boto3.s3.transfer import TransferConfig
 
 from vary_region.errors import ImageCopyError
 from vary_region.observability import traced_http_session, tracer
+from vary_region.results.url_policy import (
+    AddressRule,
+    CheckedUrl,
+    Resolver,
+    check_image_url,
+    is_public_address,
+    resolve_host,
+)
 from vary_region.settings import ImageOrigin
-from vary_region.url_policy import AddressRule, CheckedUrl, Resolver, check_image_url, is_public_address, resolve_host
 
 if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
     import requests
 
-    from vary_region.pinned_http import PinnedAddressAdapter
+    from vary_region.results.pinned_http import PinnedAddressAdapter
 
 # One socket read at most per sub-read: the deadline is looked at between them, so a host that
 # trickles bytes cannot hold a copy much past its limit however much s3transfer asks for at once.
@@ -142,7 +149,7 @@ class ImageCopier:
 
     @functools.cached_property
     def _transport(self) -> tuple[requests.Session, PinnedAddressAdapter]:
-        from vary_region.pinned_http import PinnedAddressAdapter
+        from vary_region.results.pinned_http import PinnedAddressAdapter
 
         session = self._given_session or traced_http_session()
         # Mounted on a given session too: no download may connect to an address nobody checked.

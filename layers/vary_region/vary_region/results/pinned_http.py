@@ -23,7 +23,7 @@ from requests.utils import select_proxy
 from urllib3.connectionpool import HTTPConnectionPool
 
 from vary_region.errors import UnsafeImageUrl
-from vary_region.url_policy import CheckedUrl
+from vary_region.results.url_policy import CheckedUrl
 
 
 class PinnedAddressAdapter(HTTPAdapter):

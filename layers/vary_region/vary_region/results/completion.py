@@ -14,18 +14,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from vary_region.apiframe import ApiframeClient
-from vary_region.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.errors import ImageCopyError, JobError, ProviderRejected, ProviderUnavailable, Stage
-from vary_region.image_copier import ImageCopier
-from vary_region.job import Job, parse_timestamp, timestamp, utc_now
-from vary_region.job_files import JobFiles
-from vary_region.job_keys import ResultKeys
+from vary_region.intake.job_files import JobFiles
+from vary_region.intake.job_keys import ResultKeys
+from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
+from vary_region.jobs.job import Job, parse_timestamp, timestamp, utc_now
+from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.results import ensure_error_document, result_document, write_error
+from vary_region.provider.apiframe import ApiframeClient
+from vary_region.provider.task_result import TaskResult, TaskState
+from vary_region.results.documents import ensure_error_document, result_document, write_error
+from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import Settings
-from vary_region.task_result import TaskResult, TaskState
-from vary_region.task_store import TaskStore
 
 # Longer than the completion function's timeout: a lease outlives only a copier that died.
 COPY_LEASE_SECONDS = 180

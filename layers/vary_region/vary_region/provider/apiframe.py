@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
 from vary_region.observability import traced_http_session, tracer
-from vary_region.task_result import TaskResult, parse_task_result
+from vary_region.provider.task_result import TaskResult, parse_task_result
 
 if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
     import requests
