@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STACK_FILE = Path(".local") / "stack.json"
+MAX_STACK_FILE_BYTES = 1024 * 1024  # a stack file is a few hundred bytes; never read a device for ever
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto takes any
 STACK_FILE_KEYS = ("aws_endpoint_url", "region", "bucket", "table")
 
@@ -47,14 +48,15 @@ class Target:
     stack_file: Path | None = None
     stack_name: str | None = None
     stack_info: dict[str, Any] = field(default_factory=dict)
+    searched_from: Path | None = None  # where the search for .local/stack.json started, when it found none
 
     def require_bucket(self) -> str:
         if not self.bucket:
             self._from_cloudformation()
         if not self.bucket:
             raise CliError(
-                "no bucket configured: pass --bucket (or set VARY_REGION_BUCKET), --stack-name, "
-                "or start the local stack (`make local`) and use --local"
+                "no bucket configured: pass --bucket (or set VARY_REGION_BUCKET) or --stack-name, "
+                f"or start the local stack (`make local`){self._search_note()}"
             )
         return self.bucket
 
@@ -63,10 +65,15 @@ class Target:
             self._from_cloudformation()
         if not self.table:
             raise CliError(
-                "no table configured: pass --table (or set VARY_REGION_TABLE), --stack-name, "
-                "or start the local stack (`make local`) and use --local"
+                "no table configured: pass --table (or set VARY_REGION_TABLE) or --stack-name, "
+                f"or start the local stack (`make local`){self._search_note()}"
             )
         return self.table
+
+    def _search_note(self) -> str:
+        if self.searched_from is None:
+            return ""
+        return f" ({not_found_note(self.searched_from)}; --stack-file FILE names a local stack's file)"
 
     @property
     def where(self) -> str:
@@ -121,14 +128,37 @@ def settings_from_env(settings: Settings, environ: Mapping[str, str] = os.enviro
     return settings
 
 
-def resolve(settings: Settings) -> Target:
+def find_stack_file(start: Path) -> Path | None:
+    """The nearest .local/stack.json in `start` or one of its parents, as git finds .git: the CLI
+    then works from any folder of the repository that runs `make local`."""
+    for folder in (start, *start.parents):
+        candidate = folder / DEFAULT_STACK_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def not_found_note(start: Path) -> str:
+    return f"no {DEFAULT_STACK_FILE} in {start} or any folder above it"
+
+
+def resolve(settings: Settings, cwd: Path | None = None) -> Target:
     """--local or --stack-file: use the local stack. Neither, and no bucket, table, stack name or
-    endpoint from anywhere: use the local stack if its stack.json exists. Otherwise: AWS (or --endpoint-url)."""
-    stack_file = settings.stack_file or DEFAULT_STACK_FILE
+    endpoint from anywhere: use the local stack if a .local/stack.json is found (here or in a
+    parent folder). Otherwise: AWS (or --endpoint-url)."""
+    start = (cwd or Path.cwd()).resolve()
     explicitly_local = settings.local or settings.stack_file is not None
     chose_aws = any((settings.bucket, settings.table, settings.stack_name, settings.endpoint_url))
-    use_local = explicitly_local or (not chose_aws and stack_file.is_file())
-    if not use_local:
+    stack_file = settings.stack_file
+    if stack_file is None and (explicitly_local or not chose_aws):
+        stack_file = find_stack_file(start)
+        if stack_file is None and explicitly_local:
+            raise CliError(
+                f"no local stack: {not_found_note(start)} (start one with `make local` in the repository, "
+                "or name its stack file with --stack-file FILE)"
+            )
+    use_local = explicitly_local or (not chose_aws and stack_file is not None)
+    if not use_local or stack_file is None:
         return Target(
             bucket=settings.bucket,
             table=settings.table,
@@ -137,6 +167,7 @@ def resolve(settings: Settings) -> Target:
             profile=settings.profile,
             local=False,
             stack_name=settings.stack_name,
+            searched_from=None if chose_aws else start,
         )
     info = load_stack_file(stack_file)
     return Target(
@@ -152,13 +183,33 @@ def resolve(settings: Settings) -> Target:
 
 
 def load_stack_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    """The local stack's description, or a CliError that says what is wrong with the file."""
+    if not path.exists():
         raise CliError(f"no local stack: {path} does not exist (start one with `make local` or `vary-region-local`)")
+    expected = f"expected the JSON that `make local` writes to {DEFAULT_STACK_FILE}"
+    if path.is_dir():
+        raise CliError(f"{path} is a folder, not a local stack file ({expected})")
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CliError(f"cannot read the local stack file {path}: {exc}") from None
-    missing = [key for key in STACK_FILE_KEYS if not isinstance(info, dict) or not info.get(key)]
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_STACK_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the local stack file {path}: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise CliError(f"{path} is not a local stack file: it is empty ({expected})")
+    if len(raw) > MAX_STACK_FILE_BYTES:
+        raise CliError(f"{path} is not a local stack file: it is larger than {MAX_STACK_FILE_BYTES} bytes ({expected})")
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not a local stack file: it is not UTF-8 text ({expected})") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{path} is not a local stack file: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; "
+            f"{expected})"
+        ) from None
+    if not isinstance(info, dict):
+        raise CliError(f"{path} is not a local stack file: it holds a JSON {type(info).__name__}, not an object")
+    missing = [key for key in STACK_FILE_KEYS if not info.get(key)]
     if missing:
-        raise CliError(f"the local stack file {path} lacks {', '.join(missing)}")
+        raise CliError(f"the local stack file {path} lacks {', '.join(missing)} ({expected})")
     return info

@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
+from vary_region.intake.job_keys import MASK_EXTENSIONS
+
 from vary_region_cli.config import CliError, Target
 from vary_region_cli.masks import EXTENSIONS, data_url
 
@@ -27,6 +29,21 @@ INBOX = "inbox/"
 RESULTS = "results/"
 FINAL = ("COMPLETED", "FAILED", "REJECTED")
 MAX_JOB_ID_CHARS = 200
+# The pipeline's bookkeeping on a job's item (claims, leases, slots, index keys, TTL, the webhook
+# secret's hash): nothing a user acts on, and nothing a shared screenshot should show. `status --raw` has it.
+INTERNAL_FIELDS = frozenset(
+    {
+        "active",
+        "copy_lease",
+        "copy_lease_until",
+        "created_day",
+        "expires_at",
+        "holds_slot",
+        "submit_claim",
+        "submit_claimed_at",
+        "webhook_secret_hash",
+    }
+)
 
 
 # --- job ids ---------------------------------------------------------------------------------
@@ -133,6 +150,30 @@ def require_item(target: Target, job_id: str) -> dict[str, Any]:
     return item
 
 
+def public_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """The item as a user reads it: without the pipeline's bookkeeping."""
+    return {name: value for name, value in item.items() if name not in INTERNAL_FIELDS}
+
+
+def waiting_for(target: Target, job_id: str, item: dict[str, Any] | None) -> str | None:
+    """What a RECEIVED job waits for when one of its two files is missing from its inbox folder
+    (the pipeline starts a job only when both are there), or None."""
+    if item is None or item.get("status") != "RECEIVED" or not target.bucket:
+        return None
+    prefix = f"{INBOX}{job_id}/"
+    page = target.s3.list_objects_v2(Bucket=target.bucket, Prefix=prefix, MaxKeys=100)
+    names = {o["Key"][len(prefix) :] for o in page.get("Contents", [])}
+    has_spec = "job.json" in names
+    has_mask = any(
+        stem == "mask" and ext.lower() in MASK_EXTENSIONS for stem, _, ext in (n.rpartition(".") for n in names)
+    )
+    if has_spec and not has_mask:
+        return f"waiting for the mask file {prefix}mask.({'|'.join(MASK_EXTENSIONS)})"
+    if has_mask and not has_spec:
+        return f"waiting for the job file {prefix}job.json"
+    return None
+
+
 def plain(value: Any) -> Any:
     """DynamoDB numbers come back as Decimal, sets as sets: make them JSON-ready."""
     if isinstance(value, Decimal):
@@ -188,6 +229,7 @@ class WatchResult:
     status: str  # a final status, or "TIMEOUT"
     item: dict[str, Any] | None
     elapsed: float
+    waiting_for: str | None = None  # at a timeout: the file a RECEIVED job still waits for
 
 
 def progress_bar(percentage: float, width: int = 24) -> str:
@@ -195,7 +237,7 @@ def progress_bar(percentage: float, width: int = 24) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def status_line(item: dict[str, Any] | None, elapsed: float) -> str:
+def status_line(item: dict[str, Any] | None, elapsed: float, waiting: str | None = None) -> str:
     if item is None:
         return f"{progress_bar(0)}    -  WAITING     {elapsed:5.1f}s  (the pipeline has not picked the job up yet)"
     status = str(item.get("status", "?"))
@@ -205,6 +247,8 @@ def status_line(item: dict[str, Any] | None, elapsed: float) -> str:
     task = f"  task {item['task_id']}" if item.get("task_id") else ""
     error = item.get("error") if isinstance(item.get("error"), dict) else {}
     note = f"  (needs attention: {error.get('code')})" if item.get("needs_attention") and error else ""
+    if waiting:
+        note += f"  ({waiting})"
     return f"{progress_bar(pct_value)} {pct_text}  {status:<10}  {elapsed:5.1f}s{task}{note}"
 
 
@@ -225,6 +269,7 @@ def watch_job(
     started = clock()
     shown: object = object()  # the (status, percentage) last printed; nothing printed yet
     inbox_checked = False
+    waiting: str | None = None
     while True:
         item = get_item(target, job_id)
         elapsed = clock() - started
@@ -235,8 +280,10 @@ def watch_job(
                     f"job {job_id!r} not found: no item in table {target.table} "
                     f"and nothing under s3://{target.bucket}/{INBOX}"
                 )
-        line = status_line(item, elapsed)
         state = None if item is None else (item.get("status"), item.get("percentage"))
+        if state != shown:  # one inbox listing per change of state, not per poll
+            waiting = waiting_for(target, job_id, item)
+        line = status_line(item, elapsed, waiting)
         final = item is not None and item.get("status") in FINAL
         if tty:
             columns = shutil.get_terminal_size((100, 20)).columns
@@ -253,7 +300,7 @@ def watch_job(
         if timeout is not None and elapsed >= timeout:
             if tty:
                 out.write("\n")
-            return WatchResult("TIMEOUT", item, elapsed)
+            return WatchResult("TIMEOUT", item, elapsed, waiting_for(target, job_id, item))
         sleep(interval if timeout is None else max(0.0, min(interval, timeout - elapsed)))
 
 
@@ -276,7 +323,11 @@ def download_results(target: Target, job_id: str, out_dir: Path) -> list[Path]:
     if item is not None and item.get("status") not in FINAL:
         # Result images are copied before the job completes: never hand out half a result.
         pct = f" {item['percentage']}%" if item.get("percentage") is not None else ""
-        raise CliError(f"job {job_id!r} has no results yet (status {item.get('status')}{pct})")
+        waiting = waiting_for(target, job_id, item)
+        raise CliError(
+            f"job {job_id!r} has no results yet (status {item.get('status')}{pct})"
+            + (f", {waiting}" if waiting else "")
+        )
     keys = result_keys(target, job_id)
     if not keys:
         if item is not None:

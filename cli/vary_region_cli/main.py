@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,13 +50,14 @@ def _global_options(defaults: bool) -> _Parser:
         action="store_true",
         default=False if defaults else argparse.SUPPRESS,
         help="use the local stack (`make local`) described by the stack file; also the default when "
-        "no bucket, table, stack name or endpoint is given and .local/stack.json exists",
+        "no bucket, table, stack name or endpoint is given and a .local/stack.json is found",
     )
     group.add_argument(
         "--stack-file",
         type=Path,
         default=default,
-        help="the local stack's stack.json (default .local/stack.json); implies --local",
+        help="the local stack's stack.json (default: the nearest .local/stack.json in this folder or a "
+        "parent folder); implies --local",
     )
     return parent
 
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--inline", action="store_true", help="upload one inbox/<job-id>.json carrying the mask as a data URL"
     )
-    submit.set_defaults(handler=cmd_submit)
+    submit.set_defaults(handler=cmd_submit, command_parser=submit)
 
     watch = commands.add_parser(
         "watch",
@@ -108,14 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("job_id", metavar="JOB_ID")
     watch.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (default: never)")
     watch.add_argument("--interval", type=float, default=0.5, metavar="S", help="poll every S seconds (0.5)")
-    watch.set_defaults(handler=cmd_watch)
+    watch.set_defaults(handler=cmd_watch, command_parser=watch)
 
-    get = commands.add_parser("get", parents=common, help="download results/<job-id>/ into DIR/<job-id>/")
+    get = commands.add_parser(
+        "get",
+        parents=common,
+        help="download results/<job-id>/ into DIR/<job-id>/",
+        description="Download a finished job's results/<job-id>/ (images and result.json, or error.json) "
+        "into DIR/<job-id>/ and print each file's path.",
+    )
     get.add_argument("job_id", metavar="JOB_ID")
     get.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="default: the current directory")
-    get.set_defaults(handler=cmd_get)
+    get.set_defaults(handler=cmd_get, command_parser=get)
 
-    listing = commands.add_parser("list", parents=common, help="recent jobs, newest first")
+    listing = commands.add_parser(
+        "list",
+        parents=common,
+        help="recent jobs, newest first",
+        description="Show the most recent jobs, newest first: id, status, percentage, creation time, task id.",
+    )
     listing.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (20)")
     listing.add_argument(
         "--status",
@@ -123,12 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["RECEIVED", "SUBMITTED", "PROCESSING", "COMPLETED", "FAILED", "REJECTED"],
         help="only jobs in this state",
     )
-    listing.set_defaults(handler=cmd_list)
+    listing.set_defaults(handler=cmd_list, command_parser=listing)
 
-    status = commands.add_parser("status", parents=common, help="the job's DynamoDB item as JSON")
+    status = commands.add_parser(
+        "status",
+        parents=common,
+        help="the job's DynamoDB item as JSON",
+        description="Print the job's DynamoDB item as JSON, without the pipeline's bookkeeping "
+        "(claims, leases, index keys, TTL, the webhook secret's hash) unless --raw.",
+    )
     status.add_argument("job_id", metavar="JOB_ID")
-    status.set_defaults(handler=cmd_status)
+    status.add_argument("--raw", action="store_true", help="the whole item, bookkeeping included")
+    status.set_defaults(handler=cmd_status, command_parser=status)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Like parse_args, but an unknown option is reported with the usage of the command it was
+    given to, not the top-level usage (argparse leaves unknown arguments to the top parser)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -181,13 +211,15 @@ def cmd_watch(args: argparse.Namespace, target: Target) -> int:
     item = result.item or {}
     if result.status == "TIMEOUT":
         where = f"still {item.get('status')}" if item else "not picked up by the pipeline yet"
+        if result.waiting_for:
+            where += f", {result.waiting_for}"
         print(f"timed out after {result.elapsed:.0f}s: job {args.job_id} is {where}", flush=True)
         return EXIT_TIMEOUT
     if result.status == "COMPLETED":
         images = (item.get("result") or {}).get("images") or {}
         count = f"{len(images)} images" if images else "results"
         where = f"s3://{target.bucket}/{jobs.RESULTS}{args.job_id}/"
-        print(f"COMPLETED: {count} in {where} (download: {PROG} get {args.job_id})", flush=True)
+        print(f"COMPLETED: {count} in {where} (download: {PROG} get {shlex.quote(args.job_id)})", flush=True)
         return EXIT_OK
     error = item.get("error") or {}
     stage = f" [stage: {error['stage']}]" if error.get("stage") else ""
@@ -228,7 +260,11 @@ def cmd_list(args: argparse.Namespace, target: Target) -> int:
 def cmd_status(args: argparse.Namespace, target: Target) -> int:
     jobs.check_job_id(args.job_id)
     item = jobs.require_item(target, args.job_id)
-    print(json.dumps(item, indent=2, sort_keys=True, ensure_ascii=False), flush=True)
+    shown = item if args.raw else jobs.public_fields(item)
+    print(json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False), flush=True)
+    waiting = jobs.waiting_for(target, args.job_id, item)
+    if waiting:
+        _note(f"job {args.job_id} is {item.get('status')}: {waiting}")
     return EXIT_OK
 
 
@@ -240,7 +276,7 @@ def _note(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     settings = Settings(
         bucket=args.bucket,
         table=args.table,

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
-from vary_region.intake.mask import MAX_SIDE, MIN_SIDE, sniff_media_type
+from vary_region.errors import JobRejected
+from vary_region.intake.mask import MAX_SIDE, MIN_SIDE, validate_mask
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit
 
@@ -55,15 +56,16 @@ def _ints(text: str, count: int, shape: str) -> list[int]:
 
 
 def check_mask_file(data: bytes, name: str) -> str:
-    """Return the mask's media type, or raise MaskError for what the pipeline would reject anyway."""
-    if not data:
-        raise MaskError(f"{name} is empty")
-    if len(data) > MAX_MASK_BYTES:
-        raise MaskError(f"{name} is {len(data)} bytes; masks are limited to {MAX_MASK_BYTES} bytes")
-    media_type = sniff_media_type(data)
-    if media_type is None:
-        raise MaskError(f"{name} is not a PNG, JPEG or WebP image")
-    return media_type
+    """Return the mask's media type, or raise MaskError for what the pipeline would reject anyway:
+    its own check (type, size, truncation, a PNG that selects nothing), run before any upload."""
+    try:
+        mask = validate_mask(data, None, MAX_MASK_BYTES)
+    except JobRejected as exc:
+        hint = "; white marks the region to redraw, on black" if exc.error.code == "MASK_BLANK" else ""
+        raise MaskError(
+            f"{name}: {exc.error.message} (the pipeline would reject the job as {exc.error.code}{hint})"
+        ) from None
+    return mask.media_type
 
 
 def rectangle_mask_png(size: tuple[int, int], rects: Sequence[Rect]) -> bytes:

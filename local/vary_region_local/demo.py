@@ -3,8 +3,8 @@
 Starts the local stack as a separate process (`python -m vary_region_local.stack`, log in
 .local/stack.log), then uses only the `vary-region` CLI (S3 and DynamoDB over HTTP) to submit a job
 with a rectangle mask, watch it, and download the results into demo-output/<job-id>/. It also saves
-the simulator's parent picture as parent.png, checks that only the masked rectangle changed, and
-stops the stack again, also when something fails.
+the mask it sent as mask.png and the simulator's parent picture as parent.png, checks that only the
+masked rectangle changed, and stops the stack again, also when something fails.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from vary_region_cli import main as cli
-from vary_region_cli.jobs import RESULTS
+from vary_region_cli.config import Settings, resolve
+from vary_region_cli.jobs import INBOX, RESULTS
 from vary_region_cli.masks import Rect
 
 from vary_region_local.process import STACK_START_TIMEOUT, StackProcess, StackProcessError, read_stack_file
@@ -118,6 +119,12 @@ def download(url: str, path: Path) -> None:
         path.write_bytes(response.read())
 
 
+def save_sent_mask(stack_file: Path, job_id: str, path: Path) -> None:
+    """The mask exactly as `submit` uploaded it (the pipeline leaves inbox/ as it is)."""
+    target = resolve(Settings(local=True, stack_file=stack_file))
+    target.s3.download_file(target.require_bucket(), f"{INBOX}{job_id}/mask.png", str(path))
+
+
 def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
     started = time.monotonic()
     stack = LocalStackProcess(state_dir)
@@ -171,6 +178,9 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
         parent_path = folder / "parent.png"
         download(f"{info['apiframe_base_url']}/images/{quote(PARENT_TASK_ID, safe='')}/parent.png", parent_path)
         print(f"{shown_path(parent_path)}    <- the parent picture, from the simulator")
+        mask_path = folder / "mask.png"
+        save_sent_mask(stack.stack_file, job_id, mask_path)
+        print(f"{shown_path(mask_path)}      <- the mask that was sent (white: the region redrawn)")
 
         code, _ = run.run("list", "--limit", "5")
         if code != 0:
@@ -183,7 +193,7 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
             f"result.json: task {result['task_id']}, {len(result['images'])} images under "
             f"s3://{info['bucket']}/{RESULTS}{job_id}/, metadata {json.dumps(result['metadata'])}"
         )
-        print(f"open {shown_path(folder)}/ to compare parent.png with 1.png..4.png and grid.png")
+        print(f"open {shown_path(folder)}/ to compare parent.png and mask.png with 1.png..4.png and grid.png")
     except KeyboardInterrupt:
         failure = "interrupted"
     except DemoError as exc:

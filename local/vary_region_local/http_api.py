@@ -80,7 +80,8 @@ class HttpApiServer:
         return self.url
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which never ran otherwise
+            self._server.shutdown()
         self._server.server_close()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

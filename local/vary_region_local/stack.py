@@ -5,13 +5,16 @@ way AWS wires them. `vary-region-local` (or `make local`) runs it in the foregro
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import traceback
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -190,11 +193,16 @@ class LocalStack:
         if self._moto:
             self._moto.stop()
         state = self.options.state_dir
-        if state is not None and (state / "stack.json").exists():
+        # Only the stack that wrote stack.json removes it: a failed start must not remove another's.
+        if self.info is not None and state is not None and (state / "stack.json").exists():
             (state / "stack.json").unlink()
 
     def __enter__(self) -> LocalStack:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whatever had started (moto, the simulator, pollers) must not outlive a failed start
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -327,12 +335,115 @@ class LocalStack:
                 print(f"reconciler error: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+# --- the command line ------------------------------------------------------------------------------
+
+PROG = "vary-region-local"
+EXIT_CANNOT_START = 1
+
+
+@dataclass(frozen=True)
+class PortChoice:
+    """One of the stack's listening ports as the user chooses it: option, environment variable, default."""
+
+    field: str
+    option: str
+    env: str
+    default: int
+    serves: str
+
+
+PORTS = (
+    PortChoice("aws_port", "--aws-port", "LOCAL_AWS_PORT", 4566, "AWS endpoint, moto server"),
+    PortChoice("webhook_port", "--webhook-port", "LOCAL_WEBHOOK_PORT", 4580, "webhook endpoint"),
+    PortChoice("simulator_port", "--simulator-port", "LOCAL_SIMULATOR_PORT", 4590, "APIFRAME simulator"),
+)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why `port` cannot be listened on at `host` right now, or None when it can (0 always can).
+
+    A bind test, because only binding sees every listener (a connect test misses one on another
+    address), and because it must happen before anything starts: moto's server binds in a thread
+    and, when that fails, leaves its caller waiting for ever.
+    """
+    if port == 0:
+        return None
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, OverflowError) as exc:
+        return f"cannot use host {host!r}: {exc}"
+    try:
+        # create_server sets SO_REUSEADDR as the stack's servers do, so a port left in TIME_WAIT
+        # by a stack that has just stopped counts as free, and one with a listener does not.
+        with socket.create_server(address, family=family):
+            return None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "in use"
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def port_conflicts(host: str, ports: dict[str, int], state_dir: Path | None) -> list[str]:
+    """One message per port the stack cannot have, each saying how to choose another."""
+    messages: list[str] = []
+    chosen: dict[int, PortChoice] = {}
+    for choice in PORTS:
+        port = ports.get(choice.field, 0)
+        if choice.field not in ports or port == 0:
+            continue
+        how = f"choose another port: {choice.env}=0 make local, or {PROG} {choice.option} 0 (0 = any free port)"
+        if port in chosen:
+            messages.append(f"port {port} is given to both {chosen[port].option} and {choice.option}: {how}")
+            continue
+        chosen[port] = choice
+        problem = port_problem(host, port)
+        if problem is not None:
+            messages.append(
+                f"port {port} on {host} ({choice.serves}) is {problem}: is another local stack (`make local`) "
+                f"or another program using it? Stop that, or {how}"
+                if problem == "in use"
+                else f"port {port} on {host} ({choice.serves}) cannot be used: {problem}; {how}"
+            )
+    stack_file = state_dir / "stack.json" if state_dir is not None else None
+    if messages and stack_file is not None and stack_file.is_file():
+        messages.append(
+            f"{stack_file} exists: a local stack may already be running there, and the CLI uses it as it "
+            f"is; a second stack at the same time needs free ports and its own --state-dir"
+        )
+    return messages
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535; 0 = any free port)")
+    return port
+
+
+def _stop_unstarted(stack: LocalStack) -> None:
+    """Stop whatever a failed start() left running, without touching the state dir (its stack.json,
+    if any, belongs to another stack: start() writes ours last) and without waiting for ever."""
+    stack.options.state_dir = None
+    stopper = threading.Thread(target=stack.stop, name="stop-after-failed-start", daemon=True)
+    stopper.start()
+    stopper.join(timeout=5)  # every server and poller thread is a daemon: exiting ends the rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vary-region-local", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("LOCAL_AWS_PORT", "4566")))
-    parser.add_argument("--webhook-port", type=int, default=int(os.environ.get("LOCAL_WEBHOOK_PORT", "4580")))
-    parser.add_argument("--simulator-port", type=int, default=int(os.environ.get("LOCAL_SIMULATOR_PORT", "4590")))
+    for choice in PORTS:
+        parser.add_argument(
+            choice.option,
+            type=_port,
+            # A string default goes through `type` too: a bad environment value is a usage error, not a traceback.
+            default=os.environ.get(choice.env) or str(choice.default),
+            metavar="PORT",
+            help=f"{choice.serves} port (env {choice.env}; default {choice.default}; 0 = any free port)",
+        )
     parser.add_argument(
         "--apiframe-base-url",
         default=os.environ.get("APIFRAME_BASE_URL") or None,
@@ -348,6 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+    ports = {"aws_port": args.aws_port, "webhook_port": args.webhook_port}
+    if args.apiframe_base_url is None:
+        ports["simulator_port"] = args.simulator_port
+    conflicts = port_conflicts(args.host, ports, args.state_dir)
+    if conflicts:
+        for message in conflicts:
+            print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_START
     options = StackOptions(
         host=args.host,
         aws_port=args.aws_port,
@@ -361,11 +480,35 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir,
     )
     stack = LocalStack(options)
-    stopped = threading.Event()
+    stopped, starting = threading.Event(), threading.Event()
+    starting.set()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.set()
+        if starting.is_set():  # unwind out of whatever start() is waiting for, once
+            starting.clear()
+            raise KeyboardInterrupt
+
     # Handle both explicitly: a stack started in the background by a script inherits SIGINT ignored.
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    info = stack.start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        info = stack.start()
+        starting.clear()
+    except KeyboardInterrupt:
+        starting.clear()
+        if stack.info is not None:  # the signal came just after start() returned: a normal stop
+            stack.stop()
+        else:
+            _stop_unstarted(stack)
+        print(f"{PROG}: stopped while starting.", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:
+        starting.clear()
+        traceback.print_exc()
+        _stop_unstarted(stack)
+        print(f"{PROG}: error: the local stack could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     print("vary-region local stack is ready:", flush=True)
     print(json.dumps(asdict(info), indent=2), flush=True)
     print(f"(written to {args.state_dir / 'stack.json'}; Ctrl-C stops the stack)", flush=True)

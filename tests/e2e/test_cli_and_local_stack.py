@@ -247,9 +247,20 @@ def test_watch_times_out_with_exit_code_2(run_cli: CliRunner, aws: Aws) -> None:
     aws.s3.put_object(Bucket=aws.bucket, Key=f"inbox/{job_id}/job.json", Body=b'{"parent_task_id": "p"}')
     watched = run_cli("watch", job_id, "--timeout", "1", "--interval", "0.2")
     assert watched.returncode == 2, watched.stdout + watched.stderr
-    assert "timed out" in watched.stdout and "still RECEIVED" in watched.stdout
+    waiting = f"waiting for the mask file inbox/{job_id}/mask.(png|jpg|jpeg|webp)"
+    assert "timed out" in watched.stdout and f"still RECEIVED, {waiting}" in watched.stdout
+    assert any("RECEIVED" in line and f"({waiting})" in line for line in watched.stdout.splitlines())
     got = run_cli("get", job_id)
-    assert got.returncode == 3 and "has no results yet (status RECEIVED)" in got.stderr
+    assert got.returncode == 3 and f"has no results yet (status RECEIVED), {waiting}" in got.stderr
+    status = run_cli("status", job_id)
+    assert_ok(status)
+    assert json.loads(status.stdout)["status"] == "RECEIVED" and waiting in status.stderr
+
+    mask_only = unique("e2e-mask-only")  # the other half missing: the mask without its job.json
+    aws.s3.put_object(Bucket=aws.bucket, Key=f"inbox/{mask_only}/mask.png", Body=mask_bytes("PNG"))
+    watched = run_cli("watch", mask_only, "--timeout", "1", "--interval", "0.2")
+    assert watched.returncode == 2, watched.stdout + watched.stderr
+    assert f"waiting for the job file inbox/{mask_only}/job.json" in watched.stdout
 
     unseen = unique("e2e-unseen")  # a file the pipeline ignores: the job never gets an item
     aws.s3.put_object(Bucket=aws.bucket, Key=f"inbox/{unseen}/notes.txt", Body=b"not a job file")
@@ -274,6 +285,25 @@ def test_the_stack_file_in_the_current_directory_is_used_by_default(
     after_command = run_cli("list", "--local", "--status", "completed", local=False, cwd=tmp_path / "project")
     assert_ok(after_command)
     assert all("COMPLETED" in line for line in after_command.stdout.splitlines()[1:])
+
+
+def test_the_stack_file_is_found_from_a_subfolder_as_git_finds_dot_git(
+    run_cli: CliRunner, local_stack: StackProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "project" / ".local").mkdir(parents=True)
+    shutil.copy(local_stack.stack_file, tmp_path / "project" / ".local" / "stack.json")
+    deep = tmp_path / "project" / "cli" / "vary_region_cli"
+    deep.mkdir(parents=True)
+    listed = run_cli("list", "--limit", "1", local=False, cwd=deep)
+    assert_ok(listed)
+    assert "JOB ID" in listed.stdout
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = run_cli("--local", "list", local=False, cwd=elsewhere)
+    assert missing.returncode == 3
+    assert f"no .local/stack.json in {elsewhere.resolve()} or any folder above it" in missing.stderr
+    assert "--stack-file" in missing.stderr
 
 
 @pytest.mark.parametrize(
@@ -350,7 +380,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     (folder,) = out.iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*RESULT_FILES, "parent.png"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*RESULT_FILES, "parent.png", "mask.png"])
+    mask = Image.open(folder / "mask.png")  # the mask the demo sent: its rectangle, X,Y,W,H = 176,48,160,208
+    assert (mask.mode, mask.size, mask.getbbox()) == ("L", (512, 512), (176, 48, 336, 256))
+    assert "mask.png" in result.stdout
     assert "masked region changed, rest identical" in result.stdout
     assert "Stopped the local stack (exit code 0)." in result.stdout
     assert re.search(r"Demo finished in \d+\.\ds\.", result.stdout)

@@ -1,0 +1,253 @@
+"""The CLI's commands without AWS: usage and help texts, what `watch` and `status` print, and the
+mask checks `submit` makes before it uploads anything."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from vary_region_cli import jobs
+from vary_region_cli import main as cli
+from vary_region_cli.config import Target
+from vary_region_cli.masks import MaskError, check_mask_file
+
+AWS = ["--bucket", "jobs-bucket", "--table", "jobs-table", "--region", "us-east-1"]
+
+
+def png(size: tuple[int, int] = (64, 64), white: tuple[int, int, int, int] | None = None, mode: str = "L") -> bytes:
+    image = Image.new(mode, size, 0)
+    if white:
+        image.paste(255 if mode == "L" else (255,) * len(mode), white)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FakeS3:
+    """list_objects_v2 over a fixed set of keys; put_object must never be reached in these tests."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.listings = 0
+
+    def list_objects_v2(self, Bucket: str, Prefix: str, MaxKeys: int = 1000) -> dict[str, Any]:
+        self.listings += 1
+        return {"Contents": [{"Key": k} for k in self.keys if k.startswith(Prefix)][:MaxKeys]}
+
+    def put_object(self, **kwargs: Any) -> None:
+        raise AssertionError(f"uploaded {kwargs.get('Key')}")
+
+
+def fake_target(keys: list[str] | None = None) -> Target:
+    target = Target(
+        bucket="jobs-bucket", table="jobs-table", endpoint_url=None, region="us-east-1", profile=None, local=False
+    )
+    target.__dict__["s3"] = FakeS3(keys or [])  # in place of the cached boto3 client
+    return target
+
+
+# --- usage and help ------------------------------------------------------------------------------
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_subcommand_has_a_description_and_a_summary() -> None:
+    summary = cli.build_parser().format_help()
+    for name, sub in subcommands().items():
+        assert sub.description and len(sub.description) > 20, name
+        # in `vary-region NAME --help` (compared without whitespace: the text is re-wrapped there)
+        assert "".join(sub.description.split()) in "".join(sub.format_help().split()), name
+        assert name in summary
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["status", "--bogus", "job-1"], "status"),
+        (["get", "job-1", "--nope"], "get"),
+        (["list", "extra"], "list"),
+        (["watch", "job-1", "--interval"], "watch"),
+        (["submit", "--parent-task-id", "p"], "submit"),
+    ],
+)
+def test_an_argument_error_shows_the_usage_of_its_subcommand(
+    argv: list[str], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith(f"usage: vary-region {command} ")
+    assert f"vary-region {command}: error: " in error
+    assert "COMMAND ..." not in error  # not the top-level usage
+
+
+# --- watch ---------------------------------------------------------------------------------------
+
+
+def test_the_download_hint_is_a_command_that_can_be_copied(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = "my job's id; rm -rf ~"
+    item = {"job_id": job_id, "status": "COMPLETED", "result": {"images": {"1": {}, "2": {}}}}
+    monkeypatch.setattr(jobs, "watch_job", lambda *a, **k: jobs.WatchResult("COMPLETED", item, 1.0))
+    assert cli.main(["watch", job_id, *AWS]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    hint = out.split("(download: ", 1)[1].rsplit(")", 1)[0]
+    assert shlex.split(hint) == ["vary-region", "get", job_id]
+
+
+def test_a_timeout_says_which_file_a_received_job_waits_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting = "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"
+    result = jobs.WatchResult("TIMEOUT", {"job_id": "job-1", "status": "RECEIVED"}, 5.0, waiting)
+    monkeypatch.setattr(jobs, "watch_job", lambda *a, **k: result)
+    assert cli.main(["watch", "job-1", "--timeout", "5", *AWS]) == cli.EXIT_TIMEOUT
+    assert f"timed out after 5s: job job-1 is still RECEIVED, {waiting}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["inbox/job-1/job.json"], "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"),
+        (["inbox/job-1/mask.JPEG"], "waiting for the job file inbox/job-1/job.json"),
+        (["inbox/job-1/mask.webp", "inbox/job-1/notes.txt"], "waiting for the job file inbox/job-1/job.json"),
+        (["inbox/job-1/job.json", "inbox/job-1/mask.png"], None),  # both there: the pipeline has it
+        (["inbox/job-1.json"], None),  # an inline job waits for nothing
+        (
+            ["inbox/job-1/job.json", "inbox/job-10/mask.png"],
+            "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)",
+        ),
+    ],
+    ids=["spec-only", "mask-only", "mask-and-stray-file", "both", "inline", "other-job's-mask"],
+)
+def test_waiting_for_names_the_missing_file(keys: list[str], expected: str | None) -> None:
+    assert jobs.waiting_for(fake_target(keys), "job-1", {"status": "RECEIVED"}) == expected
+
+
+def test_waiting_for_only_looks_at_received_jobs() -> None:
+    target = fake_target(["inbox/job-1/job.json"])
+    for item in (None, {"status": "SUBMITTED"}, {"status": "COMPLETED"}):
+        assert jobs.waiting_for(target, "job-1", item) is None
+    assert target.s3.listings == 0
+
+
+def test_watch_lists_the_inbox_once_per_change_not_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = fake_target(["inbox/job-1/job.json"])
+    monkeypatch.setattr(jobs, "get_item", lambda *a: {"job_id": "job-1", "status": "RECEIVED"})
+    now = iter(float(i) for i in range(100))
+    out = io.StringIO()
+    result = jobs.watch_job(
+        target, "job-1", timeout=5, interval=1, out=out, clock=lambda: next(now), sleep=lambda s: None
+    )
+    assert result.status == "TIMEOUT"
+    assert result.waiting_for == "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"
+    (line,) = out.getvalue().splitlines()  # not a terminal: one line per change
+    assert "RECEIVED" in line and f"({result.waiting_for})" in line
+    assert target.s3.listings == 2  # the first sight of RECEIVED, and once more at the timeout
+
+
+# --- status --------------------------------------------------------------------------------------
+
+ITEM = {
+    "job_id": "job-1",
+    "status": "COMPLETED",
+    "percentage": 100,
+    "task_id": "task-1",
+    "created_at": "2026-11-26T12:00:00.000Z",
+    "completed_at": "2026-11-26T12:00:03.000Z",
+    "result": {"images": {}},
+    "submit_claim": "claim-token",
+    "submit_claimed_at": "2026-11-26T12:00:01.000Z",
+    "webhook_secret_hash": "sha256:abc",
+    "holds_slot": True,
+    "copy_lease": "lease-1",
+    "copy_lease_until": "2026-11-26T12:01:00.000Z",
+    "active": "3",
+    "created_day": "2026-11-26",
+    "expires_at": 1790000000,
+}
+BOOKKEEPING = {
+    "submit_claim",
+    "submit_claimed_at",
+    "webhook_secret_hash",
+    "holds_slot",
+    "copy_lease",
+    "copy_lease_until",
+    "active",
+    "created_day",
+    "expires_at",
+}
+
+
+def test_status_hides_the_pipelines_bookkeeping_unless_raw(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(jobs, "require_item", lambda *a: dict(ITEM))
+    monkeypatch.setattr(jobs, "waiting_for", lambda *a: None)
+    assert cli.main(["status", "job-1", *AWS]) == cli.EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {k: v for k, v in ITEM.items() if k not in BOOKKEEPING}
+    assert cli.main(["status", "job-1", "--raw", *AWS]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out) == ITEM
+
+
+def test_status_of_a_job_missing_a_file_says_so_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = fake_target(["inbox/job-1/job.json"])
+    monkeypatch.setattr(cli, "resolve", lambda settings: target)
+    monkeypatch.setattr(jobs, "require_item", lambda *a: {"job_id": "job-1", "status": "RECEIVED"})
+    assert cli.main(["status", "job-1"]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["status"] == "RECEIVED"  # stdout stays plain JSON
+    assert "job job-1 is RECEIVED: waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)" in captured.err
+
+
+# --- masks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (png(), "MASK_BLANK"),
+        (png(mode="RGBA"), "MASK_BLANK"),
+        (png(size=(8, 8), white=(0, 0, 4, 4)), "MASK_DIMENSIONS_INVALID"),
+        (png(white=(1, 1, 5, 5))[:-20], "MASK_TRUNCATED"),
+        (b"GIF89a....", "MASK_NOT_IMAGE"),
+        (b"", "MASK_EMPTY"),
+    ],
+    ids=["black", "transparent-black", "too-small", "truncated", "not-an-image", "empty"],
+)
+def test_a_mask_the_pipeline_would_reject_is_refused_before_upload(data: bytes, code: str) -> None:
+    with pytest.raises(MaskError) as raised:
+        check_mask_file(data, "sel.png")
+    assert str(raised.value).startswith("sel.png: ") and f"reject the job as {code}" in str(raised.value)
+
+
+def test_a_mask_with_one_white_pixel_is_accepted() -> None:
+    assert check_mask_file(png(white=(10, 10, 11, 11)), "sel.png") == "image/png"
+
+
+def test_submit_refuses_an_all_black_mask_file_and_uploads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "black.png").write_bytes(png())
+    target = fake_target()
+    monkeypatch.setattr(cli, "resolve", lambda settings: target)
+    code = cli.main(["submit", "--parent-task-id", "p", "--mask", str(tmp_path / "black.png")])
+    assert code == cli.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert "the mask selects nothing" in error and "MASK_BLANK" in error and "white marks the region" in error
+    assert target.s3.listings == 0  # refused before even looking at the bucket
