@@ -47,8 +47,8 @@ FULL = Profile(
     copy=copy_bench.CopySettings(
         images=5, image_bytes=4 * MiB, latency_seconds=0.2, bytes_per_second=20e6, repeats=3, probe_bytes=64 * MiB
     ),
-    import_repeats=11,  # the machines are shared: more interleaved runs steady the medians
-    jobs=300,
+    import_repeats=9,  # the machines are shared: more interleaved runs steady the medians
+    jobs=200,
     paced_jobs=40,
     recovery_jobs=500,
     jobs_timeout_seconds=240,

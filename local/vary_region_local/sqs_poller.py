@@ -49,6 +49,8 @@ class SqsPoller:
         self._batch_size = batch_size
         self._retry_after = retry_after_seconds
         self._stopping = threading.Event()
+        self._running = threading.Event()  # cleared: the mapping is disabled, messages wait in the queue
+        self._running.set()
         self._threads = [
             threading.Thread(target=self._run, name=f"sqs-poller-{i}", daemon=True) for i in range(workers)
         ]
@@ -58,6 +60,13 @@ class SqsPoller:
         for thread in self._threads:
             thread.start()
 
+    def pause(self) -> None:
+        """Like disabling the event source mapping: the queue keeps its messages until resume()."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
     def stop(self) -> None:
         self._stopping.set()
         for thread in self._threads:
@@ -65,6 +74,8 @@ class SqsPoller:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            if not self._running.wait(0.2):
+                continue
             try:
                 self._poll_once()
             except Exception as exc:  # keep polling, like the event source mapping does

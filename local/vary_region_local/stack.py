@@ -109,7 +109,7 @@ class LocalStack:
         self.info: StackInfo | None = None
         self._moto: Any = None
         self._webhook_server: HttpApiServer | None = None
-        self._pollers: list[SqsPoller] = []
+        self.pollers: dict[str, SqsPoller] = {}  # function name -> its event source mapping
         self._reconcile_stop = threading.Event()
         self._reconcile_thread: threading.Thread | None = None
         self.functions: dict[str, LocalFunction] = {}
@@ -158,7 +158,7 @@ class LocalStack:
                 sqs, url, arn, opts.region, self.functions[function].invoke, batch_size=batch_size, workers=workers
             )
             poller.start()
-            self._pollers.append(poller)
+            self.pollers[function] = poller
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
             self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
             self._reconcile_thread.start()
@@ -184,7 +184,7 @@ class LocalStack:
         self._reconcile_stop.set()
         if self._reconcile_thread:
             self._reconcile_thread.join(timeout=10)
-        for poller in self._pollers:
+        for poller in self.pollers.values():
             poller.stop()
         if self._webhook_server:
             self._webhook_server.stop()
