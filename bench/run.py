@@ -8,7 +8,8 @@ Sections, in order (each one's servers are stopped before the next starts, so th
 2. copy memory: peak RSS of copying one large image, in a process that does nothing else;
 3. import time: cold import of each handler module against `import boto3`, on the layer as its
    Makefile builds it (and the same layer without bytecode);
-4. pipeline: jobs through the whole local stack, the simulator at zero delay; then jobs whose every
+4. mask step: checking and binarising a mask file, and rendering regions, for a 2048x2048 parent;
+5. pipeline: jobs through the whole local stack, the simulator at zero delay; then jobs whose every
    webhook was lost, recovered by the reconciler.
 The exit status is 0 whenever the benchmarks ran, met targets or not: the table says which.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import copy_bench, import_bench, pipeline_bench
+from bench import copy_bench, import_bench, mask_bench, pipeline_bench
 from bench.report import Section, render_table, write_results
 from bench.servers import running_servers
 
@@ -79,6 +80,8 @@ def run(profile: Profile) -> list[Section]:
     _log(f"import time: builds the layer, then {profile.import_repeats} fresh interpreters per module")
     with tempfile.TemporaryDirectory(prefix="vary-region-bench-") as scratch:
         sections.append(import_bench.run(profile.import_repeats, Path(scratch)))
+    _log("mask step: a 2048x2048 mask file checked and binarised, regions rendered at 2048x2048")
+    sections.append(mask_bench.mask_step())
     _log(f"pipeline: {profile.jobs} jobs through the local stack, then {profile.recovery_jobs} with every webhook lost")
     sections.append(
         pipeline_bench.run(profile.jobs, profile.paced_jobs, profile.recovery_jobs, profile.jobs_timeout_seconds)

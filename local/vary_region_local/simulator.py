@@ -1,10 +1,11 @@
 """APIFRAME simulator: a local HTTP server that speaks the documented APIFRAME (v1) API.
 
 It is the test double of the pipeline and the engine of the local demo. Any parent task id is
-accepted, tasks run on background threads that post progress and final webhooks, results are real
-PNG images (the parent picture redrawn only inside the mask), and the provider's known or suspected
-misbehaviours can be switched on through `SimulatorFaults`, from Python or through the
-unauthenticated `/_sim/*` control endpoints.
+accepted (an id this simulator never created is a finished upscale, unless its prefix asks for
+another kind of parent: see `_implicit_parent`), tasks run on background threads that post
+progress and final webhooks, results are real PNG images (the parent picture redrawn only inside
+the mask), and the provider's known or suspected misbehaviours can be switched on through
+`SimulatorFaults`, from Python or through the unauthenticated `/_sim/*` control endpoints.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ _WEBHOOK_TIMEOUT = 5.0
 _INITIAL_CREDITS = 10_000
 _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL | re.IGNORECASE)
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
+# Ids no parent is made up for: Fetch answers 404, as the provider does for a task it never had.
+_UNKNOWN_PREFIXES = ("missing-", "ghost-", "nope")
+_RUNNING_PARENT = re.compile(r"running-(\d+)-")  # running-<n>-...: finishes after n Fetch answers
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _PARTIAL_SHAPES = {
     "one_image": lambda grid, images: {"image_urls": images[:1]},
     "no_grid": lambda grid, images: {"image_urls": images},
@@ -168,6 +173,7 @@ class _Task:
     result: dict[str, Any] | None = None  # the final payload, also what Fetch answers afterwards
     faults: SimulatorFaults = field(default_factory=SimulatorFaults)
     partial_fetches: int = 0  # Fetch answers given in the partial shape (faults.partial_result)
+    finish_after_fetches: int | None = None  # a made-up running parent: Fetch answers left until it finishes
 
 
 class ApiframeSimulator:
@@ -187,6 +193,9 @@ class ApiframeSimulator:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.faults = SimulatorFaults()
         self.inpaint_requests: list[dict[str, Any]] = []
+        # Every image GET: its path, its Range header (None without one) and the status answered.
+        self.image_requests_log: list[dict[str, Any]] = []
+        self._request = threading.local()  # the request being served, per server thread
         self.base_url = ""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -248,6 +257,7 @@ class ApiframeSimulator:
             self._stats = dict.fromkeys(_STAT_NAMES, 0)
             self._stats["running_tasks_peak"] = self._running_tasks
             self.inpaint_requests.clear()
+            self.image_requests_log.clear()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -362,7 +372,8 @@ class ApiframeSimulator:
 
     def _fetch(self, body: bytes) -> _Response:
         self._count("fetch_calls")
-        view = self._public_view(_required_str(_json_object(body), "task_id"))
+        # Only /fetch makes up parents (the pipeline reads a parent with it); /fetch-many omits unknown ids.
+        view = self._public_view(_required_str(_json_object(body), "task_id"), make_parent=True)
         return _json(200, view) if view is not None else _error(404, "task not found")
 
     def _fetch_many(self, body: bytes) -> _Response:
@@ -387,17 +398,38 @@ class ApiframeSimulator:
 
     # ---- tasks ----------------------------------------------------------------------------------
     def _resolve_inpaint_parent(self, parent_id: str) -> None:
-        """An unknown id becomes a finished upscale task, so any id works and Fetch knows it; a
-        known grid task is refused like the provider does."""
+        """An unknown id becomes a parent (see _implicit_parent), so any id works and Fetch knows it;
+        a grid task is refused like the provider does."""
         with self._lock:
-            parent = self._tasks.get(parent_id)
-            if parent is None:
-                parent = self._tasks[parent_id] = _Task(parent_id, "upscale#1", status="finished")
-                parent.result = self._result_payload(parent)
+            parent = self._tasks.get(parent_id) or self._implicit_parent(parent_id)
+        if parent is None:
+            raise _BadRequest("parent task not found")
         if not parent.task_type.startswith("upscale#"):
             raise _BadRequest("parent_task_id must be an upscale-1x task, not a grid")
         if parent.status != "finished":
             raise _BadRequest("the parent task is not finished")
+
+    def _implicit_parent(self, task_id: str) -> _Task | None:
+        """The parent behind an id this simulator never created (call with the lock held): by prefix,
+        `grid-` a finished imagine task, `failed-` a failed upscale, `running-<n>-` an upscale that
+        finishes after n Fetch answers, `missing-`/`ghost-`/`nope` none at all; any other id a
+        finished upscale whose picture is `image_size`."""
+        if task_id.startswith(_UNKNOWN_PREFIXES):
+            return None
+        running = _RUNNING_PARENT.match(task_id)
+        if task_id.startswith("grid-"):
+            task = _Task(task_id, "imagine", status="finished")
+        elif task_id.startswith("failed-"):
+            task = _Task(task_id, "upscale#1", status="failed")
+            task.result = _failed_payload(task, "simulated parent failure")
+        elif running:
+            task = _Task(task_id, "upscale#1", status="processing", finish_after_fetches=int(running[1]))
+        else:
+            task = _Task(task_id, "upscale#1", status="finished")
+        if task.status == "finished":
+            task.result = self._result_payload(task)
+        self._tasks[task_id] = task
+        return task
 
     def _create_task(self, task_type: str, **attrs: Any) -> _Task:
         with self._lock:
@@ -457,11 +489,15 @@ class ApiframeSimulator:
             result["status"] = "finished"
         return result
 
-    def _public_view(self, task_id: str) -> dict[str, Any] | None:
+    def _public_view(self, task_id: str, make_parent: bool = False) -> dict[str, Any] | None:
         with self._lock:
-            task = self._tasks.get(task_id)
+            task = self._tasks.get(task_id) or (self._implicit_parent(task_id) if make_parent else None)
             if task is None:
                 return None
+            if task.finish_after_fetches is not None and task.result is None:
+                if task.finish_after_fetches <= 0:
+                    task.status, task.result = "finished", self._result_payload(task)
+                task.finish_after_fetches -= 1
             if task.result is not None:
                 view = dict(task.result)
                 shape, limit = task.faults.partial_result, task.faults.partial_result_fetches
@@ -504,6 +540,30 @@ class ApiframeSimulator:
     # ---- images ---------------------------------------------------------------------------------
     def _serve_image(self, path: str) -> _Response:
         self._count("image_requests")
+        range_header = getattr(self._request, "range", None)
+        response = self._ranged_image(path, range_header) if range_header else self._whole_image(path)
+        with self._lock:
+            self.image_requests_log.append({"path": path, "range": range_header, "status": response.status})
+        return response
+
+    def _ranged_image(self, path: str, range_header: str) -> _Response:
+        """A Range request (the intake's read of a parent's header): answered 206 with those bytes.
+        The image-host faults model the result CDN during copies, which asks for whole images."""
+        png = self._image_for_path(path)
+        wanted = _RANGE.fullmatch(range_header.strip())
+        if png is None:
+            return _error(404, "image not found")
+        if wanted is None:  # an unparseable Range is ignored, as HTTP says
+            return _Response(200, png, "image/png")
+        start = int(wanted[1])
+        end = min(int(wanted[2]) if wanted[2] else len(png) - 1, len(png) - 1)
+        if start >= len(png):
+            return _Response(416, b"", "image/png", headers={"Content-Range": f"bytes */{len(png)}"})
+        return _Response(
+            206, png[start : end + 1], "image/png", headers={"Content-Range": f"bytes {start}-{end}/{len(png)}"}
+        )
+
+    def _whole_image(self, path: str) -> _Response:
         with self._lock:
             faults = dataclasses.replace(self.faults)
         if faults.image_delay:
@@ -762,6 +822,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         try:
             body = self._read_body()
+            self.server.sim._request.range = self.headers.get("Range")
             response = self.server.sim._handle(method, self.path, self.headers.get("Authorization"), body)
         except _BadRequest as exc:
             response = _error(400, str(exc))

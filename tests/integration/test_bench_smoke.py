@@ -25,6 +25,8 @@ FIGURES = {
     "memory_baseline_mib",
     "import_boto3_ms",
     *(f"import_{name}_{kind}" for name in FUNCTIONS for kind in ("ms", "ratio", "no_bytecode_ms")),
+    "mask_file_ms",
+    "mask_regions_ms",
     "pipeline_jobs_completed",
     "pipeline_jobs_per_second",
     "pipeline_submit_p50_ms",

@@ -23,7 +23,7 @@ import botocore.client
 loaded = {name: name in sys.modules for name in (
     "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.results.image_copier",
     "aws_lambda_powertools.event_handler", "aws_lambda_powertools.utilities.data_classes",
-    "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.batch", "PIL",
 )}
 botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
 from vary_region.observability import traced_http_session
@@ -81,3 +81,9 @@ def test_given_any_handler_when_imported_then_no_powertools_event_parsing_packag
     assert loaded["aws_lambda_powertools.event_handler"] is False
     assert loaded["aws_lambda_powertools.utilities.data_classes"] is False
     assert loaded["aws_lambda_powertools.utilities.batch"] is False
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_given_any_handler_when_imported_then_pillow_is_not_loaded(name):
+    # Pillow is for masks only, imported when one is decoded or drawn, never by a handler's import.
+    assert _probe(FUNCTIONS[name])["loaded_at_import"]["PIL"] is False

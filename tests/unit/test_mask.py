@@ -421,3 +421,84 @@ def test_given_validated_mask_when_turned_into_a_data_url_then_it_round_trips(fm
     assert inline.data == data
     assert inline.declared_type == mask.media_type
     assert validate_mask(inline.data, inline.declared_type, MAX) == mask
+
+
+# --- every format is binarised, and checked against the parent's size ------------------------------
+from vary_region.intake.mask import MaskFit, fit_mask, image_header_size  # noqa: E402
+
+
+def sent(mask_bytes: bytes, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) -> Image.Image:
+    binary = fit_mask(validate_mask(mask_bytes, None, MAX), size, fit)
+    image = Image.open(io.BytesIO(binary.data))
+    assert image.format == "PNG" and image.size == size == (binary.width, binary.height)
+    assert binary.to_data_url().startswith("data:image/png;base64,")
+    return image.convert("L")
+
+
+def test_given_grey_antialiased_mask_when_fitted_then_it_is_cut_at_128_into_black_and_white():
+    image = Image.new("L", (64, 32), 0)
+    image.paste(127, (0, 0, 16, 32))  # just under half: kept
+    image.paste(128, (16, 0, 32, 32))  # half: redrawn
+    image.paste(200, (32, 0, 48, 32))
+    binary = sent(save(image), (64, 32))
+    assert set(binary.getdata()) == {0, 255}
+    assert binary.getbbox() == (16, 0, 48, 32)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_given_lossy_mask_when_fitted_then_its_ringing_is_gone_and_the_box_stays(fmt):
+    binary = sent(mask_image(fmt, (512, 512)), (512, 512))
+    assert set(binary.getdata()) == {0, 255}
+    left, top, right, bottom = binary.getbbox()
+    assert abs(left - 100) <= 2 and abs(top - 100) <= 2 and abs(right - 300) <= 2 and abs(bottom - 300) <= 2
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_given_all_black_lossy_mask_when_validated_then_mask_blank_for_every_format(fmt):
+    assert code_of(save(Image.new("RGB", (64, 64), (0, 0, 0)), fmt)) == "MASK_BLANK"
+
+
+def test_given_dark_grey_only_mask_when_validated_then_blank_after_binarisation():
+    assert code_of(save(Image.new("L", (64, 64), 100))) == "MASK_BLANK"
+
+
+def test_given_mask_with_transparency_when_fitted_then_painted_opaque_pixels_are_the_region():
+    image = Image.new("RGBA", (64, 64), (255, 255, 255, 0))  # transparent white: kept
+    image.paste((255, 255, 255, 255), (8, 8, 24, 24))  # painted white: redrawn
+    image.paste((255, 0, 0, 255), (40, 40, 48, 48))  # painted red: redrawn
+    image.paste((255, 255, 255, 60), (0, 56, 64, 64))  # faint: kept
+    binary = sent(save(image), (64, 64))
+    assert binary.getpixel((0, 0)) == 0 and binary.getpixel((10, 60)) == 0
+    assert binary.getpixel((10, 10)) == 255 and binary.getpixel((44, 44)) == 255
+    assert binary.getbbox() == (8, 8, 48, 48)
+
+
+def test_given_fully_transparent_white_mask_when_validated_then_mask_blank():
+    assert code_of(save(Image.new("RGBA", (64, 64), (255, 255, 255, 0)))) == "MASK_BLANK"
+
+
+def test_given_mask_of_another_size_when_fitted_exactly_then_mask_size_mismatch_gives_both_sizes():
+    with pytest.raises(JobRejected) as info:
+        fit_mask(validate_mask(mask_png((512, 512)), None, MAX), (640, 384))
+    assert info.value.error.code == "MASK_SIZE_MISMATCH"
+    assert "512x512" in info.value.error.message and "640x384" in info.value.error.message
+
+
+def test_given_mask_of_another_size_when_fitted_with_resize_then_scaled_and_strictly_binary():
+    binary = sent(mask_png((512, 512), (128, 128, 320, 320)), (640, 384), MaskFit.RESIZE)
+    assert set(binary.getdata()) == {0, 255}
+    left, top, right, bottom = binary.getbbox()
+    assert abs(left - 160) <= 1 and abs(right - 400) <= 1 and abs(top - 96) <= 1 and abs(bottom - 240) <= 1
+
+
+def test_given_tiny_selection_lost_in_downscaling_when_resized_then_mask_blank():
+    with pytest.raises(JobRejected) as info:
+        fit_mask(validate_mask(mask_png((1024, 1024), (0, 0, 1, 1)), None, MAX), (64, 64), MaskFit.RESIZE)
+    assert info.value.error.code == "MASK_BLANK"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_given_an_image_prefix_when_its_header_is_read_then_the_size_comes_without_the_rest(fmt):
+    data = save(Image.effect_noise((640, 384), 60).convert("RGB"), fmt)
+    assert image_header_size(data[:4096]) == (640, 384)
+    assert image_header_size(data[:10]) is None

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vary_region.errors import JobRejected
+from vary_region.intake.mask import MaskFit
+from vary_region.intake.mask_regions import MaskRegions, parse_mask_regions
 
 # APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -25,6 +27,8 @@ class JobSpec:
     parent_task_id: str
     prompt: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    mask_regions: MaskRegions | None = None  # the mask as shapes: then no mask file belongs to the job
+    mask_fit: MaskFit = MaskFit.EXACT
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,17 @@ def parse_job_spec(raw: bytes, limits: Limits = Limits()) -> JobSpec:
     return _spec_from_document(_load_document(raw, limits), limits)
 
 
-def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask]:
-    """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL."""
+def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask | None]:
+    """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL, or as regions (then no InlineMask)."""
     document = _load_document(raw, limits, max_size=limits.max_spec_bytes + max_mask_bytes * 4 // 3 + 1024)
     spec = _spec_from_document(document, limits)
+    if spec.mask_regions is not None:
+        return spec, None
     mask = document.get("mask")
     if mask is None:
-        raise JobRejected("MASK_MISSING", "the inline job has no `mask` field (a data URL of the mask image)")
+        raise JobRejected(
+            "MASK_MISSING", "the inline job has no `mask` field (a data URL of the mask image, or regions)"
+        )
     return spec, parse_mask_data_url(mask, max_mask_bytes)
 
 
@@ -101,7 +109,18 @@ def _spec_from_document(document: dict[str, Any], limits: Limits) -> JobSpec:
         parent_task_id=_parent_task_id(document.get("parent_task_id")),
         prompt=_prompt(document.get("prompt"), limits),
         metadata=_metadata(document.get("metadata"), limits),
+        # Only an object is shapes: a string `mask` is the inline form's data URL, read by its caller.
+        mask_regions=parse_mask_regions(mask) if isinstance(mask := document.get("mask"), dict) else None,
+        mask_fit=_mask_fit(document.get("mask_fit")),
     )
+
+
+def _mask_fit(value: Any) -> MaskFit:
+    if value is None:
+        return MaskFit.EXACT
+    if value not in (MaskFit.EXACT.value, MaskFit.RESIZE.value):
+        raise JobRejected("MASK_FIT_INVALID", '`mask_fit` must be "exact" (the default) or "resize"')
+    return MaskFit(value)
 
 
 def _parent_task_id(value: Any) -> str:

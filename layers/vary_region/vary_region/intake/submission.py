@@ -1,14 +1,17 @@
 """From an uploaded file to the job's one paid submission.
 
-Pairs job.json with its mask (in either upload order), validates both before any credit is
-spent, wins the job's single submission claim with a conditional write, and only then calls
-APIFRAME. Redelivered and concurrent events lose the claim and do nothing. Once claimed, the claim
-is given back only when APIFRAME certainly did not take the request; every other failure leaves
-the job flagged and never resent.
+Pairs job.json with its mask (in either upload order; a job.json giving the mask as regions is a
+whole job alone), validates both, reads the parent task (Fetch, and its image's size from the first
+bytes) and fits the mask to it, all before any credit is spent; then wins the job's single
+submission claim with a conditional write, and only then calls APIFRAME. Redelivered and
+concurrent events lose the claim and do nothing. Once claimed, the claim is given back only when
+APIFRAME certainly did not take the request; every other failure leaves the job flagged and never
+resent.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,11 +30,14 @@ from vary_region.errors import (
 from vary_region.intake.job_files import JobFiles, job_file_kinds
 from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
 from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
-from vary_region.intake.mask import Mask, normalise_media_type, validate_mask
+from vary_region.intake.mask import BinaryMask, Mask, fit_mask, normalise_media_type, validate_mask
+from vary_region.intake.mask_regions import render_regions
+from vary_region.intake.parent import ParentNotReady, ParentReader, fetch_payload
 from vary_region.jobs.job import Job, JobStatus, utc_now
 from vary_region.jobs.task_store import ProviderBusy, TaskStore
 from vary_region.observability import logger, tracer
-from vary_region.provider.apiframe import ApiframeClient, InpaintRequest
+from vary_region.provider.api_key import api_key_reader
+from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.provider.webhook_auth import hash_webhook_secret, new_webhook_secret
 from vary_region.provider.webhook_token import webhook_token
 from vary_region.results.documents import ensure_error_document, write_error
@@ -46,7 +52,7 @@ class SubmitOutcome(StrEnum):
     SUBMITTED = "submitted"
     FAILED = "failed"
     AMBIGUOUS = "ambiguous"
-    HELD = "held"  # valid, but every provider slot is taken: it comes back through the queue
+    HELD = "held"  # valid, but it must wait (no provider slot, parent still running): back through the queue
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,15 @@ class SubmitResult:
     first_seen: bool = False  # this upload was the first sign of the job
 
 
+class HeldReason(StrEnum):
+    """Why a valid job waits in the queue (`held_reason` on its item)."""
+
+    PROVIDER_SLOTS_FULL = "PROVIDER_SLOTS_FULL"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PARENT_RUNNING = "PARENT_RUNNING"
+    PARENT_UNAVAILABLE = "PARENT_UNAVAILABLE"  # Fetch or the parent's image host unreachable
+
+
 class JobSubmitter:
     def __init__(
         self,
@@ -69,14 +84,35 @@ class JobSubmitter:
         apiframe: ApiframeClient,
         clock: Callable[[], datetime] = utc_now,
         hold: Callable[[str], None] | None = None,
+        parents: ParentReader | None = None,
     ) -> None:
         self._settings = settings
+        self._given_parents = parents
         self._hold = hold
         self._store = store
         self._files = files
         self._apiframe = apiframe
         self._clock = clock
         self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
+
+    @functools.cached_property
+    def _parents(self) -> ParentReader:
+        if self._given_parents is not None:
+            return self._given_parents
+        # A client of its own: Fetch is free and retried on every transient answer, within a shorter
+        # budget than a paid call's, so an outage holds the job instead of eating the invocation.
+        fetch_client = ApiframeClient(
+            self._settings.apiframe_base_url,
+            api_key_reader(self._settings),  # the same cached secret: Powertools caches per process
+            connect_timeout=self._settings.apiframe_connect_timeout,
+            read_timeout=self._settings.apiframe_read_timeout,
+            retry=RetryPolicy(budget_seconds=min(10.0, self._settings.submit_retry_budget_seconds)),
+        )
+        return ParentReader(
+            fetch_payload(fetch_client),
+            self._settings.allowed_image_origins,
+            timeout_seconds=min(10.0, self._settings.image_timeout_seconds),
+        )
 
     @tracer.capture_method(capture_response=False)
     def handle_upload(self, key: str) -> SubmitResult:
@@ -94,16 +130,40 @@ class JobSubmitter:
             # A held job's wake-up while every slot is still taken: holding it again costs one read of
             # the slot counter, not a re-read and re-validation of its mask (up to 8 MB) every 30-45 s.
             return self._hold_back(
-                self._hold, uploaded, "still no free provider slot; job held back again", already_held=True
+                self._hold,
+                uploaded,
+                "still no free provider slot; job held back again",
+                HeldReason.PROVIDER_SLOTS_FULL,
+                already_held=True,
             )
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
             inputs = self._load_inputs(uploaded)
+            if inputs is None:
+                result = SubmitResult(SubmitOutcome.WAITING, job_id)
+            else:
+                spec, mask = inputs
+                result = self._submit(uploaded, spec, self._mask_for_parent(spec, mask))
         except JobRejected as rejection:
             result = self._reject(job_id, rejection.error)
-        else:
-            result = SubmitResult(SubmitOutcome.WAITING, job_id) if inputs is None else self._submit(uploaded, *inputs)
+        except ParentNotReady as waiting:
+            result = self._wait_for_parent(uploaded, waiting)
         return replace(result, first_seen=first_seen)
+
+    def _mask_for_parent(self, spec: JobSpec, mask: Mask | None) -> BinaryMask:
+        """The mask to send, at the parent's real size; raises JobRejected or ParentNotReady (free so far)."""
+        parent = self._parents.read(spec.parent_task_id)
+        logger.info("parent read", extra={"parent_width": parent.width, "parent_height": parent.height})
+        if spec.mask_regions is not None:
+            return render_regions(spec.mask_regions, parent.size)
+        if mask is None:  # _load_inputs returns a job without a mask file only when it has regions
+            raise JobRejected("MASK_MISSING", "the job has neither a mask file nor mask regions")
+        return fit_mask(mask, parent.size, spec.mask_fit)
+
+    def _wait_for_parent(self, uploaded: InboxObject, waiting: ParentNotReady) -> SubmitResult:
+        if self._hold is None:  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
+            raise ProviderUnavailable(str(waiting))
+        return self._hold_back(self._hold, uploaded, f"job waits for its parent: {waiting}", HeldReason(waiting.reason))
 
     def _still_no_free_slot(self, job: Job) -> bool:
         """Only for a job already found valid and held: its inputs were checked when it was held, and
@@ -113,15 +173,22 @@ class JobSubmitter:
         return self._store.slots_in_use() >= self._settings.max_active_tasks
 
     def _hold_back(
-        self, hold: Callable[[str], None], uploaded: InboxObject, message: str, *, already_held: bool = False
+        self,
+        hold: Callable[[str], None],
+        uploaded: InboxObject,
+        message: str,
+        reason: HeldReason,
+        *,
+        already_held: bool = False,
     ) -> SubmitResult:
         hold(uploaded.key)
         if not already_held:  # a wake-up that changes nothing writes nothing (table and index alike)
-            self._store.mark_held(uploaded.job_id, self._clock())
+            self._store.mark_held(uploaded.job_id, self._clock(), reason)
         logger.info(message)
         return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
 
-    def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask] | None:
+    def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask | None] | None:
+        """The job's checked inputs; the mask is None when job.json gives it as regions."""
         max_mask = self._settings.max_mask_bytes
         if uploaded.kind is InboxObjectKind.INLINE:
             stored = self._files.read(uploaded.key, self._limits.max_spec_bytes + max_mask * 2)
@@ -130,20 +197,33 @@ class JobSubmitter:
             if stored.data is None:
                 raise JobRejected("SPEC_TOO_LARGE", "the inline job file is too large")
             spec, inline_mask = parse_inline_job(stored.data, self._limits, max_mask)
+            if inline_mask is None:
+                return spec, None
             return spec, validate_mask(inline_mask.data, inline_mask.declared_type, max_mask)
         files = job_file_kinds(self._files.list_job_folder(uploaded.job_id))
         specs, masks = files[InboxObjectKind.SPEC], files[InboxObjectKind.MASK]
         if len(masks) > 1:
             raise JobRejected("MASK_AMBIGUOUS", "the job folder holds more than one mask file; keep exactly one")
-        if not specs or not masks:
+        if not specs:
             return None
+        # job.json is read even before a mask file arrives: with regions it is the whole job.
         spec_file = self._files.read(specs[0].key, self._limits.max_spec_bytes)
-        mask_file = self._files.read(masks[0].key, max_mask)
-        if spec_file is None or mask_file is None:
+        if spec_file is None:
             return None
         if spec_file.data is None:
             raise JobRejected("SPEC_TOO_LARGE", f"job.json is larger than {self._limits.max_spec_bytes} bytes")
         spec = parse_job_spec(spec_file.data, self._limits)
+        if spec.mask_regions is not None:
+            if masks:
+                raise JobRejected(
+                    "MASK_AMBIGUOUS", "job.json gives the mask as regions and the folder also holds a mask file"
+                )
+            return spec, None
+        if not masks:
+            return None
+        mask_file = self._files.read(masks[0].key, max_mask)
+        if mask_file is None:
+            return None
         if mask_file.data is None:
             raise JobRejected("MASK_TOO_LARGE", f"the mask is {mask_file.size} bytes; the limit is {max_mask}")
         mask = validate_mask(mask_file.data, masks[0].declared_mask_type, max_mask)
@@ -161,7 +241,7 @@ class JobSubmitter:
             return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _submit(self, uploaded: InboxObject, spec: JobSpec, mask: Mask) -> SubmitResult:
+    def _submit(self, uploaded: InboxObject, spec: JobSpec, mask: BinaryMask) -> SubmitResult:
         job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
@@ -178,7 +258,9 @@ class JobSubmitter:
         except ProviderBusy:
             if self._hold is None:
                 raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
-            return self._hold_back(self._hold, uploaded, "all provider slots taken; job held back")
+            return self._hold_back(
+                self._hold, uploaded, "all provider slots taken; job held back", HeldReason.PROVIDER_SLOTS_FULL
+            )
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
         try:
@@ -203,7 +285,7 @@ class JobSubmitter:
             if self._hold is None:
                 raise
             self._hold(uploaded.key)
-            self._store.mark_held(job_id, self._clock())
+            self._store.mark_held(job_id, self._clock(), HeldReason.PROVIDER_UNAVAILABLE)
             logger.warning("APIFRAME unavailable; job held back for a later attempt")
             return SubmitResult(SubmitOutcome.HELD, job_id)
         except Exception as exc:
@@ -223,7 +305,7 @@ class JobSubmitter:
         logger.info("job submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
 
-    def _inpaint_request(self, job_id: str, spec: JobSpec, mask: Mask, secret: str) -> InpaintRequest:
+    def _inpaint_request(self, job_id: str, spec: JobSpec, mask: BinaryMask, secret: str) -> InpaintRequest:
         try:
             return InpaintRequest(
                 parent_task_id=spec.parent_task_id,

@@ -235,14 +235,15 @@ class TaskStore:
             {":now": timestamp(now)} | self._open_values(),
         )
 
-    def mark_held(self, job_id: str, now: datetime) -> bool:
-        """The job is complete and valid but waits in the queue (no provider slot, or provider down)."""
-        return self._update(
-            job_id,
-            "SET held_at = if_not_exists(held_at, :now), updated_at = :now",
-            "#status = :received AND attribute_not_exists(submit_claim)",
-            {":now": timestamp(now), ":received": JobStatus.RECEIVED.value},
-        )
+    def mark_held(self, job_id: str, now: datetime, reason: str | None = None) -> bool:
+        """The job is complete and valid but waits in the queue (no provider slot, provider down,
+        parent still running); `reason`, when given, is kept as `held_reason`: the last cause."""
+        values = {":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
+        update = "SET held_at = if_not_exists(held_at, :now), updated_at = :now"
+        if reason is not None:
+            update += ", held_reason = :reason"
+            values[":reason"] = reason
+        return self._update(job_id, update, "#status = :received AND attribute_not_exists(submit_claim)", values)
 
     def acquire_copy_lease(self, job_id: str, task_id: str, lease: str, now: datetime, seconds: int) -> bool:
         """One copier at a time per job, so concurrent final webhooks do not copy twice."""

@@ -112,6 +112,12 @@ class ApiframeClient:
         return parse_task_result(self._call("/fetch", {"task_id": task_id}, deadline=deadline))
 
     @tracer.capture_method(capture_response=False)
+    def fetch_raw(self, task_id: str, deadline: float | None = None) -> Any:
+        """POST /fetch, the answer as APIFRAME sent it: a parent upscale's `image_url` is in it, where
+        TaskResult (a result to copy) keeps only the grid and the four images."""
+        return self._call("/fetch", {"task_id": task_id}, deadline=deadline)
+
+    @tracer.capture_method(capture_response=False)
     def fetch_many(self, task_ids: list[str], deadline: float | None = None) -> list[TaskResult]:
         """Fetch up to 20 tasks; /fetch-many wants at least two ids, so one id goes to /fetch."""
         if len(task_ids) > FETCH_MANY_LIMIT:

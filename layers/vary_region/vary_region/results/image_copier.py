@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.s3.transfer import TransferConfig
 
 from vary_region.errors import ImageCopyError
-from vary_region.observability import traced_http_session, tracer
+from vary_region.observability import tracer
 from vary_region.results.url_policy import (
     AddressRule,
     CheckedUrl,
@@ -149,14 +149,9 @@ class ImageCopier:
 
     @functools.cached_property
     def _transport(self) -> tuple[requests.Session, PinnedAddressAdapter]:
-        from vary_region.results.pinned_http import PinnedAddressAdapter
+        from vary_region.results.pinned_http import pinned_session
 
-        session = self._given_session or traced_http_session()
-        # Mounted on a given session too: no download may connect to an address nobody checked.
-        adapter = PinnedAddressAdapter(pool_maxsize=10)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return session, adapter
+        return pinned_session(self._given_session, pool_maxsize=10)
 
     @tracer.capture_method(capture_response=False)
     def copy_all(

@@ -12,18 +12,23 @@ parallel downloads on one shared session never see each other's addresses.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from requests import PreparedRequest
+from requests import PreparedRequest, Session
 from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.connectionpool import HTTPConnectionPool
 
-from vary_region.errors import UnsafeImageUrl
+from vary_region.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.results.url_policy import CheckedUrl
+
+T = TypeVar("T")
+_PREFIX_STEP = 4096  # small reads: an image header is usually in the first few kilobytes
+_PARTIAL_OR_WHOLE = (206, 200)  # a host that ignores Range answers 200 with the whole body: read its start
 
 
 class PinnedAddressAdapter(HTTPAdapter):
@@ -74,3 +79,61 @@ class PinnedAddressAdapter(HTTPAdapter):
     def add_headers(self, request: PreparedRequest, **kwargs: Any) -> None:
         # http.client would otherwise name the connection's host, i.e. the IP, in Host.
         request.headers["Host"] = self._checked_for(request).host_header
+
+
+def pinned_session(session: Session | None = None, pool_maxsize: int = 10) -> tuple[Session, PinnedAddressAdapter]:
+    """A session whose every http(s) connection goes through a PinnedAddressAdapter.
+
+    Mounted on a given session too: no download may connect to an address nobody checked.
+    """
+    from vary_region.observability import traced_http_session
+
+    session = session or traced_http_session()
+    adapter = PinnedAddressAdapter(pool_maxsize=pool_maxsize)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session, adapter
+
+
+def read_prefix(
+    session: Session,
+    adapter: PinnedAddressAdapter,
+    target: CheckedUrl,
+    parse: Callable[[bytes], T | None],
+    *,
+    max_bytes: int = 64 * 1024,
+    timeout: float = 5.0,
+) -> tuple[T | None, int]:
+    """Ask for the first `max_bytes` of target (a Range request) and read only until `parse` makes
+    something of what has arrived; return that (None if it never did) and the bytes read.
+
+    The body is never read past what parse needed, nor past max_bytes, whatever the host sends.
+    """
+    deadline = time.monotonic() + timeout
+    with (
+        adapter.pinned(target),
+        session.get(
+            target.url,
+            stream=True,
+            timeout=(min(3.05, timeout), timeout),
+            allow_redirects=False,  # a redirect has no checked address
+            headers={"Range": f"bytes=0-{max_bytes - 1}", "Accept-Encoding": "identity"},
+        ) as response,
+    ):
+        if response.status_code not in _PARTIAL_OR_WHOLE:
+            raise ImageCopyError(
+                f"the image host answered {response.status_code}",
+                permanent=response.status_code not in (404, 408, 429, 500, 502, 503, 504),  # as the copier's
+            )
+        head = b""
+        while len(head) < max_bytes:
+            if time.monotonic() > deadline:
+                raise ImageCopyError("the image host took too long")
+            chunk = response.raw.read(min(_PREFIX_STEP, max_bytes - len(head)))
+            if not chunk:
+                break
+            head += chunk
+            parsed = parse(head)
+            if parsed is not None:
+                return parsed, len(head)
+        return None, len(head)

@@ -1,0 +1,160 @@
+"""The parent task, read before any credit is spent: is it an upscale that finished, and how big is it?
+
+Fetch (free) says what the task is. Only a finished upscale (one `image_url`, task type
+"upscale#N", with or without `status`) can be inpainted; an unknown task, a grid, a failed task are
+rejected, one still running makes the job wait. The parent image's size is read from its first
+bytes: a ranged GET under the same URL policy and pinned connection as the result copies, stopped
+as soon as the header is parsed, never a download of the whole picture.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vary_region.errors import ImageCopyError, JobRejected, ProviderRejected, ProviderUnavailable, UnsafeImageUrl
+from vary_region.provider.task_result import RUNNING_STATUSES
+from vary_region.results.url_policy import AddressRule, Resolver, check_image_url, is_public_address, resolve_host
+from vary_region.settings import ImageOrigin
+
+if TYPE_CHECKING:
+    import requests
+
+    from vary_region.provider.apiframe import ApiframeClient
+    from vary_region.results.pinned_http import PinnedAddressAdapter
+
+HEADER_BYTES = 64 * 1024
+# Answers of Fetch about a task that does not exist (APIFRAME: 404; some compatible servers: 400).
+_NOT_FOUND = frozenset({400, 404, 422})
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A finished upscale task, and its image's real size."""
+
+    task_id: str
+    image_url: str
+    width: int
+    height: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+class ParentNotReady(Exception):
+    """The job must wait: the parent is still running, or Fetch or its image host is unreachable.
+
+    `reason` is recorded on the held job (`held_reason`).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+FetchPayload = Callable[[str], Any]
+
+
+def fetch_payload(client: ApiframeClient) -> FetchPayload:
+    """The raw /fetch answer: TaskResult keeps no `image_url`, which is all an upscale result is."""
+    return client.fetch_raw
+
+
+class ParentReader:
+    def __init__(
+        self,
+        fetch: FetchPayload,
+        allowed_origins: Sequence[ImageOrigin],
+        *,
+        resolver: Resolver = resolve_host,
+        address_allowed: AddressRule = is_public_address,
+        session: requests.Session | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self._fetch = fetch
+        self._allowed = tuple(allowed_origins)
+        self._resolver = resolver
+        self._address_allowed = address_allowed
+        self._given_session = session
+        self._timeout = timeout_seconds
+
+    @functools.cached_property
+    def _transport(self) -> tuple[requests.Session, PinnedAddressAdapter]:
+        from vary_region.results.pinned_http import pinned_session
+
+        return pinned_session(self._given_session, pool_maxsize=2)
+
+    def read(self, task_id: str) -> Parent:
+        """The parent, or JobRejected (nothing to inpaint), or ParentNotReady (wait and ask again).
+
+        RequestNotSent (the API key could not be read) passes through: the event is retried.
+        """
+        try:
+            payload = self._fetch(task_id)
+        except ProviderRejected as exc:
+            if exc.status in _NOT_FOUND:
+                raise JobRejected(
+                    "PARENT_NOT_FOUND", f"APIFRAME knows no task {task_id!r} (Fetch answered {exc.status})"
+                ) from None
+            raise
+        except ProviderUnavailable as exc:
+            raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent could not be read through Fetch: {exc}") from None
+        image_url = _finished_upscale_url(task_id, payload)
+        width, height = self._image_size(image_url)
+        return Parent(task_id=task_id, image_url=image_url, width=width, height=height)
+
+    def _image_size(self, url: str) -> tuple[int, int]:
+        from vary_region.intake.mask import image_header_size
+        from vary_region.results.pinned_http import read_prefix
+
+        try:
+            target = check_image_url(url, self._allowed, self._resolver, address_allowed=self._address_allowed)
+        except UnsafeImageUrl as exc:
+            raise JobRejected("PARENT_IMAGE_UNREADABLE", f"the parent image URL was refused: {exc}") from None
+        session, adapter = self._transport
+        try:
+            size, _ = read_prefix(
+                session, adapter, target, image_header_size, max_bytes=HEADER_BYTES, timeout=self._timeout
+            )
+        except ImageCopyError as exc:
+            if exc.permanent:
+                raise JobRejected("PARENT_IMAGE_UNREADABLE", f"the parent image could not be read: {exc}") from None
+            raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent image could not be read: {exc}") from None
+        except Exception as exc:  # connection refused or reset, timeouts: the host may be back soon
+            raise ParentNotReady(
+                "PARENT_UNAVAILABLE", f"the parent image could not be read ({type(exc).__name__})"
+            ) from None
+        if size is None:
+            raise JobRejected(
+                "PARENT_IMAGE_UNREADABLE",
+                f"the parent image's first {HEADER_BYTES} bytes hold no PNG, JPEG or WebP header",
+            )
+        return size
+
+
+def _finished_upscale_url(task_id: str, payload: Any) -> str:
+    if not isinstance(payload, dict) or payload.get("task_id") != task_id:
+        # An answer about another task (or none at all) says nothing about this one.
+        raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
+    status = payload.get("status")
+    status = status.strip().lower() if isinstance(status, str) else None
+    task_type = payload.get("task_type") if isinstance(payload.get("task_type"), str) else ""
+    if status == "failed":
+        raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; inpaint a finished upscale instead")
+    if status in RUNNING_STATUSES:
+        raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
+    image_url = payload.get("image_url")
+    grid = payload.get("original_image_url") or payload.get("image_urls")
+    if task_type == "imagine" or (grid and not image_url):
+        raise JobRejected(
+            "PARENT_IS_GRID",
+            f"the parent task {task_id} is an imagine grid, not an upscale: add `index` (1-4) to the job "
+            "to upscale one of its images first, or give the upscale's task id",
+        )
+    if isinstance(image_url, str) and image_url.strip():
+        return image_url.strip()
+    # Neither failed, nor a grid, nor an image yet: at work, whatever its status says.
+    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} has no image yet")
