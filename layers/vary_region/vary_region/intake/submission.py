@@ -66,6 +66,14 @@ class SubmitResult:
     first_seen: bool = False  # this upload was the first sign of the job
 
 
+class _Waiting(Exception):
+    """One of the job's two files has not arrived yet."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"waiting for {what}")
+        self.what = what
+
+
 class HeldReason(StrEnum):
     """Why a valid job waits in the queue (`held_reason` on its item)."""
 
@@ -144,6 +152,10 @@ class JobSubmitter:
             else:
                 spec, mask = inputs
                 result = self._submit(uploaded, spec, self._mask_for_parent(spec, mask))
+        except _Waiting as waiting:
+            # Said on the item, so every view of the job (the CLI, the console) tells what it waits for.
+            self._store.record_waiting_for(job_id, waiting.what, self._clock())
+            result = SubmitResult(SubmitOutcome.WAITING, job_id)
         except JobRejected as rejection:
             result = self._reject(job_id, rejection.error)
         except ParentNotReady as waiting:
@@ -205,7 +217,7 @@ class JobSubmitter:
         if len(masks) > 1:
             raise JobRejected("MASK_AMBIGUOUS", "the job folder holds more than one mask file; keep exactly one")
         if not specs:
-            return None
+            raise _Waiting(f"the job file {self._settings.inbox_prefix}{uploaded.job_id}/job.json")
         # job.json is read even before a mask file arrives: with regions it is the whole job.
         spec_file = self._files.read(specs[0].key, self._limits.max_spec_bytes)
         if spec_file is None:
@@ -220,7 +232,7 @@ class JobSubmitter:
                 )
             return spec, None
         if not masks:
-            return None
+            raise _Waiting(f"the mask file {self._settings.inbox_prefix}{uploaded.job_id}/mask.(png|jpg|jpeg|webp)")
         mask_file = self._files.read(masks[0].key, max_mask)
         if mask_file is None:
             return None

@@ -140,7 +140,7 @@ class TaskStore:
             job_id,
             "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, webhook_secret_hash = :hash, "
             "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes "
-            "REMOVE expires_at, held_at",
+            "REMOVE expires_at, held_at, waiting_for",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {
                 ":token": token,
@@ -235,6 +235,15 @@ class TaskStore:
             {":now": timestamp(now)} | self._open_values(),
         )
 
+    def record_waiting_for(self, job_id: str, what: str, now: datetime) -> bool:
+        """A received job misses one of its files: `waiting_for` names it until the job moves on."""
+        return self._update(
+            job_id,
+            "SET waiting_for = :what",
+            "#status = :received AND attribute_not_exists(submit_claim)",
+            {":what": f"waiting for {what}", ":received": JobStatus.RECEIVED.value},
+        )
+
     def mark_held(self, job_id: str, now: datetime, reason: str | None = None) -> bool:
         """The job is complete and valid but waits in the queue (no provider slot, provider down,
         parent still running); `reason`, when given, is kept as `held_reason`: the last cause."""
@@ -243,6 +252,7 @@ class TaskStore:
         if reason is not None:
             update += ", held_reason = :reason"
             values[":reason"] = reason
+        update += " REMOVE waiting_for"  # held means whole: nothing is missing any more
         return self._update(job_id, update, "#status = :received AND attribute_not_exists(submit_claim)", values)
 
     def acquire_copy_lease(self, job_id: str, task_id: str, lease: str, now: datetime, seconds: int) -> bool:
@@ -331,7 +341,7 @@ class TaskStore:
             job_id,
             "SET #status = :rejected, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl, "
             "created_at = if_not_exists(created_at, :now), created_day = if_not_exists(created_day, :day) "
-            "REMOVE active",
+            "REMOVE active, waiting_for",
             "attribute_not_exists(job_id) OR (#status = :received AND attribute_not_exists(submit_claim))",
             {
                 ":rejected": JobStatus.REJECTED.value,
