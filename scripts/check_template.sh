@@ -49,7 +49,7 @@ echo "==> cfn-lint template.yaml"
 echo "==> sam validate --lint"
 "${SAM}" validate --lint --template-file template.yaml
 
-echo "==> sam build (python: $(command -v python3.13))"
+echo "==> sam build (python $(python3.13 -c 'import platform; print(platform.python_version())'))"
 "${SAM}" build --template-file template.yaml --build-dir "${SAM_BUILD_DIR}"
 
 echo "==> the built layer ships bytecode"
