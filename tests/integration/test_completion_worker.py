@@ -14,7 +14,6 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.task_store import TaskStore
 
 from tests.builders import (
-    ProviderRecorder,
     final_body,
     get_job,
     keys_under,
@@ -24,11 +23,6 @@ from tests.builders import (
     start_job_in_flight,
     wait_until,
 )
-
-
-@pytest.fixture()
-def provider(sim: Any, monkeypatch: Any) -> ProviderRecorder:
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 def test_given_a_final_webhook_while_fetch_says_running_then_the_job_stays_open_and_completes_later(

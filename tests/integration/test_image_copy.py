@@ -18,7 +18,6 @@ from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
 from tests.builders import (
-    ProviderRecorder,
     create_simulator_task,
     final_body,
     get_job,
@@ -40,12 +39,6 @@ COPY_FAILURES_BEFORE_FAILED = 3
 
 def is_final(item: dict[str, Any]) -> bool:
     return item.get("status") in ("COMPLETED", "FAILED", "REJECTED")
-
-
-@pytest.fixture()
-def provider(sim: Any, monkeypatch: Any) -> ProviderRecorder:
-    """What reaches the provider (and its image host) during the test, per task."""
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 def result_json_exists(s3: Any, bucket: str, job_id: str) -> bool:

@@ -16,7 +16,6 @@ from PIL import Image
 from vary_region.provider.webhook_token import webhook_token
 
 from tests.builders import (
-    ProviderRecorder,
     get_job,
     job_json,
     keys_under,
@@ -37,11 +36,6 @@ def wide_parents(stack, sim, monkeypatch):
     """Parents first drawn during the test are 640x384 (every id below is fresh, so none is cached)."""
     settle_stack(stack, sim)
     monkeypatch.setattr(sim, "image_size", PARENT_SIZE)
-
-
-@pytest.fixture()
-def provider(sim, monkeypatch) -> ProviderRecorder:
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 def parent_id(prefix: str = "wide") -> str:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.builders import (
-    ProviderRecorder,
     get_job,
     keys_under,
     new_job_id,
@@ -29,12 +28,6 @@ QUIET_SECONDS = 1.0  # conftest: reconcile_quiet_seconds=1
 
 def is_final(item: dict[str, Any]) -> bool:
     return item.get("status") in ("COMPLETED", "FAILED", "REJECTED")
-
-
-@pytest.fixture()
-def provider(sim: Any, monkeypatch: Any) -> ProviderRecorder:
-    """What reaches the provider during the test, per task (other jobs may be active meanwhile)."""
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 def age_seconds(timestamp: str) -> float:

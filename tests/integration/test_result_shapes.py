@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.builders import (
-    ProviderRecorder,
     keys_under,
     new_job_id,
     read_json,
@@ -27,11 +26,6 @@ PARTIAL_SHAPES = ["one_image", "no_grid", "five_images", "repeated_image", "no_i
 # The stack's setting (Settings.result_fetch_attempts): Fetch is asked this often before giving up.
 FETCH_ATTEMPTS = 3
 WHOLE = ["1.png", "2.png", "3.png", "4.png", "grid.png", "result.json"]
-
-
-@pytest.fixture()
-def provider(sim: Any, monkeypatch: Any) -> ProviderRecorder:
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 def _names(s3: Any, bucket: str, job_id: str) -> list[str]:

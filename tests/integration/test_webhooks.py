@@ -18,7 +18,6 @@ import requests
 
 from tests.builders import (
     InFlightJob,
-    ProviderRecorder,
     WebhookRecorder,
     final_body,
     get_job,
@@ -46,12 +45,6 @@ WRONG_SECRET = "not-the-secret-" + "x" * 28
 
 def result_keys(job_id: str) -> list[str]:
     return [f"results/{job_id}/{name}" for name in RESULT_KEYS]
-
-
-@pytest.fixture()
-def provider(sim: Any, monkeypatch: Any) -> ProviderRecorder:
-    """What reaches the provider during the test, per task (other jobs may be active meanwhile)."""
-    return ProviderRecorder.install(sim, monkeypatch)
 
 
 @pytest.fixture()
