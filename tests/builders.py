@@ -92,8 +92,17 @@ def read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+# What a job's folder holds besides its outputs: the inputs as the provider got them.
+INPUT_COPIES = ("mask.png", "parent.png")
+
+
+def keys_under(s3: Any, bucket: str, prefix: str, *, inputs: bool = False) -> list[str]:
+    """The keys under `prefix`; under results/, the outputs only (images and documents) unless
+    `inputs`: mask.png (written when a stage is sent) and parent.png are checked by tests of their own."""
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+    if inputs or not prefix.startswith("results/"):
+        return keys
+    return [key for key in keys if key.rsplit("/", 1)[-1] not in INPUT_COPIES]
 
 
 # ---- webhooks, reconciler and simulator helpers (integration tests of the webhook/reconcile paths) ----
@@ -149,8 +158,10 @@ def post_webhook(
     secret: str | None = None,
     body: bytes | None = None,
     timeout: float = 60.0,
+    stage: str = "inpaint",
 ) -> Any:
-    """POST to the local webhook endpoint of `job_id` as the provider would (secret header optional)."""
+    """POST to the local webhook endpoint of `job_id` (and `stage`) as the provider would (secret
+    header optional)."""
 
     import requests
 
@@ -158,7 +169,7 @@ def post_webhook(
     if secret is not None:
         headers["x-webhook-secret"] = secret
     data = body if body is not None else json.dumps(payload).encode()
-    url = f"{stack.info.webhook_url}/{webhook_token(job_id)}"
+    url = f"{stack.info.webhook_url}/{webhook_token(job_id, stage)}"
     return requests.post(url, data=data, headers=headers, timeout=timeout)
 
 
@@ -416,7 +427,7 @@ class ProviderRecorder:
 
         path = urllib.parse.urlsplit(raw_path).path
         call: dict[str, Any] = {"method": method, "path": path, "status": status, "task_ids": (), "webhook_url": None}
-        if method == "POST" and path in ("/fetch", "/fetch-many", "/inpaint"):
+        if method == "POST" and path in ("/fetch", "/fetch-many", "/inpaint", "/imagine", "/upscale-1x"):
             try:
                 payload = json.loads(body or b"{}")
             except ValueError:
@@ -444,12 +455,17 @@ class ProviderRecorder:
 
     def inpaint_calls(self, job_id: str, status: int | None = None) -> int:
         """/inpaint requests made for this job (recognised by its webhook URL); status=200: paid ones."""
+        return self.stage_calls(job_id, "inpaint", status)
 
-        suffix = "/" + webhook_token(job_id)
+    def stage_calls(self, job_id: str, stage: str, status: int | None = None) -> int:
+        """Requests for one stage of this job (/imagine, /upscale-1x or /inpaint, recognised by the
+        stage's webhook URL); status=200: paid ones."""
+        path = {"imagine": "/imagine", "upscale": "/upscale-1x", "inpaint": "/inpaint"}[stage]
+        suffix = "/" + webhook_token(job_id, stage)
         return sum(
             1
             for c in self._snapshot()
-            if c["path"] == "/inpaint"
+            if c["path"] == path
             and str(c["webhook_url"]).endswith(suffix)
             and (status is None or c["status"] == status)
         )

@@ -74,8 +74,8 @@ class Upload:
     size: int
 
 
-def job_document(parent_task_id: str, prompt: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
-    document: dict[str, Any] = {"parent_task_id": parent_task_id}
+def job_document(parent_task_id: str | None, prompt: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    document: dict[str, Any] = {} if parent_task_id is None else {"parent_task_id": parent_task_id}
     if prompt:
         document["prompt"] = prompt
     if metadata:
@@ -84,16 +84,26 @@ def job_document(parent_task_id: str, prompt: str | None, metadata: dict[str, An
 
 
 def submit_job(
-    target: Target, job_id: str, document: dict[str, Any], mask: bytes, mask_type: str, *, inline: bool = False
+    target: Target,
+    job_id: str,
+    document: dict[str, Any],
+    mask: bytes | None,
+    mask_type: str,
+    *,
+    inline: bool = False,
 ) -> list[Upload]:
     """Upload the job: job.json first, then the mask (the pipeline starts when both are there),
-    or a single inbox/<job-id>.json with the mask inline as a data URL."""
+    or a single inbox/<job-id>.json with the mask inline as a data URL. mask=None: the document
+    gives the mask as regions, and is the whole job."""
     bucket = target.require_bucket()
     check_job_id(job_id)
     existing = existing_job_keys(target, job_id)
     if existing:
         raise CliError(f"job id {job_id!r} is already used (s3://{bucket}/{existing[0]} exists); choose another")
-    if inline:
+    if mask is None:
+        key = f"{INBOX}{job_id}.json" if inline else f"{INBOX}{job_id}/job.json"
+        files = [(key, _json_bytes(document), "application/json")]
+    elif inline:
         files = [
             (f"{INBOX}{job_id}.json", _json_bytes(document | {"mask": data_url(mask_type, mask)}), "application/json")
         ]
@@ -160,6 +170,10 @@ def waiting_for(target: Target, job_id: str, item: dict[str, Any] | None) -> str
     (the pipeline starts a job only when both are there), or None."""
     if item is None or item.get("status") != "RECEIVED" or not target.bucket:
         return None
+    if item.get("waiting_for"):
+        return str(item["waiting_for"])  # the pipeline's own word
+    if item.get("submit_claim") or item.get("held_at"):
+        return None  # whole (a job.json with regions needs no mask file): claimed, or held for a slot
     prefix = f"{INBOX}{job_id}/"
     page = target.s3.list_objects_v2(Bucket=target.bucket, Prefix=prefix, MaxKeys=100)
     names = {o["Key"][len(prefix) :] for o in page.get("Contents", [])}
@@ -245,6 +259,8 @@ def status_line(item: dict[str, Any] | None, elapsed: float, waiting: str | None
     pct_value = float(pct) if isinstance(pct, int | float) else (100.0 if status == "COMPLETED" else 0.0)
     pct_text = f"{pct_value:3.0f}%" if pct is not None or status == "COMPLETED" else "   -"
     task = f"  task {item['task_id']}" if item.get("task_id") else ""
+    if item.get("stage") and (item.get("stage") != "inpaint" or item.get("upscale_task_id")):
+        task = f"  stage {item['stage']}{task}"  # a chained job: say which of its tasks this is
     error = item.get("error") if isinstance(item.get("error"), dict) else {}
     note = f"  (needs attention: {error.get('code')})" if item.get("needs_attention") and error else ""
     if waiting:
@@ -280,7 +296,7 @@ def watch_job(
                     f"job {job_id!r} not found: no item in table {target.table} "
                     f"and nothing under s3://{target.bucket}/{INBOX}"
                 )
-        state = None if item is None else (item.get("status"), item.get("percentage"))
+        state = None if item is None else (item.get("status"), item.get("stage"), item.get("percentage"))
         if state != shown:  # one inbox listing per change of state, not per poll
             waiting = waiting_for(target, job_id, item)
         line = status_line(item, elapsed, waiting)

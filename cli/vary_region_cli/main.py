@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from vary_region_cli import jobs
 from vary_region_cli.config import CliError, Settings, Target, resolve, settings_from_env
-from vary_region_cli.masks import MaskError, Rect, check_mask_file, parse_size, rectangle_mask_png
+from vary_region_cli.masks import MaskError, Rect, check_mask_file, parse_size, rectangle_mask_png, region_document
 
 PROG = "vary-region"
 EXIT_OK, EXIT_JOB_FAILED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
@@ -78,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload a job into inbox/ and print its id",
         description="Upload a job (job.json then the mask, or one inline file) and print its id on stdout.",
     )
-    submit.add_argument("--parent-task-id", required=True, help="the upscale-1x task whose image is edited")
+    start = submit.add_mutually_exclusive_group(required=True)
+    start.add_argument(
+        "--parent-task-id", help="the upscale-1x task whose image is edited (an imagine task with --index)"
+    )
+    start.add_argument("--imagine", metavar="PROMPT", help="start from a prompt: imagine -> upscale-1x -> inpaint")
+    submit.add_argument("--index", choices=("1", "2", "3", "4"), help="which image of the imagine grid to upscale")
+    submit.add_argument("--aspect-ratio", metavar="W:H", help="with --imagine: the grid's aspect ratio (default 1:1)")
     submit.add_argument("--prompt", help="what to draw in the selected region")
     mask = submit.add_mutually_exclusive_group(required=True)
     mask.add_argument(
@@ -91,9 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--rect",
         action="append",
         metavar="X,Y,W,H",
-        help="a white rectangle in a black mask (repeat for several); needs --size",
+        help="a region to redraw (repeat for several); drawn by the pipeline at the parent's real size, "
+        "or here into a mask file with --size",
     )
-    submit.add_argument("--size", metavar="W,H", help="with --rect: the mask size, i.e. the parent image's size")
+    mask.add_argument("--ellipse", action="append", metavar="CX,CY,RX,RY", help="an elliptical region (repeatable)")
+    mask.add_argument(
+        "--polygon", action="append", metavar="X1,Y1,X2,Y2,X3,Y3,...", help="a polygonal region (repeatable)"
+    )
+    submit.add_argument(
+        "--units",
+        choices=("px", "fraction"),
+        default="px",
+        help="region coordinates in pixels of the parent (default) or fractions 0..1 of its width and height",
+    )
+    submit.add_argument("--size", metavar="W,H", help="with --rect: draw a mask file of this size here instead")
     submit.add_argument("--metadata", metavar="JSON", help="a small JSON object echoed into result.json")
     submit.add_argument("--job-id", help="default: a new id like job-20261126-120501-ab12cd")
     submit.add_argument(
@@ -121,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("job_id", metavar="JOB_ID")
     get.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="default: the current directory")
+    get.add_argument(
+        "--sheet",
+        action="store_true",
+        help="also write DIR/<job-id>/sheet.png: the parent with the mask outlined, and the four variants",
+    )
     get.set_defaults(handler=cmd_get, command_parser=get)
 
     listing = commands.add_parser(
@@ -165,11 +187,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 
 def cmd_submit(args: argparse.Namespace, target: Target) -> int:
-    if args.rect:
-        if not args.size:
-            raise CliError("--rect needs --size W,H (the parent image's size, e.g. --size 1024,1024)")
+    mask: bytes | None = None
+    mask_type = "image/png"
+    regions: dict[str, Any] | None = None
+    if args.rect and args.size:
         mask = rectangle_mask_png(parse_size(args.size), [Rect.parse(text) for text in args.rect])
-        mask_type = "image/png"
+    elif args.rect or args.ellipse or args.polygon:
+        regions = region_document(args.rect or [], args.ellipse or [], args.polygon or [], args.units)
     else:
         if args.size:
             raise CliError("--size only goes with --rect")
@@ -179,10 +203,22 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
             raise CliError(f"cannot read the mask {args.mask}: {exc.strerror or exc}") from None
         mask_type = check_mask_file(mask, str(args.mask))
     metadata = _metadata(args.metadata)
-    if not args.parent_task_id.strip():
+    if args.aspect_ratio and not args.imagine:
+        raise CliError("--aspect-ratio only goes with --imagine")
+    if args.parent_task_id is not None and not args.parent_task_id.strip():
         raise CliError("--parent-task-id is empty")
     job_id = args.job_id if args.job_id is not None else jobs.new_job_id()
-    document = jobs.job_document(args.parent_task_id.strip(), args.prompt, metadata)
+    if args.imagine:
+        imagine = {"prompt": args.imagine, "index": args.index or "1"}
+        document = jobs.job_document(None, args.prompt, metadata) | {
+            "imagine": imagine | ({"aspect_ratio": args.aspect_ratio} if args.aspect_ratio else {})
+        }
+    else:
+        document = jobs.job_document(args.parent_task_id.strip(), args.prompt, metadata)
+        if args.index:
+            document["index"] = args.index
+    if regions is not None:
+        document["mask"] = regions
     uploads = jobs.submit_job(target, job_id, document, mask, mask_type, inline=args.inline)
     for upload in uploads:
         _note(f"uploaded s3://{target.bucket}/{upload.key} ({upload.content_type}, {upload.size} bytes)")
@@ -233,6 +269,14 @@ def cmd_get(args: argparse.Namespace, target: Target) -> int:
         print(path, flush=True)
     if any(path.name == "error.json" for path in paths):
         _note(f"job {args.job_id} did not complete: see error.json")
+        return EXIT_OK
+    if args.sheet:
+        from vary_region_cli.sheet import SheetError, contact_sheet
+
+        try:
+            print(contact_sheet(args.out / args.job_id), flush=True)
+        except SheetError as exc:
+            raise CliError(str(exc)) from None
     return EXIT_OK
 
 

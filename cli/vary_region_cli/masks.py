@@ -8,6 +8,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
 from vary_region.errors import JobRejected
@@ -37,6 +38,28 @@ class Rect:
 
     def __str__(self) -> str:
         return f"{self.x},{self.y},{self.width},{self.height}"
+
+
+def region_document(rects: list[str], ellipses: list[str], polygons: list[str], units: str) -> dict[str, Any]:
+    """`mask.regions` for job.json: the pipeline draws them at the parent's real size."""
+    regions: list[dict[str, Any]] = [{"rect": _numbers(text, 4, "X,Y,W,H")} for text in rects]
+    regions += [{"ellipse": _numbers(text, 4, "CX,CY,RX,RY")} for text in ellipses]
+    for text in polygons:
+        values = _numbers(text, None, "X1,Y1,X2,Y2,X3,Y3,...")
+        if len(values) < 6 or len(values) % 2:
+            raise MaskError(f"--polygon {text!r}: give at least three X,Y points")
+        regions.append({"polygon": [values[i : i + 2] for i in range(0, len(values), 2)]})
+    return {"regions": regions, "units": units}
+
+
+def _numbers(text: str, count: int | None, shape: str) -> list[float | int]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        raise MaskError(f"{text!r} is not {shape}")
+    return [int(v) if v.is_integer() else v for v in values]
 
 
 def parse_size(text: str) -> tuple[int, int]:

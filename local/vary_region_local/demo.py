@@ -1,10 +1,11 @@
 """`make demo`: one Vary Region job through the local stack, the way a user runs it.
 
 Starts the local stack as a separate process (`python -m vary_region_local.stack`, log in
-.local/stack.log), then uses only the `vary-region` CLI (S3 and DynamoDB over HTTP) to submit a job
-with a rectangle mask, watch it, and download the results into demo-output/<job-id>/. It also saves
-the mask it sent as mask.png and the simulator's parent picture as parent.png, checks that only the
-masked rectangle changed, and stops the stack again, also when something fails.
+.local/stack.log), then uses only the `vary-region` CLI (S3 and DynamoDB over HTTP) to submit a
+chained job from a prompt (imagine -> upscale-1x -> inpaint) with its region given as a rectangle
+in fractions, watch each stage, and download the results into demo-output/<job-id>/ with their
+contact sheet. It checks that only the masked region changed (against the parent.png and mask.png
+the pipeline stored), and stops the stack again, also when something fails.
 """
 
 from __future__ import annotations
@@ -18,23 +19,22 @@ import signal
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from vary_region_cli import main as cli
-from vary_region_cli.config import Settings, resolve
-from vary_region_cli.jobs import INBOX, RESULTS
+from vary_region_cli.jobs import RESULTS
 from vary_region_cli.masks import Rect
 
 from vary_region_local.process import STACK_START_TIMEOUT, StackProcess, StackProcessError, read_stack_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PARENT_TASK_ID = "demo-parent-1"
+IMAGINE_PROMPT = "mountains under a morning sky"
+INDEX = "2"
+ASPECT_RATIO = "3:2"  # the simulator's 3:2 pictures are 512x344: not square, as real ones rarely are
 PROMPT = "a hot air balloon"
-MASK_SIZE = (512, 512)  # the simulator's parent pictures are 512x512
-RECT = Rect(176, 48, 160, 208)  # X,Y,W,H: a tall box in the sky
+RECT = "0.35,0.08,0.3,0.5"  # X,Y,W,H in fractions of the upscale: a tall box in the sky
 
 
 class DemoError(Exception):
@@ -90,6 +90,16 @@ class Cli:
         return code, buffer.getvalue()
 
 
+def mask_box(folder: Path) -> Rect:
+    """The white box of the mask the pipeline sent (results/<job-id>/mask.png)."""
+    from PIL import Image
+
+    box = Image.open(folder / "mask.png").convert("L").getbbox()
+    if box is None:
+        raise DemoError("mask.png is all black")
+    return Rect(box[0], box[1], box[2] - box[0], box[3] - box[1])
+
+
 def check_only_mask_changed(folder: Path, rect: Rect) -> str:
     """Compare 1.png..4.png with parent.png pixel by pixel (Pillow: a dev dependency, demo only)."""
     from PIL import Image, ImageChops
@@ -110,19 +120,6 @@ def check_only_mask_changed(folder: Path, rect: Rect) -> str:
         f"check: 1.png..4.png vs parent.png: masked region changed, rest identical "
         f"(every changed pixel lies inside X,Y,W,H = {rect})"
     )
-
-
-def download(url: str, path: Path) -> None:
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise DemoError(f"unexpected URL {url}")
-    with urllib.request.urlopen(url, timeout=10) as response:  # the simulator, on loopback
-        path.write_bytes(response.read())
-
-
-def save_sent_mask(stack_file: Path, job_id: str, path: Path) -> None:
-    """The mask exactly as `submit` uploaded it (the pipeline leaves inbox/ as it is)."""
-    target = resolve(Settings(local=True, stack_file=stack_file))
-    target.s3.download_file(target.require_bucket(), f"{INBOX}{job_id}/mask.png", str(path))
 
 
 def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
@@ -150,14 +147,18 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
 
         code, output = run.run(
             "submit",
-            "--parent-task-id",
-            PARENT_TASK_ID,
+            "--imagine",
+            IMAGINE_PROMPT,
+            "--index",
+            INDEX,
+            "--aspect-ratio",
+            ASPECT_RATIO,
             "--prompt",
             PROMPT,
             "--rect",
-            str(RECT),
-            "--size",
-            f"{MASK_SIZE[0]},{MASK_SIZE[1]}",
+            RECT,
+            "--units",
+            "fraction",
             "--metadata",
             json.dumps({"source": "make demo"}),
             capture=True,
@@ -171,29 +172,25 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
             raise DemoError(f"the job did not complete (watch exit code {code})")
 
         out_arg = str(shown_path(out_dir))
-        code, _ = run.run("get", job_id, "--out", out_arg)
+        code, _ = run.run("get", job_id, "--out", out_arg, "--sheet")
         if code != 0:
             raise DemoError(f"get failed (exit code {code})")
         folder = out_dir / job_id
-        parent_path = folder / "parent.png"
-        download(f"{info['apiframe_base_url']}/images/{quote(PARENT_TASK_ID, safe='')}/parent.png", parent_path)
-        print(f"{shown_path(parent_path)}    <- the parent picture, from the simulator")
-        mask_path = folder / "mask.png"
-        save_sent_mask(stack.stack_file, job_id, mask_path)
-        print(f"{shown_path(mask_path)}      <- the mask that was sent (white: the region redrawn)")
 
         code, _ = run.run("list", "--limit", "5")
         if code != 0:
             raise DemoError(f"list failed (exit code {code})")
 
         print()
-        print(check_only_mask_changed(folder, RECT))
+        print(check_only_mask_changed(folder, mask_box(folder)))
         result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        for task in result.get("tasks", []):
+            print(f"result.json: stage {task['stage']:<8} task {task['task_id']}  {task['credits']} credits")
         print(
-            f"result.json: task {result['task_id']}, {len(result['images'])} images under "
-            f"s3://{info['bucket']}/{RESULTS}{job_id}/, metadata {json.dumps(result['metadata'])}"
+            f"result.json: {len(result['images'])} images under s3://{info['bucket']}/{RESULTS}{job_id}/, "
+            f"metadata {json.dumps(result['metadata'])}"
         )
-        print(f"open {shown_path(folder)}/ to compare parent.png and mask.png with 1.png..4.png and grid.png")
+        print(f"open {shown_path(folder)}/sheet.png: the parent with the mask outlined, then the four variants")
     except KeyboardInterrupt:
         failure = "interrupted"
     except DemoError as exc:
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "demo-output", help="results go to OUT/<job-id>/ (default: demo-output)"
     )
-    parser.add_argument("--timeout", type=float, default=40.0, help="seconds to wait for the job (40)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the job (60)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     return run_demo(args.state_dir, args.out, args.timeout)

@@ -61,6 +61,8 @@ _PARTIAL_SHAPES = {
 _EXTRA_FIELDS = {"actions": ["upsample1", "variation1", "reroll"], "sim_note": "unknown field"}
 _STAT_NAMES = (
     "inpaint_calls",
+    "imagine_calls",
+    "upscale_calls",
     "tasks_created",
     "fetch_calls",
     "webhooks_sent",
@@ -167,6 +169,8 @@ class _Task:
     percentage: str | None = None
     parent_task_id: str | None = None
     prompt: str = ""
+    aspect_ratio: str = "1:1"
+    index: int = 1  # an upscale's image of its grid
     webhook_url: str | None = None
     webhook_secret: str | None = None
     mask_bytes: bytes | None = None
@@ -193,6 +197,7 @@ class ApiframeSimulator:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.faults = SimulatorFaults()
         self.inpaint_requests: list[dict[str, Any]] = []
+        self.stage_requests: list[dict[str, Any]] = []  # the /imagine and /upscale-1x bodies, in order
         # Every image GET: its path, its Range header (None without one) and the status answered.
         self.image_requests_log: list[dict[str, Any]] = []
         self._request = threading.local()  # the request being served, per server thread
@@ -257,6 +262,7 @@ class ApiframeSimulator:
             self._stats = dict.fromkeys(_STAT_NAMES, 0)
             self._stats["running_tasks_peak"] = self._running_tasks
             self.inpaint_requests.clear()
+            self.stage_requests.clear()
             self.image_requests_log.clear()
 
     def stats(self) -> dict[str, int]:
@@ -273,9 +279,16 @@ class ApiframeSimulator:
             return self._idle.wait_for(lambda: self._active_workers == 0, timeout)
 
     def parent_image_png(self, parent_task_id: str) -> bytes:
-        """The upscaled picture behind any task id: a landscape seeded by the id."""
+        """The upscaled picture behind any task id: the grid's image of an upscale this simulator made
+        from its own imagine task, otherwise a landscape seeded by the id."""
         with self._lock:
             cached = self._parents.get(parent_task_id)
+            task = self._tasks.get(parent_task_id)
+            grid_task = self._tasks.get(task.parent_task_id or "") if task is not None else None
+        if cached is None and task is not None and grid_task is not None and grid_task.task_type == "imagine":
+            cached = self._task_images(grid_task)[str(task.index)]
+            with self._lock:
+                cached = self._parents.setdefault(parent_task_id, cached)
         if cached is None:
             cached = _png(_landscape(f"parent|{parent_task_id}", self.image_size))
             with self._lock:
@@ -292,8 +305,9 @@ class ApiframeSimulator:
         route = self._routes.get((method, path))
         if route is None:
             return _error(404, "not found")
-        if path == "/inpaint":
-            self._count("inpaint_calls")
+        counted = {"/inpaint": "inpaint_calls", "/imagine": "imagine_calls", "/upscale-1x": "upscale_calls"}
+        if path in counted:
+            self._count(counted[path])
         if not self._authorized(authorization):
             return _json(401, {})
         return route(body)
@@ -353,8 +367,15 @@ class ApiframeSimulator:
     def _imagine(self, body: bytes) -> _Response:
         payload = _json_object(body)
         prompt = _required_str(payload, "prompt")
+        aspect_ratio = _optional_str(payload, "aspect_ratio") or "1:1"
+        if not re.fullmatch(r"[1-9][0-9]{0,2}:[1-9][0-9]{0,2}", aspect_ratio):
+            raise _BadRequest("aspect_ratio must look like 16:9")
         webhook_url, secret = _webhook_fields(payload)
-        task = self._create_task("imagine", prompt=prompt, webhook_url=webhook_url, webhook_secret=secret)
+        task = self._create_task(
+            "imagine", prompt=prompt, aspect_ratio=aspect_ratio, webhook_url=webhook_url, webhook_secret=secret
+        )
+        with self._lock:
+            self.stage_requests.append({"endpoint": "/imagine", **payload})
         return _json(200, {"task_id": task.task_id})
 
     def _upscale(self, body: bytes) -> _Response:
@@ -365,9 +386,21 @@ class ApiframeSimulator:
         if index not in ("1", "2", "3", "4"):
             raise _BadRequest('index must be one of "1", "2", "3", "4"')
         webhook_url, secret = _webhook_fields(payload)
+        with self._lock:
+            parent = self._tasks.get(parent_id) or self._implicit_parent(parent_id)
+        if parent is None:
+            raise _BadRequest("parent task not found")
+        if parent.task_type != "imagine" or parent.status != "finished":
+            raise _BadRequest("parent_task_id must be a finished imagine task")
         task = self._create_task(
-            f"upscale#{index}", parent_task_id=parent_id, webhook_url=webhook_url, webhook_secret=secret
+            f"upscale#{index}",
+            parent_task_id=parent_id,
+            index=int(index),
+            webhook_url=webhook_url,
+            webhook_secret=secret,
         )
+        with self._lock:
+            self.stage_requests.append({"endpoint": "/upscale-1x", **payload})
         return _json(200, {"task_id": task.task_id})
 
     def _fetch(self, body: bytes) -> _Response:
@@ -604,7 +637,13 @@ class ApiframeSimulator:
         if cached is not None:
             return cached
         if task.task_type == "imagine":
-            pictures = [_landscape(f"imagine|{task.prompt}|{i}", self.image_size) for i in range(1, 5)]
+            size = _picture_size(self.image_size, task.aspect_ratio)
+            pictures = [_landscape(f"imagine|{task.prompt}|{i}", size) for i in range(1, 5)]
+            # As Midjourney's: the grid holds the four pictures at full size, so it is twice as wide and high.
+            images = {str(i): _png(picture) for i, picture in enumerate(pictures, start=1)}
+            images["grid"] = _png(_grid([p.resize((p.width * 2, p.height * 2)) for p in pictures]))
+            with self._lock:
+                return self._images.setdefault(task.task_id, images)
         else:
             parent = Image.open(io.BytesIO(self.parent_image_png(task.parent_task_id or ""))).convert("RGB")
             seed = f"{task.parent_task_id}|{task.prompt}"
@@ -771,6 +810,15 @@ def _inpaint_variations(parent: Image.Image, mask_bytes: bytes, seed: str) -> li
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     # composite copies unmasked pixels verbatim, so they stay byte-identical to the parent
     return [Image.composite(_redraw(parent, i, seed, centre), parent, mask) for i in range(1, 5)]
+
+
+def _picture_size(base: tuple[int, int], aspect_ratio: str) -> tuple[int, int]:
+    """An imagine picture's size: the long side of `base`, the short one by the ratio (a multiple of 8)."""
+    width, height = (int(part) for part in aspect_ratio.split(":"))
+    long_side = max(base)
+    if width >= height:
+        return long_side, max(8, round(long_side * height / width / 8) * 8)
+    return max(8, round(long_side * width / height / 8) * 8), long_side
 
 
 def _grid(pictures: list[Image.Image]) -> Image.Image:

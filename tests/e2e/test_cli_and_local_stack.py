@@ -35,7 +35,8 @@ STACK_KEYS = {
     "simulator",
     "api_key_secret_id",
 }
-RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "result.json"]
+RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "mask.png", "parent.png", "result.json"]
+IMAGES = ["1.png", "2.png", "3.png", "4.png", "grid.png"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -132,7 +133,7 @@ def test_rect_job_submit_watch_get_list_status(run_cli: CliRunner, aws: Aws, tmp
     folder = tmp_path / "out" / job_id
     assert sorted(p.name for p in folder.iterdir()) == RESULT_FILES
     assert sorted(Path(line).name for line in got.stdout.split()) == RESULT_FILES
-    for name in RESULT_FILES[:-1]:
+    for name in IMAGES:
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
     result = json.loads((folder / "result.json").read_text())
     assert (result["status"], result["prompt"], result["metadata"]) == ("COMPLETED", "a red kite", {"customer": "acme"})
@@ -317,7 +318,7 @@ def test_the_stack_file_is_found_from_a_subfolder_as_git_finds_dot_git(
         (["watch", "no-such-job", "--timeout", "5"], True, "not found"),
         (["submit", "--parent-task-id", "p", "--rect", "10,10,0,0", "--size", "64,64"], True, "empty"),
         (["submit", "--parent-task-id", "p", "--rect", "60,60,10,10", "--size", "64,64"], True, "does not fit"),
-        (["submit", "--parent-task-id", "p", "--rect", "1,1,9,9"], True, "needs --size"),
+        (["submit", "--parent-task-id", "p", "--polygon", "1,1,9,9"], True, "at least three X,Y points"),
         (["submit", "--parent-task-id", "p", "--mask", "missing.png"], True, "cannot read the mask"),
         (
             ["submit", "--parent-task-id", "p", "--rect", "1,1,9,9", "--size", "64,64", "--metadata", "{"],
@@ -340,7 +341,7 @@ def test_the_stack_file_is_found_from_a_subfolder_as_git_finds_dot_git(
         "watch-missing",
         "empty-rect",
         "rect-outside",
-        "rect-without-size",
+        "polygon-of-two-points",
         "missing-mask-file",
         "bad-metadata",
         "bad-job-id",
@@ -380,10 +381,16 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     (folder,) = out.iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*RESULT_FILES, "parent.png", "mask.png"])
-    mask = Image.open(folder / "mask.png")  # the mask the demo sent: its rectangle, X,Y,W,H = 176,48,160,208
-    assert (mask.mode, mask.size, mask.getbbox()) == ("L", (512, 512), (176, 48, 336, 256))
-    assert "mask.png" in result.stdout
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*RESULT_FILES, "sheet.png"])
+    # The mask the pipeline drew from the demo's fractions 0.35,0.08,0.3,0.5 at the upscale's 512x344.
+    mask = Image.open(folder / "mask.png")
+    assert (mask.size, mask.getbbox()) == ((512, 344), (179, 28, 333, 200))
+    assert Image.open(folder / "parent.png").size == (512, 344)
+    sheet = Image.open(folder / "sheet.png")
+    assert sheet.height == 384 + 16 and sheet.width > 5 * 384 * 512 / 344
+    for stage in ("imagine", "upscale", "inpaint"):
+        assert f"stage {stage}" in result.stdout, stage
+    assert "sheet.png" in result.stdout
     assert "masked region changed, rest identical" in result.stdout
     assert "Stopped the local stack (exit code 0)." in result.stdout
     assert re.search(r"Demo finished in \d+\.\ds\.", result.stdout)

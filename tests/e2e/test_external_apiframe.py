@@ -40,7 +40,7 @@ def test_the_stack_uses_the_server_named_by_apiframe_base_url(tmp_path: Path):
         assert external.stats()["inpaint_calls"] == 1, "the job went to the server named by APIFRAME_BASE_URL"
         assert external.stats()["image_requests"] >= 5, "its images were copied from that server's origin"
         listed = s3.list_objects_v2(Bucket=info["bucket"], Prefix="results/external-1/")["Contents"]
-        assert len(listed) == 6
+        assert len(listed) == 8  # grid, 1-4, result.json, and the inputs as sent: mask.png, parent.png
     finally:
         assert stack.stop() == 0
         external.stop()

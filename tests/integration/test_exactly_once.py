@@ -23,6 +23,7 @@ import pytest
 from vary_region.errors import JobError, RequestNotSent, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.intake.submission import JobSubmitter, SubmitOutcome
+from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import TaskStore
 from vary_region.provider.api_key import api_key_reader
 from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
@@ -166,7 +167,7 @@ def test_a_job_whose_task_id_a_webhook_recorded_can_never_be_released(store, own
     job_id = _received(store)
     assert _claim(store, job_id, "token-1")
     # The task's first webhook outran the submitter's own write of the task id.
-    assert store.record_progress(job_id, "task-1", 25, NOW)
+    assert store.record_progress(job_id, "task-1", 25, NOW, stage=JobStage.INPAINT)
 
     assert not store.release_claim(job_id, "token-1", NOW)
     assert _claim_fields(own_table, job_id)["task_id"] == "task-1"
@@ -227,8 +228,8 @@ class SentThenCrashed:
         self.real = real
         self.sent: list[str] = []
 
-    def submit_inpaint(self, request: InpaintRequest) -> str:
-        self.sent.append(self.real.submit_inpaint(request))
+    def submit(self, request: InpaintRequest) -> str:
+        self.sent.append(self.real.submit(request))
         raise RuntimeError("bug after the request was sent")
 
 

@@ -240,7 +240,12 @@ def test_given_a_job_when_the_parent_size_is_read_then_only_a_ranged_read_of_the
     assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
     path = f"/images/{parent}/parent.png"
     reads = [r for r in list(sim.image_requests_log) if r["path"] == path]
-    assert reads and all(r["range"] == "bytes=0-65535" and r["status"] == 206 for r in reads), reads
+    # Before paying, only ranged reads; the one whole download is the copy to parent.png at the end.
+    before_submission, copy = reads[:-1], reads[-1]
+    assert before_submission and all(r["range"] == "bytes=0-65535" and r["status"] == 206 for r in before_submission)
+    assert (copy["range"], copy["status"]) == (None, 200), reads
+    stored = s3.get_object(Bucket=bucket, Key=f"results/{job_id}/parent.png")["Body"].read()
+    assert Image.open(io.BytesIO(stored)).size == PARENT_SIZE
 
 
 def test_given_parent_larger_than_the_header_read_when_read_then_it_stops_after_the_header(stack, sim, monkeypatch):

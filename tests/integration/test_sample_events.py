@@ -32,6 +32,9 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     assert get_job(table, "demo job+2")["status"] == "RECEIVED", "the URL-encoded key is decoded"
     for name in ("s3-test-event.json", "sqs-s3-test-event.json"):
         assert submit.invoke(event(name)) == {"batchItemFailures": []}, name
+    # A chain's next stage handed to the submit function (the job's file is not in this bucket: it waits).
+    assert submit.invoke(event("sqs-next-stage.json")) == {"batchItemFailures": []}
+    assert get_job(table, "demo-chain-1")["status"] == "RECEIVED"
 
     # The webhook samples belong to demo-job-1 submitted as task 29e983ca-... with the sample secret.
     store = TaskStore(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
@@ -56,6 +59,7 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     report = stack.functions["reconciler"].invoke(event("reconciler-schedule.json"))
     assert "examined" in report
     store.mark_rejected("demo job+2", store_error(), now)
+    store.mark_rejected("demo-chain-1", store_error(), now)
 
 
 def store_error() -> Any:

@@ -177,6 +177,8 @@ def test_webhooks_report_string_percentages_then_the_documented_final_shape(
     assert api(sim, "/fetch", {"task_id": task_id}).json() == final
     assert sim.stats() == {
         "inpaint_calls": 1,
+        "imagine_calls": 0,
+        "upscale_calls": 0,
         "tasks_created": 1,
         "fetch_calls": 1,
         "webhooks_sent": 4,

@@ -276,3 +276,57 @@ def test_given_mask_exactly_at_the_limit_when_parsed_then_it_is_accepted():
 
 def test_given_mask_data_url_with_jpeg_type_when_parsed_then_declared_type_is_kept():
     assert parse_mask_data_url(data_url(b"\xff\xd8\xff", "image/jpeg"), MAX_MASK).declared_type == "image/jpeg"
+
+
+# ---- chained jobs: `index` beside an imagine parent, or `imagine` instead of a parent ----------------
+def chain(**fields) -> bytes:
+    return json.dumps({"imagine": {"prompt": "a lighthouse"}} | fields).encode()
+
+
+@pytest.mark.parametrize("index", ["2", 2, " 2 "])
+def test_given_an_index_beside_the_parent_when_parsed_then_the_job_starts_with_the_upscale(index):
+    spec = parse_job_spec(doc(parent_task_id="grid-1", index=index))
+
+    assert (spec.index, spec.first_stage.value, spec.is_chain) == ("2", "upscale", True)
+
+
+def test_given_imagine_when_parsed_then_the_job_starts_from_the_prompt_with_its_defaults():
+    spec = parse_job_spec(chain(prompt="a red balloon"))
+
+    assert spec.parent_task_id is None and spec.first_stage.value == "imagine"
+    assert spec.imagine is not None and (spec.imagine.prompt, spec.imagine.aspect_ratio) == ("a lighthouse", "1:1")
+    assert spec.index == "1", "the first image of the grid unless told"
+    assert spec.prompt == "a red balloon", "the top-level prompt is the inpaint's"
+
+
+def test_given_a_plain_job_when_parsed_then_it_is_one_inpaint_stage():
+    spec = parse_job_spec(doc(parent_task_id="up-1"))
+
+    assert (spec.first_stage.value, spec.is_chain, spec.index) == ("inpaint", False, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (doc(parent_task_id="g", index="5"), "INDEX_INVALID"),
+        (doc(parent_task_id="g", index=True), "INDEX_INVALID"),
+        (doc(parent_task_id="g", index=1.5), "INDEX_INVALID"),
+        (chain(index="1", imagine={"prompt": "x", "index": "2"}), "INDEX_INVALID"),
+        (chain(imagine="a lighthouse"), "IMAGINE_INVALID"),
+        (chain(imagine={"index": "1"}), "IMAGINE_INVALID"),
+        (chain(imagine={"prompt": "  "}), "IMAGINE_INVALID"),
+        (chain(imagine={"prompt": "x", "aspect_ratio": "16x9"}), "ASPECT_RATIO_INVALID"),
+        (chain(imagine={"prompt": "x", "aspect_ratio": "0:1"}), "ASPECT_RATIO_INVALID"),
+        (chain(imagine={"prompt": "x", "aspect_ratio": 1.5}), "ASPECT_RATIO_INVALID"),
+        (chain(parent_task_id="up-1"), "PARENT_AMBIGUOUS"),
+        (chain(mask={"regions": [{"rect": [0, 0, 10, 10]}]}), "MASK_REGIONS_INVALID"),
+    ],
+)
+def test_given_an_unusable_chain_when_parsed_then_it_is_rejected_with_its_code(raw, code):
+    assert rejected_code(parse_job_spec, raw) == code
+
+
+def test_given_fraction_regions_in_a_chain_from_a_prompt_then_they_are_accepted():
+    spec = parse_job_spec(chain(mask={"regions": [{"rect": [0.1, 0.1, 0.5, 0.5]}], "units": "fraction"}))
+
+    assert spec.mask_regions is not None and spec.imagine is not None and spec.imagine.ratio == 1.0

@@ -223,3 +223,36 @@ def test_given_a_finished_result_that_is_not_a_grid_and_four_images_then_it_is_i
 def test_given_a_grid_and_four_distinct_images_then_the_result_is_whole():
     payload = {"task_id": "t1", "original_image_url": GRID, "image_urls": FOUR}
     assert parse_task_result(payload).incomplete_reason() is None
+
+
+# ---- an upscale's result: one image_url (task type "upscale#1".."upscale#4") -----------------------
+def test_given_a_finished_upscale_when_parsed_then_its_one_image_is_the_whole_result():
+    result = parse_task_result(
+        {"task_id": "u1", "task_type": "upscale#2", "image_url": " https://cdn.apiframe.pro/u.png "}
+    )
+
+    assert result.state is TaskState.FINISHED
+    assert result.image_url == "https://cdn.apiframe.pro/u.png"
+    assert result.incomplete_reason(single_image=True) is None
+
+
+@pytest.mark.parametrize("image_url", [None, "", "  ", 7])
+def test_given_an_upscale_finished_without_an_image_then_it_is_not_a_result(image_url):
+    result = parse_task_result(
+        {"task_id": "u1", "task_type": "upscale#1", "status": "finished", "image_url": image_url}
+    )
+
+    assert result.state is TaskState.FINISHED
+    assert result.incomplete_reason(single_image=True) == "no image_url"
+
+
+def test_given_an_image_url_on_a_task_that_is_no_upscale_then_it_does_not_make_it_finished():
+    result = parse_task_result({"task_id": "i1", "task_type": "inpaint", "image_url": "https://cdn.apiframe.pro/x.png"})
+
+    assert result.state is TaskState.RUNNING
+
+
+def test_given_a_running_upscale_with_a_string_percentage_then_it_runs():
+    result = parse_task_result({"task_id": "u1", "task_type": "upscale#1", "status": "processing", "percentage": "40"})
+
+    assert (result.state, result.percentage) == (TaskState.RUNNING, 40)

@@ -63,3 +63,13 @@ def test_given_any_job_id_then_its_token_is_url_safe_and_names_it_first(job_id):
 def test_given_a_segment_that_is_no_canonical_token_then_it_names_no_job(token):
     # "j-YQ" is "a"; "j-YQ=" would be a second spelling of it; "j-AAo" decodes to control characters.
     assert job_id_from_token(token) == ("a" if token == "j-YQ" else None)
+
+
+# ---- one URL per stage of a chained job ------------------------------------------------------------
+def test_given_a_stage_when_its_token_is_made_then_it_names_the_job_and_the_stage_and_nothing_else():
+    from vary_region.provider.webhook_token import parse_webhook_token
+
+    assert parse_webhook_token(webhook_token("job 1", "upscale")) == ("job 1", "upscale")
+    assert parse_webhook_token(webhook_token("job 1")) == ("job 1", "inpaint")
+    assert webhook_token("job 1", "inpaint") == webhook_token("job 1"), "a plain job's URL is unchanged"
+    assert parse_webhook_token(webhook_token("job 1") + ".inpaint") is None, "one spelling per stage"

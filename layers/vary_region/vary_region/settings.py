@@ -94,6 +94,13 @@ class Settings:
     result_fetch_attempts: int = 3
     result_refetch_delay_seconds: float = 2.0
     reconcile_batch_limit: int = 2000
+    # Credits per task (APIFRAME's fast-mode price list), written into result.json per stage.
+    credits_imagine: int = 4
+    credits_upscale: int = 2
+    credits_inpaint: int = 4
+
+    def credits_of(self, stage: str) -> int:
+        return {"imagine": self.credits_imagine, "upscale": self.credits_upscale}.get(stage, self.credits_inpaint)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -145,6 +152,9 @@ class Settings:
                 number("RESULT_REFETCH_DELAY_SECONDS", defaults.result_refetch_delay_seconds, float)
             ),
             reconcile_batch_limit=int(number("RECONCILE_BATCH_LIMIT", defaults.reconcile_batch_limit)),
+            credits_imagine=int(number("CREDITS_IMAGINE", defaults.credits_imagine)),
+            credits_upscale=int(number("CREDITS_UPSCALE", defaults.credits_upscale)),
+            credits_inpaint=int(number("CREDITS_INPAINT", defaults.credits_inpaint)),
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),

@@ -83,6 +83,15 @@ def job_submitter(settings: Settings) -> JobSubmitter:
     return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
 
 
+def submit_wake(settings: Settings) -> Callable[[str], None] | None:
+    """Hands a chained job's next stage to the submit function through its queue."""
+    from vary_region.intake.held_jobs import HeldJobQueue
+
+    if not settings.submit_queue_url:
+        return None
+    return HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds).wake
+
+
 def sqs_client() -> Any:
     return LazyClient(lambda: boto3.client("sqs", config=_AWS_CONFIG))
 
@@ -110,7 +119,13 @@ def job_completer(settings: Settings) -> JobCompleter:
     )
     files = JobFiles(s3, settings.jobs_bucket)
     return JobCompleter(
-        settings, task_store(settings), files, apiframe_client(settings), copier, completion_queue(settings)
+        settings,
+        task_store(settings),
+        files,
+        apiframe_client(settings),
+        copier,
+        completion_queue(settings),
+        wake=submit_wake(settings),
     )
 
 
@@ -124,4 +139,11 @@ def reconciler(settings: Settings) -> Reconciler:
     from vary_region.jobs.reconcile import Reconciler
 
     files = JobFiles(s3_client(), settings.jobs_bucket)
-    return Reconciler(settings, task_store(settings), files, apiframe_client(settings), completion_queue(settings))
+    return Reconciler(
+        settings,
+        task_store(settings),
+        files,
+        apiframe_client(settings),
+        completion_queue(settings),
+        wake=submit_wake(settings),
+    )

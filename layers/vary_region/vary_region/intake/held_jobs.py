@@ -26,6 +26,10 @@ class HeldJobQueue:
             QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}), DelaySeconds=delay
         )
 
+    def wake(self, key: str) -> None:
+        """Hand a chained job's next stage to the submit function now (its stage before finished)."""
+        self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}))
+
 
 def held_job_key(message: Any) -> str | None:
     held = message.get(HELD_JOB_FIELD) if isinstance(message, dict) else None

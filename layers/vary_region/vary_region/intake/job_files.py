@@ -72,6 +72,9 @@ class JobFiles:
             ContentType="application/json",
         )
 
+    def write_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
+
     def object_size(self, key: str) -> int | None:
         """None only when the object certainly does not exist; a refusal or an outage raises.
 

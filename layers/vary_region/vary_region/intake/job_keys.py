@@ -84,6 +84,11 @@ class ResultKeys:
     def error_json(self) -> str:
         return self.folder + "error.json"
 
+    @property
+    def mask(self) -> str:
+        """The mask exactly as it was sent to the provider."""
+        return self.folder + "mask.png"
+
     def image(self, name: str) -> str:
-        """name is "grid" or "1".."4"."""
+        """name is "grid", "1".."4", or "parent" (the inpaint's parent image, as copied)."""
         return f"{self.folder}{name}.png"

@@ -12,23 +12,51 @@ from typing import Any
 
 from vary_region.errors import JobRejected
 from vary_region.intake.mask import MaskFit
-from vary_region.intake.mask_regions import MaskRegions, parse_mask_regions
+from vary_region.intake.mask_regions import MaskRegions, Units, parse_mask_regions
+from vary_region.jobs.stages import JobStage
 
 # APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 _FOLDED_WHITESPACE = re.compile(r"[\t\r\n]+")
+_ASPECT_RATIO = re.compile(r"^(?P<w>[1-9][0-9]{0,2}):(?P<h>[1-9][0-9]{0,2})$")
+_INDEXES = ("1", "2", "3", "4")
+
+
+@dataclass(frozen=True)
+class ImagineSpec:
+    """The first stage of a job that starts from a prompt: imagine, then upscale image `index`."""
+
+    prompt: str
+    aspect_ratio: str = "1:1"  # the provider's default
+
+    @property
+    def ratio(self) -> float:
+        width, height = self.aspect_ratio.split(":")
+        return int(width) / int(height)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     """What the user asked for in job.json."""
 
-    parent_task_id: str
+    parent_task_id: str | None  # None only when the job starts from `imagine`
     prompt: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     mask_regions: MaskRegions | None = None  # the mask as shapes: then no mask file belongs to the job
     mask_fit: MaskFit = MaskFit.EXACT
+    index: str | None = None  # which image of an imagine grid to upscale ("1".."4")
+    imagine: ImagineSpec | None = None
+
+    @property
+    def first_stage(self) -> JobStage:
+        if self.imagine is not None:
+            return JobStage.IMAGINE
+        return JobStage.UPSCALE if self.index is not None else JobStage.INPAINT
+
+    @property
+    def is_chain(self) -> bool:
+        return self.first_stage is not JobStage.INPAINT
 
 
 @dataclass(frozen=True)
@@ -105,14 +133,56 @@ def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> d
 
 
 def _spec_from_document(document: dict[str, Any], limits: Limits) -> JobSpec:
+    imagine, index = _imagine(document.get("imagine"), document.get("index"), limits)
+    if imagine is not None and document.get("parent_task_id") is not None:
+        raise JobRejected(
+            "PARENT_AMBIGUOUS", "give either `imagine` (start from a prompt) or `parent_task_id`, not both"
+        )
+    # Only an object is shapes: a string `mask` is the inline form's data URL, read by its caller.
+    regions = parse_mask_regions(mask) if isinstance(mask := document.get("mask"), dict) else None
+    if imagine is not None and regions is not None and regions.units is Units.PX:
+        # Nothing tells the upscale's size in pixels before two tasks are paid for: bounds could not be checked.
+        raise JobRejected(
+            "MASK_REGIONS_INVALID",
+            'a job that starts from `imagine` gives its regions as fractions ("units": "fraction"): '
+            "the image's size in pixels is known only after it is made",
+        )
     return JobSpec(
-        parent_task_id=_parent_task_id(document.get("parent_task_id")),
+        parent_task_id=None if imagine is not None else _parent_task_id(document.get("parent_task_id")),
         prompt=_prompt(document.get("prompt"), limits),
         metadata=_metadata(document.get("metadata"), limits),
-        # Only an object is shapes: a string `mask` is the inline form's data URL, read by its caller.
-        mask_regions=parse_mask_regions(mask) if isinstance(mask := document.get("mask"), dict) else None,
+        mask_regions=regions,
         mask_fit=_mask_fit(document.get("mask_fit")),
+        index=index,
+        imagine=imagine,
     )
+
+
+def _index(value: Any, field_name: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if text not in _INDEXES:
+        raise JobRejected("INDEX_INVALID", f"`{field_name}` must be 1, 2, 3 or 4 (which image of the grid)")
+    return text
+
+
+def _imagine(value: Any, top_index: Any, limits: Limits) -> tuple[ImagineSpec | None, str | None]:
+    index = _index(top_index, "index")
+    if value is None:
+        return None, index
+    if not isinstance(value, dict):
+        raise JobRejected("IMAGINE_INVALID", '`imagine` must be an object: {"prompt": "...", "index": "1"}')
+    prompt = _prompt(value.get("prompt"), limits)
+    if prompt is None:
+        raise JobRejected("IMAGINE_INVALID", "`imagine.prompt` is required: the prompt of the grid to make")
+    inner = _index(value.get("index"), "imagine.index")
+    if inner is not None and index is not None and inner != index:
+        raise JobRejected("INDEX_INVALID", "`index` and `imagine.index` name different images")
+    ratio = value.get("aspect_ratio", "1:1")
+    if not isinstance(ratio, str) or not _ASPECT_RATIO.match(ratio.strip()):
+        raise JobRejected("ASPECT_RATIO_INVALID", '`imagine.aspect_ratio` must look like "16:9"')
+    return ImagineSpec(prompt=prompt, aspect_ratio=ratio.strip()), inner or index or "1"
 
 
 def _mask_fit(value: Any) -> MaskFit:

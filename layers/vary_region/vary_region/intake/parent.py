@@ -92,6 +92,17 @@ class ParentReader:
 
         RequestNotSent (the API key could not be read) passes through: the event is retried.
         """
+        image_url = _finished_upscale_url(task_id, self._payload(task_id))
+        width, height = self._image_size(image_url)
+        return Parent(task_id=task_id, image_url=image_url, width=width, height=height)
+
+    def read_grid(self, task_id: str) -> Parent:
+        """A finished imagine task (the parent of a job given `index`), with its grid's size."""
+        grid_url = _finished_grid_url(task_id, self._payload(task_id))
+        width, height = self._image_size(grid_url)
+        return Parent(task_id=task_id, image_url=grid_url, width=width, height=height)
+
+    def _payload(self, task_id: str) -> Any:
         try:
             payload = self._fetch(task_id)
         except ProviderRejected as exc:
@@ -102,9 +113,16 @@ class ParentReader:
             raise
         except ProviderUnavailable as exc:
             raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent could not be read through Fetch: {exc}") from None
-        image_url = _finished_upscale_url(task_id, payload)
-        width, height = self._image_size(image_url)
-        return Parent(task_id=task_id, image_url=image_url, width=width, height=height)
+        if not isinstance(payload, dict) or payload.get("task_id") != task_id:
+            # An answer about another task (or none at all) says nothing about this one.
+            raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
+        status = payload.get("status")
+        status = status.strip().lower() if isinstance(status, str) else None
+        if status == "failed":
+            raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; start from a finished task instead")
+        if status in RUNNING_STATUSES:
+            raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
+        return payload
 
     def _image_size(self, url: str) -> tuple[int, int]:
         from vary_region.intake.mask import image_header_size
@@ -135,17 +153,20 @@ class ParentReader:
         return size
 
 
-def _finished_upscale_url(task_id: str, payload: Any) -> str:
-    if not isinstance(payload, dict) or payload.get("task_id") != task_id:
-        # An answer about another task (or none at all) says nothing about this one.
-        raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
-    status = payload.get("status")
-    status = status.strip().lower() if isinstance(status, str) else None
+def _finished_grid_url(task_id: str, payload: dict[str, Any]) -> str:
+    grid = payload.get("original_image_url")
+    if isinstance(payload.get("image_url"), str) and payload["image_url"].strip() and not grid:
+        raise JobRejected(
+            "PARENT_NOT_GRID",
+            f"the parent task {task_id} is an upscale, not an imagine grid: drop `index` to inpaint it directly",
+        )
+    if isinstance(grid, str) and grid.strip():
+        return grid.strip()
+    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} has no grid yet")
+
+
+def _finished_upscale_url(task_id: str, payload: dict[str, Any]) -> str:
     task_type = payload.get("task_type") if isinstance(payload.get("task_type"), str) else ""
-    if status == "failed":
-        raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; inpaint a finished upscale instead")
-    if status in RUNNING_STATUSES:
-        raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
     image_url = payload.get("image_url")
     grid = payload.get("original_image_url") or payload.get("image_urls")
     if task_type == "imagine" or (grid and not image_url):

@@ -30,14 +30,22 @@ from vary_region.errors import (
 from vary_region.intake.job_files import JobFiles, job_file_kinds
 from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
 from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
-from vary_region.intake.mask import BinaryMask, Mask, fit_mask, normalise_media_type, validate_mask
+from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normalise_media_type, validate_mask
 from vary_region.intake.mask_regions import render_regions
 from vary_region.intake.parent import ParentNotReady, ParentReader, fetch_payload
 from vary_region.jobs.job import Job, JobStatus, utc_now
+from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import ProviderBusy, TaskStore
 from vary_region.observability import logger, tracer
 from vary_region.provider.api_key import api_key_reader
-from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
+from vary_region.provider.apiframe import (
+    ApiframeClient,
+    ImagineRequest,
+    InpaintRequest,
+    RetryPolicy,
+    StageRequest,
+    UpscaleRequest,
+)
 from vary_region.provider.webhook_auth import hash_webhook_secret, new_webhook_secret
 from vary_region.provider.webhook_token import webhook_token
 from vary_region.results.documents import ensure_error_document, write_error
@@ -81,6 +89,22 @@ class HeldReason(StrEnum):
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
     PARENT_RUNNING = "PARENT_RUNNING"
     PARENT_UNAVAILABLE = "PARENT_UNAVAILABLE"  # Fetch or the parent's image host unreachable
+
+
+# A mask file in a chain from a prompt is checked against the aspect ratio before anything is paid:
+# its exact size in pixels is known only once the upscale exists (then it is scaled to it).
+_RATIO_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class _StagePlan:
+    """One stage, checked and ready to claim: what to send once the claim is won."""
+
+    stage: JobStage
+    first: bool
+    build: Callable[[str | None, str], StageRequest]  # (webhook URL, secret) -> the paid request
+    parent_image_url: str | None = None  # the inpaint's parent image, copied beside the results
+    mask: BinaryMask | None = None  # the inpaint's mask, stored as results/<job-id>/mask.png
 
 
 class JobSubmitter:
@@ -131,7 +155,7 @@ class JobSubmitter:
         job_id = uploaded.job_id
         logger.append_keys(job_id=job_id)
         existing = self._store.get(job_id)
-        if existing is not None and (existing.status.is_final or existing.was_submitted):
+        if existing is not None and (existing.status.is_final or existing.stage_claimed):
             ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id, existing.task_id)
         if self._hold is not None and existing is not None and self._still_no_free_slot(existing):
@@ -151,31 +175,89 @@ class JobSubmitter:
                 result = SubmitResult(SubmitOutcome.WAITING, job_id)
             else:
                 spec, mask = inputs
-                result = self._submit(uploaded, spec, self._mask_for_parent(spec, mask))
+                # A chain under way goes on with its open stage; a new job starts with its first.
+                under_way = existing is not None and existing.was_submitted
+                stage = existing.stage if existing is not None and under_way else spec.first_stage
+                logger.append_keys(stage=str(stage))
+                result = self._submit(uploaded, self._plan(stage, spec, mask, existing), spec)
         except _Waiting as waiting:
             # Said on the item, so every view of the job (the CLI, the console) tells what it waits for.
             self._store.record_waiting_for(job_id, waiting.what, self._clock())
             result = SubmitResult(SubmitOutcome.WAITING, job_id)
         except JobRejected as rejection:
-            result = self._reject(job_id, rejection.error)
+            under_way = existing is not None and existing.was_submitted
+            error = rejection.error
+            result = self._fail_later_stage(job_id, error) if under_way else self._reject(job_id, error)
         except ParentNotReady as waiting:
-            result = self._wait_for_parent(uploaded, waiting)
+            result = self._wait_for_parent(uploaded, waiting, existing)
         return replace(result, first_seen=first_seen)
 
-    def _mask_for_parent(self, spec: JobSpec, mask: Mask | None) -> BinaryMask:
-        """The mask to send, at the parent's real size; raises JobRejected or ParentNotReady (free so far)."""
-        parent = self._parents.read(spec.parent_task_id)
+    # --- each stage checked before it is paid ----------------------------------------------------
+
+    def _plan(self, stage: JobStage, spec: JobSpec, mask: Mask | None, job: Job | None) -> _StagePlan:
+        """Everything free about `stage` done (parent read, mask checked and fitted); raises
+        JobRejected or ParentNotReady. A chain's first stage checks the mask for the whole chain."""
+        first = stage is spec.first_stage
+        if stage is JobStage.IMAGINE:
+            assert spec.imagine is not None  # first_stage is IMAGINE only with it
+            imagine = spec.imagine
+            self._check_mask_ratio(spec, mask, imagine.ratio)
+            return _StagePlan(
+                stage, first, lambda url, secret: ImagineRequest(imagine.prompt, imagine.aspect_ratio, url, secret)
+            )
+        if stage is JobStage.UPSCALE:
+            grid_task = spec.parent_task_id if first else (job.task_id_of(JobStage.IMAGINE) if job else None)
+            if grid_task is None or spec.index is None:
+                raise JobRejected("PARENT_TASK_ID_MISSING", "the upscale stage has no imagine task to upscale")
+            grid = self._parents.read_grid(grid_task)
+            logger.info("grid parent read", extra={"grid_width": grid.width, "grid_height": grid.height})
+            if first:  # an upscale-1x is one quarter of its grid: the inpaint's size, known before paying
+                self._mask_at(spec, mask, (grid.width // 2, grid.height // 2), spec.mask_fit)
+            index = spec.index
+            return _StagePlan(stage, first, lambda url, secret: UpscaleRequest(grid_task, index, url, secret))
+        parent_task = spec.parent_task_id if first else (job.task_id_of(JobStage.UPSCALE) if job else None)
+        if parent_task is None:
+            raise JobRejected("PARENT_TASK_ID_MISSING", "the inpaint stage has no upscale to inpaint")
+        parent = self._parents.read(parent_task)
         logger.info("parent read", extra={"parent_width": parent.width, "parent_height": parent.height})
+        # In a chain the mask was checked against the size the upscale was going to have; it is
+        # scaled to the size it has (the same, unless the provider changed its sizes).
+        binary = self._mask_at(spec, mask, parent.size, MaskFit.RESIZE if spec.is_chain else spec.mask_fit)
+        prompt = spec.prompt
+
+        def inpaint(url: str | None, secret: str) -> InpaintRequest:
+            return InpaintRequest(parent_task, binary.to_data_url(), prompt, url, secret)
+
+        return _StagePlan(stage, first, inpaint, parent_image_url=parent.image_url, mask=binary)
+
+    @staticmethod
+    def _mask_at(spec: JobSpec, mask: Mask | None, size: tuple[int, int], fit: MaskFit) -> BinaryMask:
         if spec.mask_regions is not None:
-            return render_regions(spec.mask_regions, parent.size)
+            return render_regions(spec.mask_regions, size)
         if mask is None:  # _load_inputs returns a job without a mask file only when it has regions
             raise JobRejected("MASK_MISSING", "the job has neither a mask file nor mask regions")
-        return fit_mask(mask, parent.size, spec.mask_fit)
+        return fit_mask(mask, size, fit)
 
-    def _wait_for_parent(self, uploaded: InboxObject, waiting: ParentNotReady) -> SubmitResult:
+    @staticmethod
+    def _check_mask_ratio(spec: JobSpec, mask: Mask | None, ratio: float) -> None:
+        if mask is None:
+            return  # regions in fractions (job_spec refuses pixels here): they fit any size
+        mask_ratio = mask.width / mask.height
+        if abs(mask_ratio - ratio) > _RATIO_TOLERANCE * ratio:
+            aspect = spec.imagine.aspect_ratio if spec.imagine else "1:1"
+            raise JobRejected(
+                "MASK_SIZE_MISMATCH",
+                f"the mask is {mask.width}x{mask.height}, which is not the {aspect} aspect ratio of the image "
+                "the chain makes; draw it at that ratio, or give the mask as regions in fractions",
+            )
+
+    def _wait_for_parent(self, uploaded: InboxObject, waiting: ParentNotReady, job: Job | None) -> SubmitResult:
         if self._hold is None:  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
             raise ProviderUnavailable(str(waiting))
-        return self._hold_back(self._hold, uploaded, f"job waits for its parent: {waiting}", HeldReason(waiting.reason))
+        stage = job.stage if job is not None and job.was_submitted else None
+        return self._hold_back(
+            self._hold, uploaded, f"job waits for its parent: {waiting}", HeldReason(waiting.reason), stage=stage
+        )
 
     def _still_no_free_slot(self, job: Job) -> bool:
         """Only for a job already found valid and held: its inputs were checked when it was held, and
@@ -192,10 +274,11 @@ class JobSubmitter:
         reason: HeldReason,
         *,
         already_held: bool = False,
+        stage: JobStage | None = None,
     ) -> SubmitResult:
         hold(uploaded.key)
         if not already_held:  # a wake-up that changes nothing writes nothing (table and index alike)
-            self._store.mark_held(uploaded.job_id, self._clock(), reason)
+            self._store.mark_held(uploaded.job_id, self._clock(), reason, stage)
         logger.info(message)
         return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
 
@@ -253,10 +336,23 @@ class JobSubmitter:
             return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _submit(self, uploaded: InboxObject, spec: JobSpec, mask: BinaryMask) -> SubmitResult:
+    def _fail_later_stage(self, job_id: str, error: JobError) -> SubmitResult:
+        """A chain's later stage found unusable: earlier stages were paid, so the job FAILED (not REJECTED)."""
+        if self._store.mark_failed(job_id, error, self._clock()):
+            write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "FAILED", error)
+            logger.warning("chained job failed before its next stage", extra={"error_code": error.code})
+            return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
+        return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+
+    def _submit(self, uploaded: InboxObject, plan: _StagePlan, spec: JobSpec) -> SubmitResult:
         job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
+        if plan.mask is not None:
+            # Before the claim: a write that fails leaves nothing claimed, and the event is retried.
+            keys = ResultKeys(job_id, self._settings.results_prefix)
+            self._files.write_bytes(keys.mask, plan.mask.data, plan.mask.media_type)
+        later = None if plan.first else plan.stage
         try:
             claimed = self._store.claim_submission(
                 job_id,
@@ -266,21 +362,29 @@ class JobSubmitter:
                 spec.prompt,
                 spec.metadata,
                 self._clock(),
+                stage=plan.stage,
+                first=plan.first,
+                inbox_key=uploaded.key,
+                parent_image_url=plan.parent_image_url,
             )
         except ProviderBusy:
             if self._hold is None:
                 raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
             return self._hold_back(
-                self._hold, uploaded, "all provider slots taken; job held back", HeldReason.PROVIDER_SLOTS_FULL
+                self._hold,
+                uploaded,
+                "all provider slots taken; job held back",
+                HeldReason.PROVIDER_SLOTS_FULL,
+                stage=later,
             )
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
         try:
-            task_id = self._apiframe.submit_inpaint(self._inpaint_request(job_id, spec, mask, secret))
+            task_id = self._apiframe.submit(self._stage_request(job_id, plan, secret))
         except RequestNotSent:
             # Nothing reached APIFRAME (e.g. the API key could not be read): give the claim back so the
             # redelivered event can try again.
-            self._store.release_claim(job_id, token, self._clock())
+            self._store.release_claim(job_id, token, self._clock(), first=plan.first)
             raise
         except ProviderRejected as exc:
             error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
@@ -293,11 +397,11 @@ class JobSubmitter:
         except ProviderUnavailable:
             # Known not accepted (429/408/503/unreachable past the retry budget): give the claim back.
             # Held in the queue, a long provider outage never walks the message into the DLQ.
-            self._store.release_claim(job_id, token, self._clock())
+            self._store.release_claim(job_id, token, self._clock(), first=plan.first)
             if self._hold is None:
                 raise
             self._hold(uploaded.key)
-            self._store.mark_held(job_id, self._clock(), HeldReason.PROVIDER_UNAVAILABLE)
+            self._store.mark_held(job_id, self._clock(), HeldReason.PROVIDER_UNAVAILABLE, later)
             logger.warning("APIFRAME unavailable; job held back for a later attempt")
             return SubmitResult(SubmitOutcome.HELD, job_id)
         except Exception as exc:
@@ -308,26 +412,20 @@ class JobSubmitter:
             return self._record_ambiguous(job_id, token, f"unexpected {type(exc).__name__} during submission")
         logger.append_keys(task_id=task_id)  # from here on, every line (an error too) names the paid task
         try:
-            recorded = self._store.mark_submitted(job_id, token, task_id, self._clock())
+            recorded = self._store.mark_submitted(job_id, token, task_id, self._clock(), plan.stage)
         except Exception:
             logger.exception("the paid task could not be recorded on the job; its webhook can still complete it")
             raise
         if not recorded:
             logger.error("the paid task could not be recorded on the job; its webhook can still complete it")
-        logger.info("job submitted")
+        logger.info("stage submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
 
-    def _inpaint_request(self, job_id: str, spec: JobSpec, mask: BinaryMask, secret: str) -> InpaintRequest:
+    def _stage_request(self, job_id: str, plan: _StagePlan, secret: str) -> StageRequest:
         try:
-            return InpaintRequest(
-                parent_task_id=spec.parent_task_id,
-                mask_data_url=mask.to_data_url(),
-                prompt=spec.prompt,
-                webhook_url=self.webhook_url(job_id),
-                webhook_secret=secret,
-            )
+            return plan.build(self.webhook_url(job_id, plan.stage), secret)
         except Exception as exc:  # still before the client is even called
-            raise RequestNotSent(f"the /inpaint request could not be built ({type(exc).__name__})") from exc
+            raise RequestNotSent(f"the {plan.stage} request could not be built ({type(exc).__name__})") from exc
 
     def _record_ambiguous(self, job_id: str, token: str, reason: str) -> SubmitResult:
         """The job stays SUBMITTED and flagged: its webhook (carrying the job's secret) can still complete
@@ -348,10 +446,10 @@ class JobSubmitter:
             raise TimeoutError("too little time left in this invocation to submit safely")
         self._hold(key)
 
-    def webhook_url(self, job_id: str) -> str | None:
+    def webhook_url(self, job_id: str, stage: JobStage = JobStage.INPAINT) -> str | None:
         if not self._settings.webhook_base_url:
             return None
-        return f"{self._settings.webhook_base_url}/{webhook_token(job_id)}"
+        return f"{self._settings.webhook_base_url}/{webhook_token(job_id, stage.value)}"
 
 
 __all__ = ["JobSubmitter", "ProviderUnavailable", "SubmitOutcome", "SubmitResult"]

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from vary_region.errors import JobError
+from vary_region.jobs.stages import JobStage
 
 
 class JobStatus(StrEnum):
@@ -46,11 +47,25 @@ class Job:
     copy_failures: int = 0
     error: JobError | None = None
     result: dict[str, Any] | None = None
+    stage: JobStage = JobStage.INPAINT  # the open stage; jobs made before chains are inpaint jobs
+    claim_stage: JobStage | None = None  # the stage `submit_claim` belongs to
+    stage_task_ids: dict[JobStage, str] = field(default_factory=dict)
+    stage_secret_hashes: dict[JobStage, str] = field(default_factory=dict, repr=False)
+    inbox_key: str | None = None  # the upload that claimed the first stage: later stages start from it
+    parent_image_url: str | None = None  # the inpaint's parent image, copied beside the results
 
     @property
     def was_submitted(self) -> bool:
-        """True once a paid submission may exist: from the claim on, never submit again."""
+        """True once a paid submission may exist for this job (any stage): from the first claim on."""
         return self.submit_claim is not None
+
+    @property
+    def stage_claimed(self) -> bool:
+        """The open stage has its claim: its task is paid for (or may be), never submit it again."""
+        return self.submit_claim is not None and self.claim_stage is self.stage
+
+    def task_id_of(self, stage: JobStage) -> str | None:
+        return self.task_id if stage is self.stage and self.task_id else self.stage_task_ids.get(stage)
 
 
 def utc_now() -> datetime:

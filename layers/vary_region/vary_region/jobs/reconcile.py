@@ -48,7 +48,9 @@ class Reconciler:
         apiframe: ApiframeClient,
         queue: CompletionQueue,
         clock: Callable[[], datetime] = utc_now,
+        wake: Callable[[str], None] | None = None,
     ) -> None:
+        self._wake = wake  # hands a job's inbox key to the submit function
         self._settings = settings
         self._store = store
         self._files = files
@@ -127,6 +129,10 @@ class Reconciler:
 
     def _settle_job_without_task(self, job: Job, now: datetime) -> str:
         if job.was_submitted:
+            # The index holds no stage: a chain between two stages is told apart on the whole item (rare).
+            whole = self._store.get(job.job_id)
+            if whole is not None and not whole.status.is_final and not whole.stage_claimed:
+                return self._hand_on_next_stage(whole)
             claimed = parse_timestamp(job.submit_claimed_at or job.updated_at)
             if now - claimed < timedelta(seconds=self._settings.submit_ambiguity_window_seconds):
                 self._store.touch(job.job_id, self._clock())
@@ -153,6 +159,17 @@ class Reconciler:
             )
             metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
         return "rejected_incomplete"
+
+    def _hand_on_next_stage(self, job: Job) -> str:
+        """A chain's stage finished, but its next stage was never claimed (the wake-up was lost, or it
+        waits in the queue): hand the job to the submit function again. A repeat costs nothing: the
+        claim lets one submission through."""
+        self._store.touch(job.job_id, self._clock())
+        if self._wake is None or not job.inbox_key:
+            logger.warning("a job between stages cannot be handed on", extra={"job_id": job.job_id})
+            return "between_stages"
+        self._wake(job.inbox_key)
+        return "next_stage_handed_on"
 
     def _fail(self, job: Job, error: JobError, *, only_without_task: bool = False) -> None:
         if self._store.mark_failed(job.job_id, error, self._clock(), only_without_task=only_without_task):

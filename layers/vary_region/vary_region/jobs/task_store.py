@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.job import Job, JobStatus, timestamp
+from vary_region.jobs.stages import CHAIN, JobStage, parse_stage
 
 # Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
 # of a few shards, so no single index partition takes every open job's writes (each progress update
@@ -111,14 +112,14 @@ class TaskStore:
             },
         )
 
-    def record_final_signal(self, job_id: str, task_id: str, now: datetime) -> bool:
-        """A webhook reported the task finished or failed: note it (and the task id, in case the
-        webhook outran the submission's own write) before the completion worker confirms it."""
+    def record_final_signal(self, job_id: str, task_id: str, now: datetime, stage: JobStage = JobStage.INPAINT) -> bool:
+        """A webhook reported the task of `stage` finished or failed: note it (and the task id, in case
+        the webhook outran the submission's own write) before the completion worker confirms it."""
         return self._update(
             job_id,
             "SET task_id = :task, final_reported_at = :now, updated_at = :now",
-            self._open_and_claimed() + " AND (attribute_not_exists(task_id) OR task_id = :task)",
-            {":task": task_id, ":now": timestamp(now)} | self._open_values(),
+            self._open_and_claimed() + " AND " + self._task_of_stage(stage),
+            {":task": task_id, ":now": timestamp(now), ":stage": stage.value} | self._open_values(),
         )
 
     def claim_submission(
@@ -126,33 +127,56 @@ class TaskStore:
         job_id: str,
         token: str,
         secret_hash: str,
-        parent_task_id: str,
+        parent_task_id: str | None,
         prompt: str | None,
         metadata: dict[str, Any],
         now: datetime,
+        *,
+        stage: JobStage = JobStage.INPAINT,
+        first: bool = True,
+        inbox_key: str | None = None,
+        parent_image_url: str | None = None,
     ) -> bool:
-        """Win the right to make the one paid submission of this job, together with a provider slot.
+        """Win the right to make the one paid submission of this job's `stage`, with a provider slot.
 
+        first: the job's first stage (the job is RECEIVED and was never claimed); a later stage is
+        claimed once the stage before it finished and the job moved on to it (advance_stage).
         False: another delivery has the claim. ProviderBusy: all slots are taken. Both writes are one
         transaction, so a slot is never taken without a claim that will give it back.
         """
-        job_update = self._update_request(
-            job_id,
-            "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, webhook_secret_hash = :hash, "
-            "parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, holds_slot = :yes "
-            "REMOVE expires_at, held_at, waiting_for",
-            "#status = :received AND attribute_not_exists(submit_claim)",
-            {
-                ":token": token,
-                ":now": timestamp(now),
-                ":hash": secret_hash,
+        values: dict[str, Any] = {
+            ":token": token,
+            ":now": timestamp(now),
+            ":hash": secret_hash,
+            ":stage": stage.value,
+            ":yes": True,
+            ":parent_image": parent_image_url,
+        }
+        update = (
+            "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, "
+            f"{stage.secret_attribute} = :hash, claim_stage = :stage, holds_slot = :yes"
+        )
+        if parent_image_url is not None:
+            update += ", parent_image_url = :parent_image"
+        if first:
+            update += (
+                ", #stage = :stage, parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, "
+                "inbox_key = :inbox REMOVE expires_at, held_at, waiting_for"
+            )
+            condition = "#status = :received AND attribute_not_exists(submit_claim)"
+            values |= {
                 ":parent": parent_task_id,
                 ":prompt": prompt,
                 ":metadata": json.dumps(metadata, ensure_ascii=False),
                 ":received": JobStatus.RECEIVED.value,
-                ":yes": True,
-            },
-        )
+                ":inbox": inbox_key,
+            }
+        else:
+            # Once per stage: `stage` only moves forward, and claim_stage becomes this stage only here.
+            update += " REMOVE held_at"
+            condition = self._open_and_claimed() + " AND " + self._between_stages(stage)
+            values |= self._open_values()
+        job_update = self._update_request(job_id, update, condition, values)
         take_slot = {
             "Key": {"job_id": SLOTS_KEY},
             "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
@@ -170,55 +194,108 @@ class TaskStore:
         item = self._table.get_item(Key={"job_id": SLOTS_KEY}, ConsistentRead=True).get("Item") or {}
         return int(item.get("in_use", 0))
 
-    def release_claim(self, job_id: str, token: str, now: datetime) -> bool:
-        """Give the claim (and its slot) back when the provider certainly did not accept the request."""
+    def release_claim(self, job_id: str, token: str, now: datetime, *, first: bool = True) -> bool:
+        """Give the claim (and its slot) back when the provider certainly did not accept the request.
+
+        A later stage's release keeps `submit_claim`: the stages before it were paid for.
+        """
+        removed = "submit_claim, submit_claimed_at, webhook_secret_hash, claim_stage" if first else "claim_stage"
         return self._update(
             job_id,
-            "SET updated_at = :now REMOVE submit_claim, submit_claimed_at, webhook_secret_hash",
+            f"SET updated_at = :now REMOVE {removed}",
             "submit_claim = :token AND attribute_not_exists(task_id)",
             {":token": token, ":now": timestamp(now)},
             release_slot=True,
         )
 
-    def mark_submitted(self, job_id: str, token: str, task_id: str, now: datetime) -> bool:
-        values = {":token": token, ":task": task_id, ":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
+    def mark_submitted(
+        self, job_id: str, token: str, task_id: str, now: datetime, stage: JobStage = JobStage.INPAINT
+    ) -> bool:
+        values = {
+            ":token": token,
+            ":task": task_id,
+            ":now": timestamp(now),
+            ":received": JobStatus.RECEIVED.value,
+            ":stage": stage.value,
+        }
+        stage_task = f"{stage.task_id_attribute} = :task"
         if self._update(
             job_id,
-            "SET #status = :submitted, task_id = :task, submitted_at = :now, updated_at = :now",
+            f"SET #status = :submitted, task_id = :task, {stage_task}, submitted_at = :now, updated_at = :now",
             "submit_claim = :token AND #status = :received",
             values | {":submitted": JobStatus.SUBMITTED.value},
+        ):
+            return True
+        if self._update(  # a later stage: the job is already under way and keeps its status
+            job_id,
+            f"SET task_id = :task, {stage_task}, updated_at = :now",
+            "submit_claim = :token AND claim_stage = :stage AND attribute_not_exists(task_id) AND "
+            + self._open_and_claimed(),
+            values | self._open_values(),
         ):
             return True
         # A webhook may have outrun us and already recorded this task (and moved the job on).
         return self._update(
             job_id,
-            "SET submitted_at = :now",
-            "submit_claim = :token AND task_id = :task AND attribute_not_exists(submitted_at) AND "
+            f"SET submitted_at = if_not_exists(submitted_at, :now), {stage_task}",
+            "submit_claim = :token AND task_id = :task AND attribute_not_exists("
+            + stage.task_id_attribute
+            + ") AND "
             + self._open_and_claimed(),
-            {":token": token, ":task": task_id, ":now": timestamp(now)} | self._open_values(),
+            values | self._open_values(),
         )
 
     def mark_submit_ambiguous(self, job_id: str, token: str, error: JobError, now: datetime) -> bool:
         """The request may have created a task: keep the job open, flagged, and never resend it."""
-        return self._update(
+        values = {
+            ":submitted": JobStatus.SUBMITTED.value,
+            ":now": timestamp(now),
+            ":yes": True,
+            ":error": error.to_dict(),
+            ":token": token,
+            ":received": JobStatus.RECEIVED.value,
+        }
+        if self._update(
             job_id,
             "SET #status = :submitted, submitted_at = :now, updated_at = :now, needs_attention = :yes, #error = :error",
             "submit_claim = :token AND #status = :received",
-            {
-                ":submitted": JobStatus.SUBMITTED.value,
-                ":now": timestamp(now),
-                ":yes": True,
-                ":error": error.to_dict(),
-                ":token": token,
-                ":received": JobStatus.RECEIVED.value,
-            },
+            values,
+        ):
+            return True
+        return self._update(  # a later stage: its claim stays, so it is never sent again
+            job_id,
+            "SET updated_at = :now, needs_attention = :yes, #error = :error",
+            "submit_claim = :token AND attribute_not_exists(task_id) AND " + self._open_and_claimed(),
+            values | self._open_values(),
         )
 
-    def record_progress(self, job_id: str, task_id: str, percentage: int | None, now: datetime) -> bool:
-        """Move to PROCESSING; progress only goes up, and never after the job finished."""
+    def advance_stage(self, job_id: str, stage: JobStage, task_id: str, to: JobStage, now: datetime) -> bool:
+        """`stage`'s task finished and was confirmed: the job moves on to `to`, whose claim is still to
+        be won. Its provider slot is given back; the next stage takes one of its own."""
+        return self._update(
+            job_id,
+            f"SET #stage = :to, {stage.task_id_attribute} = :task, updated_at = :now "
+            "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures",
+            self._open_and_claimed() + " AND task_id = :task AND " + self._stage_is(stage),
+            {":to": to.value, ":task": task_id, ":now": timestamp(now), ":stage": stage.value} | self._open_values(),
+            release_slot=True,
+        )
+
+    def record_progress(
+        self, job_id: str, task_id: str, percentage: int | None, now: datetime, stage: JobStage | None = None
+    ) -> bool:
+        """Move to PROCESSING; progress only goes up, and never after the job finished.
+
+        stage: the stage the report is about; without it (the reconciler), only the task the job
+        already has is updated.
+        """
         values: dict[str, Any] = {":task": task_id, ":now": timestamp(now), ":processing": JobStatus.PROCESSING.value}
         update = "SET #status = :processing, task_id = :task, updated_at = :now"
-        condition = self._open_and_claimed() + " AND (attribute_not_exists(task_id) OR task_id = :task)"
+        if stage is None:
+            condition = self._open_and_claimed() + " AND task_id = :task"
+        else:
+            condition = self._open_and_claimed() + " AND " + self._task_of_stage(stage)
+            values[":stage"] = stage.value
         if percentage is not None:
             update += ", percentage = :pct"
             condition += " AND (attribute_not_exists(percentage) OR percentage <= :pct)"
@@ -244,30 +321,41 @@ class TaskStore:
             {":what": f"waiting for {what}", ":received": JobStatus.RECEIVED.value},
         )
 
-    def mark_held(self, job_id: str, now: datetime, reason: str | None = None) -> bool:
+    def mark_held(self, job_id: str, now: datetime, reason: str | None = None, stage: JobStage | None = None) -> bool:
         """The job is complete and valid but waits in the queue (no provider slot, provider down,
-        parent still running); `reason`, when given, is kept as `held_reason`: the last cause."""
-        values = {":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
+        parent still running); `reason`, when given, is kept as `held_reason`: the last cause.
+
+        stage: a later stage of a chain, waiting for its claim (the job is under way already).
+        """
+        values: dict[str, Any] = {":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
         update = "SET held_at = if_not_exists(held_at, :now), updated_at = :now"
         if reason is not None:
             update += ", held_reason = :reason"
             values[":reason"] = reason
         update += " REMOVE waiting_for"  # held means whole: nothing is missing any more
-        return self._update(job_id, update, "#status = :received AND attribute_not_exists(submit_claim)", values)
+        condition = "#status = :received AND attribute_not_exists(submit_claim)"
+        if stage is not None:
+            condition = self._open_and_claimed() + " AND " + self._between_stages(stage)
+            values |= {":stage": stage.value} | self._open_values()
+        return self._update(job_id, update, condition, values)
 
-    def acquire_copy_lease(self, job_id: str, task_id: str, lease: str, now: datetime, seconds: int) -> bool:
+    def acquire_copy_lease(
+        self, job_id: str, task_id: str, lease: str, now: datetime, seconds: int, stage: JobStage = JobStage.INPAINT
+    ) -> bool:
         """One copier at a time per job, so concurrent final webhooks do not copy twice."""
         return self._update(
             job_id,
             "SET copy_lease_until = :until, copy_lease = :lease, task_id = :task",
             self._open_and_claimed()
-            + " AND (attribute_not_exists(task_id) OR task_id = :task)"
+            + " AND "
+            + self._task_of_stage(stage)
             + " AND (attribute_not_exists(copy_lease_until) OR copy_lease_until < :now)",
             {
                 ":until": timestamp(now + timedelta(seconds=seconds)),
                 ":now": timestamp(now),
                 ":task": task_id,
                 ":lease": lease,
+                ":stage": stage.value,
             }
             | self._open_values(),
         )
@@ -300,7 +388,8 @@ class TaskStore:
         return self._update(
             job_id,
             "SET #status = :completed, percentage = :hundred, completed_at = :now, updated_at = :now, "
-            "#result = :result, expires_at = :ttl REMOVE active, copy_lease_until, copy_lease, #error, needs_attention",
+            "inpaint_task_id = :task, #result = :result, expires_at = :ttl "
+            "REMOVE active, copy_lease_until, copy_lease, #error, needs_attention",
             self._open_and_claimed() + " AND task_id = :task",
             {
                 ":completed": JobStatus.COMPLETED.value,
@@ -360,8 +449,37 @@ class TaskStore:
         return "#status IN (:s_received, :s_submitted, :s_processing) AND attribute_exists(submit_claim)"
 
     @staticmethod
+    def _stage_is(stage: JobStage) -> str:
+        """The open stage is :stage (items made before chains have no stage: they are inpaint jobs)."""
+        if stage is JobStage.INPAINT:
+            return "(#stage = :stage OR attribute_not_exists(#stage))"
+        return "#stage = :stage"
+
+    @classmethod
+    def _task_of_stage(cls, stage: JobStage) -> str:
+        """The report names the open stage's task: its known task id, or the stage has none yet but is
+        claimed (a webhook may outrun the submission's own write)."""
+        return (
+            cls._stage_is(stage)
+            + " AND (task_id = :task OR (attribute_not_exists(task_id) AND (claim_stage = :stage"
+            + " OR attribute_not_exists(claim_stage))))"
+        )
+
+    @classmethod
+    def _between_stages(cls, stage: JobStage) -> str:
+        """The open stage is :stage and nobody holds its claim: the stage before it finished."""
+        return (
+            cls._stage_is(stage)
+            + " AND attribute_not_exists(task_id) AND (attribute_not_exists(claim_stage) OR claim_stage <> :stage)"
+        )
+
+    @staticmethod
     def _open_values() -> dict[str, str]:
-        return {":s_received": "RECEIVED", ":s_submitted": "SUBMITTED", ":s_processing": "PROCESSING"}
+        return {
+            ":s_received": "RECEIVED",
+            ":s_submitted": "SUBMITTED",
+            ":s_processing": "PROCESSING",
+        }
 
     def _expiry(self, now: datetime) -> int:
         return int((now + self._ttl).timestamp())
@@ -375,7 +493,7 @@ class TaskStore:
             "ConditionExpression": condition,
             "ExpressionAttributeValues": {k: v for k, v in values.items() if k in tokens},
         }
-        names = {name: name[1:] for name in ("#status", "#error", "#result") if name in tokens}
+        names = {name: name[1:] for name in ("#status", "#error", "#result", "#stage") if name in tokens}
         if names:
             request["ExpressionAttributeNames"] = names
         return request
@@ -444,6 +562,7 @@ def _reasons_from_message(message: str) -> list[dict[str, str]]:
 
 def _job_from_item(item: dict[str, Any]) -> Job:
     error = item.get("error")
+    stage = parse_stage(item.get("stage"))
     return Job(
         job_id=item["job_id"],
         status=JobStatus(item["status"]),
@@ -464,6 +583,13 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         copy_failures=int(item.get("copy_failures", 0)),
         error=JobError(error["code"], error["message"], Stage(error["stage"])) if isinstance(error, dict) else None,
         result=_plain(item.get("result")),
+        stage=stage,
+        # A claim written before chains existed belongs to the job's one (inpaint) stage.
+        claim_stage=parse_stage(item.get("claim_stage"), stage) if item.get("submit_claim") else None,
+        stage_task_ids={s: item[s.task_id_attribute] for s in CHAIN if item.get(s.task_id_attribute)},
+        stage_secret_hashes={s: item[s.secret_attribute] for s in CHAIN if item.get(s.secret_attribute)},
+        inbox_key=item.get("inbox_key"),
+        parent_image_url=item.get("parent_image_url"),
     )
 
 

@@ -17,11 +17,12 @@ from urllib.parse import unquote
 from vary_region.intake.job_keys import is_valid_job_id
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, utc_now
+from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import logger
 from vary_region.provider.task_result import MalformedTaskPayload, TaskState, parse_task_result
 from vary_region.provider.webhook_auth import SharedSecretVerifier, WebhookVerifier
-from vary_region.provider.webhook_token import job_id_from_token
+from vary_region.provider.webhook_token import parse_webhook_token
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 
@@ -67,52 +68,60 @@ class WebhookReceiver:
         self._clock = clock
 
     def receive(self, delivery: WebhookDelivery) -> WebhookOutcome:
-        job = self._authenticated_job(delivery)
+        job, stage = self._authenticated_job(delivery)
         if len(delivery.body) > MAX_WEBHOOK_BYTES:
             raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
         try:
             update = parse_task_result(json.loads(delivery.body))
         except (ValueError, MalformedTaskPayload) as exc:
             raise WebhookMalformed(f"the body is not a task payload: {exc}") from None
-        if job.task_id and update.task_id != job.task_id:
-            # The right secret for this job with another job's task id: treat it as forged.
+        known_task = job.task_id_of(stage)
+        if known_task and update.task_id != known_task:
+            # The right secret for this job with another task id: treat it as forged.
             raise WebhookUnauthorized("task id does not match the job")
-        logger.append_keys(task_id=update.task_id)
-        if job.status.is_final:
-            return WebhookOutcome.UNCHANGED
+        logger.append_keys(task_id=update.task_id, stage=str(stage))
+        if job.status.is_final or stage is not job.stage:
+            return WebhookOutcome.UNCHANGED  # a finished job, or a stage the job has already left
         if update.state is TaskState.RUNNING:
-            changed = self._store.record_progress(job.job_id, update.task_id, update.percentage, self._clock())
+            changed = self._store.record_progress(
+                job.job_id, update.task_id, update.percentage, self._clock(), stage=stage
+            )
             return WebhookOutcome.PROGRESS if changed else WebhookOutcome.UNCHANGED
-        if not self._store.record_final_signal(job.job_id, update.task_id, self._clock()):
-            return WebhookOutcome.UNCHANGED  # finished meanwhile, or the job has another task
+        if not self._store.record_final_signal(job.job_id, update.task_id, self._clock(), stage):
+            return WebhookOutcome.UNCHANGED  # finished meanwhile, moved on, or the stage has another task
         self._queue.request(CompletionRequest(job.job_id, update.task_id))
         return WebhookOutcome.QUEUED
 
-    def _authenticated_job(self, delivery: WebhookDelivery) -> Job:
-        """The job the URL names whose secret the delivery carries; WebhookUnauthorized otherwise."""
+    def _authenticated_job(self, delivery: WebhookDelivery) -> tuple[Job, JobStage]:
+        """The job (and stage) the URL names whose secret the delivery carries; WebhookUnauthorized
+        otherwise. Each stage of a chain has its own secret and its own URL."""
         found = False
-        for job_id in _candidate_job_ids(delivery.path_job_id):
+        for job_id, stage in _candidate_job_ids(delivery.path_job_id):
             job = self._store.get(job_id)
             if job is None:
                 continue
             found = True
-            secret_hash = job.webhook_secret_hash if job.was_submitted else None
+            secret_hash = job.stage_secret_hashes.get(stage) if job.was_submitted else None
             if secret_hash and self._verifier.verify(delivery.headers, delivery.body, secret_hash):
                 logger.append_keys(job_id=job.job_id)
-                return job
+                return job, stage
         logger.append_keys(path_job_id=delivery.path_job_id)  # as it arrived: decoding could name another job
         raise WebhookUnauthorized("wrong or missing secret" if found else "unknown job")
 
 
-def _candidate_job_ids(path_segment: str) -> list[str]:
-    """The job ids a URL's last segment may name, most likely first.
+def _candidate_job_ids(path_segment: str) -> list[tuple[str, JobStage]]:
+    """The (job id, stage) pairs a URL's last segment may name, most likely first.
 
     Webhook URLs carry an opaque token (webhook_token). URLs made before tokens carried the job id
     percent-encoded, and a front may hand it over decoded or not: as delivered, then decoded, since
     an id may itself contain '%' ("a%41" is a job of its own, not "aA"). Each candidate must still
     match the delivery's secret, so a second reading of the same URL never lets a webhook in.
     """
-    from_token = job_id_from_token(path_segment)
-    candidates = dict.fromkeys(c for c in (from_token, path_segment, unquote(path_segment)) if c is not None)
+    candidates: dict[tuple[str, JobStage], None] = {}
+    from_token = parse_webhook_token(path_segment)
+    if from_token is not None and from_token[1] in set(JobStage):
+        candidates[(from_token[0], JobStage(from_token[1]))] = None
+    for job_id in (path_segment, unquote(path_segment)):  # URLs made before tokens: plain inpaint jobs
+        candidates[(job_id, JobStage.INPAINT)] = None
     # Not a job id at all (too long, control characters): no read, and no DynamoDB key error.
-    return [job_id for job_id in candidates if is_valid_job_id(job_id)]
+    return [candidate for candidate in candidates if is_valid_job_id(candidate[0])]

@@ -44,19 +44,60 @@ class InpaintRequest:
     prompt: str | None
     webhook_url: str | None
     webhook_secret: str | None
+    endpoint: str = "/inpaint"
 
     def to_body(self) -> dict[str, str]:
         body = {"parent_task_id": self.parent_task_id, "mask": self.mask_data_url}
         if self.prompt:
             body["prompt"] = self.prompt
-        if self.webhook_url:
-            body["webhook_url"] = self.webhook_url
-        if self.webhook_secret:
-            body["webhook_secret"] = self.webhook_secret
-        return body
+        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
 
     def __repr__(self) -> str:  # the mask and the secret never reach a log line
         return f"InpaintRequest(parent_task_id={self.parent_task_id!r}, prompt={self.prompt!r})"
+
+
+@dataclass(frozen=True)
+class ImagineRequest:
+    """The body of one paid POST /imagine: the first stage of a job that starts from a prompt."""
+
+    prompt: str
+    aspect_ratio: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    endpoint: str = "/imagine"
+
+    def to_body(self) -> dict[str, str]:
+        body = {"prompt": self.prompt, "aspect_ratio": self.aspect_ratio}
+        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
+
+    def __repr__(self) -> str:  # the secret never reaches a log line
+        return f"ImagineRequest(aspect_ratio={self.aspect_ratio!r})"
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """The body of one paid POST /upscale-1x: one image of an imagine grid, made the inpaint's parent."""
+
+    parent_task_id: str
+    index: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    endpoint: str = "/upscale-1x"
+
+    def to_body(self) -> dict[str, str]:
+        body = {"parent_task_id": self.parent_task_id, "index": self.index}
+        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
+
+    def __repr__(self) -> str:
+        return f"UpscaleRequest(parent_task_id={self.parent_task_id!r}, index={self.index!r})"
+
+
+def _webhook_fields(url: str | None, secret: str | None) -> dict[str, str]:
+    fields = {"webhook_url": url} if url else {}
+    return fields | ({"webhook_secret": secret} if secret else {})
+
+
+StageRequest = InpaintRequest | ImagineRequest | UpscaleRequest
 
 
 @dataclass(frozen=True)
@@ -96,14 +137,18 @@ class ApiframeClient:
     def _session(self) -> requests.Session:
         return self._given_session or traced_http_session()
 
-    @tracer.capture_method(capture_response=False)
     def submit_inpaint(self, request: InpaintRequest) -> str:
-        """POST /inpaint; returns the new task id. Never resends a request that may have landed."""
-        body = self._call("/inpaint", request.to_body(), ambiguous_after_send=True)
+        return self.submit(request)
+
+    @tracer.capture_method(capture_response=False)
+    def submit(self, request: StageRequest) -> str:
+        """POST a paid task (/imagine, /upscale-1x, /inpaint); returns the new task id. Never resends
+        a request that may have landed."""
+        body = self._call(request.endpoint, request.to_body(), ambiguous_after_send=True)
         task_id = body.get("task_id") if isinstance(body, dict) else None
         if not isinstance(task_id, str) or not task_id:
             # The provider answered 2xx, so a task may exist; we cannot know its id.
-            raise SubmissionAmbiguous("APIFRAME accepted /inpaint but returned no task_id")
+            raise SubmissionAmbiguous(f"APIFRAME accepted {request.endpoint} but returned no task_id")
         return task_id
 
     @tracer.capture_method(capture_response=False)

@@ -39,13 +39,17 @@ class TaskResult:
     image_urls: tuple[str, ...] = field(default_factory=tuple)
     error_message: str | None = None
     task_type: str | None = None
+    image_url: str | None = None  # an upscale's one image
 
-    def incomplete_reason(self) -> str | None:
-        """Why a finished inpaint result is not a whole one, or None when it is.
+    def incomplete_reason(self, single_image: bool = False) -> str | None:
+        """Why a finished result is not a whole one, or None when it is.
 
-        A finished inpaint is a grid plus exactly four distinct images; anything else (one image,
-        four without a grid, five, repeats, none) is not a result to complete a job with.
+        A finished inpaint (or imagine) is a grid plus exactly four distinct images; anything else
+        (one image, four without a grid, five, repeats, none) is not a result to complete a job with.
+        single_image: an upscale's result, which is one `image_url`.
         """
+        if single_image:
+            return None if self.image_url else "no image_url"
         problems = []
         if not self.grid_url:
             problems.append("no grid")
@@ -85,7 +89,7 @@ def parse_task_result(payload: Any) -> TaskResult:
     elif status in RUNNING_STATUSES:
         # Said in so many words: a task still at work is running, whatever images it already lists.
         state = TaskState.RUNNING
-    elif has_images or status == "finished":
+    elif has_images or status == "finished" or (_text(payload.get("image_url")) and _is_upscale(payload)):
         state = TaskState.FINISHED
     else:
         state = TaskState.RUNNING
@@ -101,7 +105,12 @@ def parse_task_result(payload: Any) -> TaskResult:
         image_urls=tuple(u.strip() if isinstance(u, str) else "" for u in image_urls),
         error_message=_error_message(payload) if state is TaskState.FAILED else None,
         task_type=task_type if isinstance(task_type, str) else None,
+        image_url=_text(payload.get("image_url")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _percentage(value: Any) -> int | None:
@@ -127,3 +136,9 @@ def _error_message(payload: dict[str, Any]) -> str:
         if isinstance(value, list) and value and isinstance(value[0], dict) and value[0].get("msg"):
             return str(value[0]["msg"])[:1000]
     return "the provider reported the task as failed without a message"
+
+
+def _is_upscale(payload: dict[str, Any]) -> bool:
+    """An upscale's result is its one `image_url` (task type "upscale#1".."upscale#4")."""
+    task_type = payload.get("task_type")
+    return isinstance(task_type, str) and task_type.strip().lower().startswith("upscale")

@@ -19,12 +19,13 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, timestamp, utc_now
+from vary_region.jobs.stages import JobStage, next_stage
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import ApiframeClient
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.results.documents import ensure_error_document, result_document, write_error
-from vary_region.results.image_copier import ImageCopier
+from vary_region.results.image_copier import CopiedImage, ImageCopier
 from vary_region.settings import Settings
 
 # Longer than the completion function's timeout: a lease outlives only a copier that died.
@@ -37,6 +38,7 @@ class UpdateOutcome(StrEnum):
     UNCHANGED = "unchanged"  # stale, repeated, or for a finished job
     RETRY_LATER = "retry_later"  # not finished yet, Fetch down, or copying failed for now
     BUSY = "busy"  # another invocation is copying this job's images right now
+    ADVANCED = "advanced"  # a chain's stage finished: its next stage goes to the submit function
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class JobCompleter:
         queue: CompletionQueue | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
+        wake: Callable[[str], None] | None = None,
     ) -> None:
+        self._wake = wake  # hands a job's inbox key to the submit function (the next stage's claim)
         self._settings = settings
         self._store = store
         self._files = files
@@ -94,6 +98,13 @@ class JobCompleter:
         if job.status.is_final:
             ensure_error_document(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job)
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job is already finished")
+        if request.task_id in {task for stage, task in job.stage_task_ids.items() if stage is not job.stage}:
+            # A stage the job has left: its next stage may still wait for the submit function's turn.
+            return (
+                self._hand_on(job)
+                if self._between_stages(job)
+                else UpdateResult(UpdateOutcome.UNCHANGED, "the request names a stage the job has left")
+            )
         if job.task_id and job.task_id != request.task_id:
             return UpdateResult(UpdateOutcome.UNCHANGED, "the request names another task than the job's")
         try:
@@ -105,18 +116,50 @@ class JobCompleter:
             return UpdateResult(UpdateOutcome.RETRY_LATER, "no time left to ask Fetch again about an incomplete result")
         if result.task_id != request.task_id:  # the answer must be about the task this job paid for
             return UpdateResult(UpdateOutcome.RETRY_LATER, "Fetch answered about another task")
+        if result.task_type and not _is_task_of(job.stage, result.task_type):
+            # The id is ours, the kind of task is not the stage's: this answer is not about our task.
+            return UpdateResult(UpdateOutcome.RETRY_LATER, f"Fetch answered with a {result.task_type} task")
         if result.state is TaskState.RUNNING:
             self._store.record_progress(job.job_id, result.task_id, result.percentage, self._clock())
             return UpdateResult(UpdateOutcome.RETRY_LATER, "Fetch says the task is still running")
         if result.state is TaskState.FAILED:
-            return self._fail(job, JobError("PROVIDER_TASK_FAILED", result.error_message or "", Stage.PROVIDER))
-        incomplete = result.incomplete_reason()
+            message = result.error_message or ""
+            if job.stage is not JobStage.INPAINT:
+                message = f"the {job.stage} task failed: {message}"
+            return self._fail(job, JobError("PROVIDER_TASK_FAILED", message, Stage.PROVIDER))
+        upscale = job.stage is JobStage.UPSCALE
+        incomplete = result.incomplete_reason(single_image=upscale)
         if incomplete:
+            expected = "one image" if upscale else "a grid and four images"
             message = (
-                f"the provider reported the task finished, but its result is not a grid and four images: {incomplete}"
+                f"the provider reported the {job.stage} task finished, but its result is not {expected}: {incomplete}"
             )
             return self._fail(job, JobError("RESULT_INCOMPLETE", message, Stage.PROVIDER))
+        if job.stage is not JobStage.INPAINT:
+            return self._advance(job, result)
         return self._complete(job, result, deadline)
+
+    def _advance(self, job: Job, result: TaskResult) -> UpdateResult:
+        """A chain's imagine or upscale finished: the job moves on, and the submit function claims and
+        pays the next stage (the one place paid calls are made)."""
+        following = next_stage(job.stage)
+        assert following is not None  # only inpaint is last
+        if not self._store.advance_stage(job.job_id, job.stage, result.task_id, following, self._clock()):
+            return UpdateResult(UpdateOutcome.UNCHANGED, "another delivery moved the job on first")
+        logger.info("stage finished", extra={"stage": str(job.stage), "next_stage": str(following)})
+        return self._hand_on(job)
+
+    @staticmethod
+    def _between_stages(job: Job) -> bool:
+        return job.was_submitted and not job.stage_claimed and not job.task_id
+
+    def _hand_on(self, job: Job) -> UpdateResult:
+        if self._wake is None or not job.inbox_key:
+            # The reconciler wakes a job left between stages once it has been quiet long enough.
+            logger.warning("next stage not handed to the submit function; the reconciler will")
+            return UpdateResult(UpdateOutcome.ADVANCED, "next stage left to the reconciler")
+        self._wake(job.inbox_key)
+        return UpdateResult(UpdateOutcome.ADVANCED)
 
     def _confirmed_result(self, task_id: str, deadline: float | None) -> TaskResult | None:
         """The task as Fetch reports it; a finished result that is not whole yet is asked again a few
@@ -136,7 +179,7 @@ class JobCompleter:
     def _complete(self, job: Job, result: TaskResult, deadline: float | None) -> UpdateResult:
         now = self._clock()
         lease = uuid.uuid4().hex
-        if not self._store.acquire_copy_lease(job.job_id, result.task_id, lease, now, COPY_LEASE_SECONDS):
+        if not self._store.acquire_copy_lease(job.job_id, result.task_id, lease, now, COPY_LEASE_SECONDS, job.stage):
             return UpdateResult(UpdateOutcome.BUSY, "another invocation is copying this job's images")
         keys = ResultKeys(job.job_id, self._settings.results_prefix)
         try:
@@ -155,10 +198,15 @@ class JobCompleter:
             # An unexpected failure: the next try must not wait for the lease to run out.
             self._store.release_copy_lease(job.job_id, lease)
             raise
+        parent = self._copy_parent(job, keys, deadline)
         completed_at = timestamp(self._clock())
         summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
+        tasks = self._tasks(job, result.task_id)
+        document = result_document(job, result.task_id, images, completed_at, tasks=tasks, parent=parent)
+        if self._files.object_size(keys.mask) is not None:
+            document["mask"] = {"key": keys.mask}
         try:
-            self._files.write_json(keys.result_json, result_document(job, result.task_id, images, completed_at))
+            self._files.write_json(keys.result_json, document)
             completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock())
         except BaseException:
             self._store.release_copy_lease(job.job_id, lease)
@@ -174,6 +222,26 @@ class JobCompleter:
         logger.info("job completed", extra={"images": len(images)})
         return UpdateResult(UpdateOutcome.COMPLETED)
 
+    def _copy_parent(self, job: Job, keys: ResultKeys, deadline: float | None) -> CopiedImage | None:
+        """The inpaint's parent image beside the results, for a person to compare; a parent that can no
+        longer be copied (an expired URL) is noted in result.json and does not fail the job."""
+        if not job.parent_image_url:
+            return None
+        try:
+            return self._copier.copy_all({"parent": job.parent_image_url}, keys.image, deadline)[0]
+        except ImageCopyError as exc:
+            logger.warning("parent image not copied", extra={"reason": str(exc)})
+            return None
+
+    def _tasks(self, job: Job, inpaint_task: str) -> list[dict[str, object]]:
+        """Every paid task of the job, in chain order, with what each cost."""
+        ids = dict(job.stage_task_ids) | {JobStage.INPAINT: inpaint_task}
+        return [
+            {"stage": str(stage), "task_id": ids[stage], "credits": self._settings.credits_of(stage.value)}
+            for stage in JobStage
+            if stage in ids
+        ]
+
     def _fail(self, job: Job, error: JobError) -> UpdateResult:
         if not self._store.mark_failed(job.job_id, error, self._clock()):
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job had already finished")
@@ -181,3 +249,9 @@ class JobCompleter:
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("job failed", extra={"error_code": error.code})
         return UpdateResult(UpdateOutcome.FAILED, error.message)
+
+
+def _is_task_of(stage: JobStage, task_type: str) -> bool:
+    """APIFRAME's task types: "imagine", "upscale#1".."upscale#4", "inpaint"."""
+    kind = task_type.strip().lower()
+    return kind.startswith("upscale") if stage is JobStage.UPSCALE else kind == stage.value

@@ -29,8 +29,16 @@ def ensure_error_document(files: JobFiles, keys: ResultKeys, job: Job) -> None:
         write_error(files, keys, job.job_id, str(job.status), job.error)
 
 
-def result_document(job: Job, task_id: str, images: list[CopiedImage], completed_at: str) -> dict[str, Any]:
-    return {
+def result_document(
+    job: Job,
+    task_id: str,
+    images: list[CopiedImage],
+    completed_at: str,
+    *,
+    tasks: list[dict[str, Any]] | None = None,
+    parent: CopiedImage | None = None,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "job_id": job.job_id,
         "status": "COMPLETED",
         "task_id": task_id,
@@ -53,6 +61,11 @@ def result_document(job: Job, task_id: str, images: list[CopiedImage], completed
         },
         "metadata": job.metadata,
     }
+    if tasks is not None:
+        document["tasks"] = tasks
+    if parent is not None:
+        document["parent"] = {"key": parent.key, "source_url": parent.source_url, "bytes": parent.size}
+    return document
 
 
 def _seconds_between(start: str | None, end: str) -> float | None:
