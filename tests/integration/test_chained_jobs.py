@@ -186,7 +186,7 @@ def test_given_a_replayed_webhook_of_a_stage_the_job_has_left_then_it_is_accepte
 ):
     job_id = new_job_id("replay")
     upload_inline(s3, bucket, job_id, chain_job())
-    done = wait_for_job(table, job_id, timeout=60)
+    done = wait_for_job(table, job_id, timeout=30)
     assert done["status"] == "COMPLETED"
     imagine_task = done["imagine_task_id"]
     secret = next(
