@@ -317,3 +317,52 @@ def test_given_a_grid_parent_and_a_mask_file_of_another_size_than_the_upscale_th
 
     assert (item["status"], item["error"]["code"]) == ("REJECTED", "MASK_SIZE_MISMATCH")
     assert [provider.stage_calls(job_id, stage) for stage in STAGES] == [0, 0, 0]
+
+
+def test_given_a_chain_whose_files_left_the_inbox_between_stages_then_it_fails_and_says_why(
+    stack, settled, s3, bucket, table, provider
+):
+    completer = stack.functions["completion"].module.completer
+    held: list[str] = []
+    wake, completer._wake = completer._wake, held.append
+    try:
+        job_id = new_job_id("files-gone")
+        key = upload_inline(s3, bucket, job_id, chain_job())
+        wait_until(lambda: held, timeout=30, message="the imagine stage finished")
+    finally:
+        completer._wake = wake
+    s3.delete_object(Bucket=bucket, Key=key)
+
+    item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "FAILED", timeout=30, interval=0.5)
+
+    assert item["error"]["code"] == "JOB_FILES_MISSING"
+    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "JOB_FILES_MISSING"
+    assert [provider.stage_calls(job_id, stage, 200) for stage in STAGES] == [1, 0, 0]
+
+
+def test_given_a_parent_image_that_can_no_longer_be_copied_then_the_job_completes_without_it(
+    stack, settled, s3, bucket, table, monkeypatch
+):
+    from tests.builders import hold_provider_tasks, wait_for_task_id
+
+    release = hold_provider_tasks(settled, monkeypatch)
+    try:
+        job_id = new_job_id("parent-gone")
+        upload_inline(s3, bucket, job_id, {"parent_task_id": f"up-{job_id}", "mask": chain_job()["mask"]})
+        wait_for_task_id(table, job_id)
+        serve = settled._image_for_path
+        # The parent's URL expired between the submission and the copy: its host answers 404.
+        monkeypatch.setattr(
+            settled, "_image_for_path", lambda path: None if path.endswith("/parent.png") else serve(path)
+        )
+    finally:
+        release.set()
+
+    item = wait_for_job(table, job_id, timeout=30)
+
+    assert item["status"] == "COMPLETED", item.get("error")
+    folder = f"results/{job_id}/"
+    assert f"{folder}parent.png" not in keys_under(s3, bucket, folder, inputs=True)
+    result = read_json(s3, bucket, folder + "result.json")
+    assert "parent" not in result and sorted(result["images"]) == ["1", "2", "3", "4", "grid"]
+    assert result["mask"] == {"key": folder + "mask.png"}

@@ -112,6 +112,8 @@ def test_a_later_stage_given_back_keeps_the_job_claimed_and_can_be_won_again(sto
 
     item = get_job(own_table, job_id) or {}
     assert item["submit_claim"] == "t-up-1", "the paid imagine stays on record: the job is never a new one"
+    job = store.get(job_id)
+    assert job is not None and job.was_submitted and not job.stage_claimed, "the next delivery may claim it"
     assert store.slots_in_use() == slots
     assert not _claim(store, job_id, "t-again", JobStage.IMAGINE, first=True)
     assert _claim(store, job_id, "t-up-2", JobStage.UPSCALE, first=False)
@@ -124,3 +126,30 @@ def test_a_later_stage_whose_task_is_known_is_never_given_back(store):
 
     assert not store.release_claim(job_id, "t-up", NOW, first=False)
     assert not _claim(store, job_id, "t-up-2", JobStage.UPSCALE, first=False)
+
+
+def test_a_late_submission_write_of_a_stage_that_already_finished_gives_the_next_stage_nothing(store, own_table):
+    job_id = new_job_id("chain")
+    assert store.record_received(job_id, NOW)
+    assert _claim(store, job_id, "t-imagine", JobStage.IMAGINE, first=True)
+    # The imagine's final webhook outran the submitter's own write; the stage finished and moved on.
+    assert store.record_final_signal(job_id, "task-imagine", NOW, JobStage.IMAGINE)
+    assert store.advance_stage(job_id, JobStage.IMAGINE, "task-imagine", JobStage.UPSCALE, NOW)
+
+    assert not store.mark_submitted(job_id, "t-imagine", "task-imagine", NOW, JobStage.IMAGINE)
+
+    item = get_job(own_table, job_id) or {}
+    assert "task_id" not in item and item["status"] == "PROCESSING" and item["stage"] == "upscale"
+    assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False)
+
+
+def test_a_chain_is_failed_between_stages_only_while_its_next_stage_is_unclaimed(store):
+    from vary_region.errors import JobError, Stage
+
+    job_id = _imagine_done(store)
+    assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False)
+    error = JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE)
+
+    assert not store.mark_failed(job_id, error, NOW, between_stages=JobStage.UPSCALE), "another delivery paid it"
+    assert store.release_claim(job_id, "t-up", NOW, first=False)
+    assert store.mark_failed(job_id, error, NOW, between_stages=JobStage.UPSCALE)

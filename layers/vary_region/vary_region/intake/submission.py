@@ -171,6 +171,8 @@ class JobSubmitter:
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
             inputs = self._load_inputs(uploaded)
+            if inputs is None and existing is not None and existing.was_submitted:
+                raise _Waiting("its job files, which are gone from the inbox")
             if inputs is None:
                 result = SubmitResult(SubmitOutcome.WAITING, job_id)
             else:
@@ -181,13 +183,21 @@ class JobSubmitter:
                 logger.append_keys(stage=str(stage))
                 result = self._submit(uploaded, self._plan(stage, spec, mask, existing), spec)
         except _Waiting as waiting:
-            # Said on the item, so every view of the job (the CLI, the console) tells what it waits for.
-            self._store.record_waiting_for(job_id, waiting.what, self._clock())
-            result = SubmitResult(SubmitOutcome.WAITING, job_id)
+            if existing is not None and existing.was_submitted:
+                # A chain under way whose files left the inbox cannot go on: nothing would ever come back.
+                message = f"the chain's next stage cannot start: {waiting}"
+                result = self._fail_later_stage(existing, JobError("JOB_FILES_MISSING", message, Stage.INTAKE))
+            else:
+                # Said on the item, so every view of the job (the CLI, the console) tells what it waits for.
+                self._store.record_waiting_for(job_id, waiting.what, self._clock())
+                result = SubmitResult(SubmitOutcome.WAITING, job_id)
         except JobRejected as rejection:
             under_way = existing is not None and existing.was_submitted
             error = rejection.error
-            result = self._fail_later_stage(job_id, error) if under_way else self._reject(job_id, error)
+            if existing is not None and under_way:
+                result = self._fail_later_stage(existing, error)
+            else:
+                result = self._reject(job_id, error)
         except ParentNotReady as waiting:
             result = self._wait_for_parent(uploaded, waiting, existing)
         return replace(result, first_seen=first_seen)
@@ -336,9 +346,10 @@ class JobSubmitter:
             return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _fail_later_stage(self, job_id: str, error: JobError) -> SubmitResult:
+    def _fail_later_stage(self, job: Job, error: JobError) -> SubmitResult:
         """A chain's later stage found unusable: earlier stages were paid, so the job FAILED (not REJECTED)."""
-        if self._store.mark_failed(job_id, error, self._clock()):
+        job_id = job.job_id
+        if self._store.mark_failed(job_id, error, self._clock(), between_stages=job.stage):
             write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "FAILED", error)
             logger.warning("chained job failed before its next stage", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)

@@ -219,17 +219,20 @@ class TaskStore:
             ":stage": stage.value,
         }
         stage_task = f"{stage.task_id_attribute} = :task"
+        # Each write only while `stage` is still the open one: a late write after the stage finished
+        # (its webhook outran this one) must never give the next stage this stage's task.
+        open_stage = self._stage_is(stage)
         if self._update(
             job_id,
             f"SET #status = :submitted, task_id = :task, {stage_task}, submitted_at = :now, updated_at = :now",
-            "submit_claim = :token AND #status = :received",
+            f"submit_claim = :token AND #status = :received AND {open_stage}",
             values | {":submitted": JobStatus.SUBMITTED.value},
         ):
             return True
         if self._update(  # a later stage: the job is already under way and keeps its status
             job_id,
             f"SET task_id = :task, {stage_task}, updated_at = :now",
-            "submit_claim = :token AND claim_stage = :stage AND attribute_not_exists(task_id) AND "
+            f"submit_claim = :token AND claim_stage = :stage AND attribute_not_exists(task_id) AND {open_stage} AND "
             + self._open_and_claimed(),
             values | self._open_values(),
         ):
@@ -238,9 +241,8 @@ class TaskStore:
         return self._update(
             job_id,
             f"SET submitted_at = if_not_exists(submitted_at, :now), {stage_task}",
-            "submit_claim = :token AND task_id = :task AND attribute_not_exists("
-            + stage.task_id_attribute
-            + ") AND "
+            f"submit_claim = :token AND task_id = :task AND attribute_not_exists({stage.task_id_attribute}) AND "
+            + f"{open_stage} AND "
             + self._open_and_claimed(),
             values | self._open_values(),
         )
@@ -274,10 +276,17 @@ class TaskStore:
         be won. Its provider slot is given back; the next stage takes one of its own."""
         return self._update(
             job_id,
-            f"SET #stage = :to, {stage.task_id_attribute} = :task, updated_at = :now "
+            f"SET #stage = :to, #status = :processing, {stage.task_id_attribute} = :task, updated_at = :now "
             "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures",
             self._open_and_claimed() + " AND task_id = :task AND " + self._stage_is(stage),
-            {":to": to.value, ":task": task_id, ":now": timestamp(now), ":stage": stage.value} | self._open_values(),
+            {
+                ":to": to.value,
+                ":task": task_id,
+                ":now": timestamp(now),
+                ":stage": stage.value,
+                ":processing": JobStatus.PROCESSING.value,
+            }
+            | self._open_values(),
             release_slot=True,
         )
 
@@ -403,12 +412,26 @@ class TaskStore:
             release_slot=True,
         )
 
-    def mark_failed(self, job_id: str, error: JobError, now: datetime, *, only_without_task: bool = False) -> bool:
+    def mark_failed(
+        self,
+        job_id: str,
+        error: JobError,
+        now: datetime,
+        *,
+        only_without_task: bool = False,
+        between_stages: JobStage | None = None,
+    ) -> bool:
         """A submitted (or claimed) job ends: the provider said no, or results could not be copied.
 
         only_without_task: fail it only if no task id was ever recorded (an ambiguous submission).
+        between_stages: fail it only while this later stage is open and unclaimed (never a stage
+        another delivery has claimed, and so perhaps paid for, meanwhile).
         """
         condition = self._open_and_claimed() + (" AND attribute_not_exists(task_id)" if only_without_task else "")
+        extra: dict[str, Any] = {}
+        if between_stages is not None:
+            condition += " AND " + self._between_stages(between_stages)
+            extra = {":stage": between_stages.value}
         return self._update(
             job_id,
             "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl "
@@ -420,7 +443,8 @@ class TaskStore:
                 ":now": timestamp(now),
                 ":ttl": self._expiry(now),
             }
-            | self._open_values(),
+            | self._open_values()
+            | extra,
             release_slot=True,
         )
 
@@ -584,13 +608,22 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         error=JobError(error["code"], error["message"], Stage(error["stage"])) if isinstance(error, dict) else None,
         result=_plain(item.get("result")),
         stage=stage,
-        # A claim written before chains existed belongs to the job's one (inpaint) stage.
-        claim_stage=parse_stage(item.get("claim_stage"), stage) if item.get("submit_claim") else None,
+        claim_stage=_claim_stage(item, stage),
         stage_task_ids={s: item[s.task_id_attribute] for s in CHAIN if item.get(s.task_id_attribute)},
         stage_secret_hashes={s: item[s.secret_attribute] for s in CHAIN if item.get(s.secret_attribute)},
         inbox_key=item.get("inbox_key"),
         parent_image_url=item.get("parent_image_url"),
     )
+
+
+def _claim_stage(item: dict[str, Any], stage: JobStage) -> JobStage | None:
+    """The stage the claim belongs to. A claim written before chains existed (no `stage` on the item)
+    is the job's one inpaint stage's; a chain's later stage given back has none."""
+    if not item.get("submit_claim"):
+        return None
+    if item.get("claim_stage"):
+        return parse_stage(item["claim_stage"], stage)
+    return stage if "stage" not in item else None
 
 
 def _plain(value: Any) -> Any:

@@ -25,7 +25,7 @@ from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import ApiframeClient
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.results.documents import ensure_error_document, result_document, write_error
-from vary_region.results.image_copier import CopiedImage, ImageCopier
+from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import Settings
 
 # Longer than the completion function's timeout: a lease outlives only a copier that died.
@@ -108,7 +108,7 @@ class JobCompleter:
         if job.task_id and job.task_id != request.task_id:
             return UpdateResult(UpdateOutcome.UNCHANGED, "the request names another task than the job's")
         try:
-            result = self._confirmed_result(request.task_id, deadline)
+            result = self._confirmed_result(request.task_id, deadline, single_image=job.stage is JobStage.UPSCALE)
         except (ProviderRejected, ProviderUnavailable, ValueError) as exc:
             # ValueError: a Fetch answer that is no task payload at all (an empty or non-JSON body).
             return UpdateResult(UpdateOutcome.RETRY_LATER, f"could not confirm the result through Fetch: {exc}")
@@ -161,14 +161,15 @@ class JobCompleter:
         self._wake(job.inbox_key)
         return UpdateResult(UpdateOutcome.ADVANCED)
 
-    def _confirmed_result(self, task_id: str, deadline: float | None) -> TaskResult | None:
+    def _confirmed_result(self, task_id: str, deadline: float | None, single_image: bool) -> TaskResult | None:
         """The task as Fetch reports it; a finished result that is not whole yet is asked again a few
         times (a result being written may show fewer images), never completed as it is. None: the
         invocation ran out of time before Fetch was asked often enough to call the result incomplete."""
         attempts = self._settings.result_fetch_attempts
         for attempt in range(1, attempts + 1):
             result = self._apiframe.fetch(task_id, deadline)
-            if result.state is not TaskState.FINISHED or result.incomplete_reason() is None or attempt == attempts:
+            whole = result.incomplete_reason(single_image) is None
+            if result.state is not TaskState.FINISHED or whole or attempt == attempts:
                 return result
             pause = self._settings.result_refetch_delay_seconds * attempt
             if deadline is not None and time.monotonic() + pause > deadline:
@@ -182,8 +183,11 @@ class JobCompleter:
         if not self._store.acquire_copy_lease(job.job_id, result.task_id, lease, now, COPY_LEASE_SECONDS, job.stage):
             return UpdateResult(UpdateOutcome.BUSY, "another invocation is copying this job's images")
         keys = ResultKeys(job.job_id, self._settings.results_prefix)
+        # The parent comes along in the same parallel copy; a parent that can no longer be copied (an
+        # expired URL) is left out of result.json and does not fail the job.
+        parent_source = {"parent": job.parent_image_url} if job.parent_image_url else None
         try:
-            images = self._copier.copy_all(result.result_urls, keys.image, deadline)
+            copied = self._copier.copy_all(result.result_urls, keys.image, deadline, optional=parent_source)
         except ImageCopyError as exc:
             if deadline is not None and time.monotonic() >= deadline and not exc.permanent:
                 # This invocation ran out of time, which says nothing against the image host.
@@ -198,7 +202,8 @@ class JobCompleter:
             # An unexpected failure: the next try must not wait for the lease to run out.
             self._store.release_copy_lease(job.job_id, lease)
             raise
-        parent = self._copy_parent(job, keys, deadline)
+        parent = next((image for image in copied if image.name == "parent"), None)
+        images = [image for image in copied if image.name != "parent"]
         completed_at = timestamp(self._clock())
         summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
         tasks = self._tasks(job, result.task_id)
@@ -221,17 +226,6 @@ class JobCompleter:
             metrics.add_metric(name="JobDurationSeconds", unit=MetricUnit.Seconds, value=round(duration, 3))
         logger.info("job completed", extra={"images": len(images)})
         return UpdateResult(UpdateOutcome.COMPLETED)
-
-    def _copy_parent(self, job: Job, keys: ResultKeys, deadline: float | None) -> CopiedImage | None:
-        """The inpaint's parent image beside the results, for a person to compare; a parent that can no
-        longer be copied (an expired URL) is noted in result.json and does not fail the job."""
-        if not job.parent_image_url:
-            return None
-        try:
-            return self._copier.copy_all({"parent": job.parent_image_url}, keys.image, deadline)[0]
-        except ImageCopyError as exc:
-            logger.warning("parent image not copied", extra={"reason": str(exc)})
-            return None
 
     def _tasks(self, job: Job, inpaint_task: str) -> list[dict[str, object]]:
         """Every paid task of the job, in chain order, with what each cost."""

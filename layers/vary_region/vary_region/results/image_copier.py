@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
-from vary_region.errors import ImageCopyError
-from vary_region.observability import tracer
+from vary_region.errors import ImageCopyError, UnsafeImageUrl
+from vary_region.observability import logger, tracer
 from vary_region.results.url_policy import (
     AddressRule,
     CheckedUrl,
@@ -155,11 +155,17 @@ class ImageCopier:
 
     @tracer.capture_method(capture_response=False)
     def copy_all(
-        self, sources: Mapping[str, str], key_for: Callable[[str], str], deadline: float | None = None
+        self,
+        sources: Mapping[str, str],
+        key_for: Callable[[str], str],
+        deadline: float | None = None,
+        *,
+        optional: Mapping[str, str] | None = None,
     ) -> list[CopiedImage]:
         """Copy every image (name -> URL) in parallel; raise ImageCopyError unless all succeeded.
 
         deadline: a time.monotonic() value the copies must end by (the invocation's own limit).
+        optional: images copied alongside (in the same pool) whose failure only leaves them out.
         """
         if not sources:
             raise ImageCopyError("the provider returned no result images", permanent=True)
@@ -169,11 +175,20 @@ class ImageCopier:
             name: check_image_url(url, self._allowed, self._resolver, address_allowed=self._address_allowed)
             for name, url in sources.items()
         }
+        extras: dict[str, CheckedUrl] = {}
+        for name, url in (optional or {}).items():
+            try:
+                extras[name] = check_image_url(
+                    url, self._allowed, self._resolver, address_allowed=self._address_allowed
+                )
+            except UnsafeImageUrl as exc:
+                logger.warning("optional image refused", extra={"image": name, "reason": str(exc)})
         _ = self._transport  # created once, here, before the copy threads share it
-        with ThreadPoolExecutor(max_workers=min(5, len(sources)), thread_name_prefix="image-copy") as pool:
+        workers = min(6, len(checked) + len(extras))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-copy") as pool:
             futures = {
                 name: pool.submit(self._copy_with_retries, name, target, key_for(name), deadline)
-                for name, target in checked.items()
+                for name, target in (checked | extras).items()
             }
         failures: list[ImageCopyError] = []
         copied: list[CopiedImage] = []
@@ -181,6 +196,8 @@ class ImageCopier:
             error = future.exception()
             if error is None:
                 copied.append(future.result())
+            elif name in extras and name not in checked:
+                logger.warning("optional image not copied", extra={"image": name, "reason": str(error)})
             elif isinstance(error, ImageCopyError):
                 failures.append(ImageCopyError(f"{name}: {error}", permanent=error.permanent))
             else:
