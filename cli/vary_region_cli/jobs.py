@@ -181,8 +181,8 @@ def waiting_for(target: Target, job_id: str, item: dict[str, Any] | None) -> str
     has_mask = any(
         stem == "mask" and ext.lower() in MASK_EXTENSIONS for stem, _, ext in (n.rpartition(".") for n in names)
     )
-    if has_spec and not has_mask:
-        return f"waiting for the mask file {prefix}mask.({'|'.join(MASK_EXTENSIONS)})"
+    # A job.json alone may be a whole job (its mask given as regions): only the pipeline, which has
+    # read it, can say a mask file is missing (`waiting_for` on the item, above).
     if has_mask and not has_spec:
         return f"waiting for the job file {prefix}job.json"
     return None
@@ -296,8 +296,8 @@ def watch_job(
                     f"job {job_id!r} not found: no item in table {target.table} "
                     f"and nothing under s3://{target.bucket}/{INBOX}"
                 )
-        state = None if item is None else (item.get("status"), item.get("stage"), item.get("percentage"))
-        if state != shown:  # one inbox listing per change of state, not per poll
+        state = None if item is None else tuple(item.get(k) for k in ("status", "stage", "percentage", "waiting_for"))
+        if state != shown:  # one inbox listing per change of state (the pipeline's word included), not per poll
             waiting = waiting_for(target, job_id, item)
         line = status_line(item, elapsed, waiting)
         final = item is not None and item.get("status") in FINAL

@@ -120,20 +120,26 @@ def test_a_timeout_says_which_file_a_received_job_waits_for(
 @pytest.mark.parametrize(
     ("keys", "expected"),
     [
-        (["inbox/job-1/job.json"], "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"),
+        # job.json alone may be a whole job (regions): only the pipeline, which read it, says otherwise.
+        (["inbox/job-1/job.json"], None),
         (["inbox/job-1/mask.JPEG"], "waiting for the job file inbox/job-1/job.json"),
         (["inbox/job-1/mask.webp", "inbox/job-1/notes.txt"], "waiting for the job file inbox/job-1/job.json"),
         (["inbox/job-1/job.json", "inbox/job-1/mask.png"], None),  # both there: the pipeline has it
         (["inbox/job-1.json"], None),  # an inline job waits for nothing
-        (
-            ["inbox/job-1/job.json", "inbox/job-10/mask.png"],
-            "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)",
-        ),
+        (["inbox/job-10/job.json", "inbox/job-1/mask.png"], "waiting for the job file inbox/job-1/job.json"),
     ],
     ids=["spec-only", "mask-only", "mask-and-stray-file", "both", "inline", "other-job's-mask"],
 )
 def test_waiting_for_names_the_missing_file(keys: list[str], expected: str | None) -> None:
     assert jobs.waiting_for(fake_target(keys), "job-1", {"status": "RECEIVED"}) == expected
+
+
+def test_waiting_for_is_the_pipelines_word_when_it_said_one() -> None:
+    target = fake_target(["inbox/job-1/job.json"])
+    said = "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"
+    assert jobs.waiting_for(target, "job-1", {"status": "RECEIVED", "waiting_for": said}) == said
+    assert jobs.waiting_for(target, "job-1", {"status": "RECEIVED", "submit_claim": "c"}) is None
+    assert target.s3.listings == 0
 
 
 def test_waiting_for_only_looks_at_received_jobs() -> None:
@@ -144,7 +150,7 @@ def test_waiting_for_only_looks_at_received_jobs() -> None:
 
 
 def test_watch_lists_the_inbox_once_per_change_not_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    target = fake_target(["inbox/job-1/job.json"])
+    target = fake_target(["inbox/job-1/mask.png"])
     monkeypatch.setattr(jobs, "get_item", lambda *a: {"job_id": "job-1", "status": "RECEIVED"})
     now = iter(float(i) for i in range(100))
     out = io.StringIO()
@@ -152,7 +158,7 @@ def test_watch_lists_the_inbox_once_per_change_not_once_per_poll(monkeypatch: py
         target, "job-1", timeout=5, interval=1, out=out, clock=lambda: next(now), sleep=lambda s: None
     )
     assert result.status == "TIMEOUT"
-    assert result.waiting_for == "waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)"
+    assert result.waiting_for == "waiting for the job file inbox/job-1/job.json"
     (line,) = out.getvalue().splitlines()  # not a terminal: one line per change
     assert "RECEIVED" in line and f"({result.waiting_for})" in line
     assert target.s3.listings == 2  # the first sight of RECEIVED, and once more at the timeout
@@ -206,13 +212,13 @@ def test_status_hides_the_pipelines_bookkeeping_unless_raw(
 def test_status_of_a_job_missing_a_file_says_so_on_stderr(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    target = fake_target(["inbox/job-1/job.json"])
+    target = fake_target(["inbox/job-1/mask.png"])
     monkeypatch.setattr(cli, "resolve", lambda settings: target)
     monkeypatch.setattr(jobs, "require_item", lambda *a: {"job_id": "job-1", "status": "RECEIVED"})
     assert cli.main(["status", "job-1"]) == cli.EXIT_OK
     captured = capsys.readouterr()
     assert json.loads(captured.out)["status"] == "RECEIVED"  # stdout stays plain JSON
-    assert "job job-1 is RECEIVED: waiting for the mask file inbox/job-1/mask.(png|jpg|jpeg|webp)" in captured.err
+    assert "job job-1 is RECEIVED: waiting for the job file inbox/job-1/job.json" in captured.err
 
 
 # --- masks ---------------------------------------------------------------------------------------
