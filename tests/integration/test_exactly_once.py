@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,7 +27,6 @@ from vary_region.jobs.task_store import TaskStore
 from vary_region.provider.api_key import api_key_reader
 from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.settings import Settings, get_settings
-from vary_region_local.stack import table_definition
 
 from tests.builders import (
     ProviderRecorder,
@@ -47,21 +45,6 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 # ---- the claim's guards, one at a time, on a table of the test's own ----------------------------
-
-
-@pytest.fixture(scope="module")
-def own_table(stack: Any) -> Iterator[Any]:
-    name = f"exactly-once-{uuid.uuid4().hex[:8]}"
-    dynamodb = boto3.resource("dynamodb")
-    table = dynamodb.create_table(**table_definition(name))
-    table.wait_until_exists()
-    yield table
-    table.delete()
-
-
-@pytest.fixture()
-def store(own_table: Any) -> TaskStore:
-    return TaskStore(own_table, max_active_tasks=1000)
 
 
 def _received(store: TaskStore) -> str:

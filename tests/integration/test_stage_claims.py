@@ -5,34 +5,14 @@ a stage the job has left changes nothing."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
-import boto3
-import pytest
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import TaskStore
-from vary_region_local.stack import table_definition
 
 from tests.builders import get_job, new_job_id
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def own_table(stack: Any) -> Iterator[Any]:
-    name = f"stage-claims-{uuid.uuid4().hex[:8]}"
-    table = boto3.resource("dynamodb").create_table(**table_definition(name))
-    table.wait_until_exists()
-    yield table
-    table.delete()
-
-
-@pytest.fixture()
-def store(own_table: Any) -> TaskStore:
-    return TaskStore(own_table, max_active_tasks=1000)
 
 
 def _claim(store: TaskStore, job_id: str, token: str, stage: JobStage, *, first: bool) -> bool:
