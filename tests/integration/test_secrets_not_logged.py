@@ -96,6 +96,12 @@ def test_given_complete_job_when_all_output_captured_at_debug_then_no_secret_app
         upload_job(s3, bucket, job_id, spec=job_json(prompt="a paper lantern", metadata={"case": "secrets"}), mask=mask)
         # Wait through S3: the test's own DynamoDB reads would log the item (and its hash) at DEBUG.
         wait_until(lambda: _exists(s3, bucket, f"results/{job_id}/result.json"), timeout=30, message="result.json")
+        # The state is written after result.json, and its log line after that: wait for the line itself.
+        wait_until(
+            lambda: any(r.getMessage() == "job completed" for r in list(caplog.records)),
+            timeout=30,
+            message="the completion's log line",
+        )
         assert sim.wait_idle(timeout=20)
         flush_app_logs()
         records = list(caplog.records)
