@@ -142,7 +142,7 @@ def client(session: FakeSession, clock: FakeClock, **options: Any) -> ApiframeCl
 def test_given_provider_accepts_when_inpaint_is_submitted_then_task_id_is_returned_after_one_post(clock):
     session = FakeSession(response(200, {"task_id": "29e983ca-7e86-4017-a9e3-ef6fe9cd5f2a"}))
 
-    task_id = client(session, clock).submit_inpaint(REQUEST)
+    task_id = client(session, clock).submit(REQUEST)
 
     assert task_id == "29e983ca-7e86-4017-a9e3-ef6fe9cd5f2a"
     assert session.paths == ["/inpaint"]
@@ -152,7 +152,7 @@ def test_given_provider_accepts_when_inpaint_is_submitted_then_task_id_is_return
 def test_given_a_submission_when_sent_then_body_carries_every_documented_field(clock):
     session = FakeSession(response(200, {"task_id": "t1"}))
 
-    client(session, clock).submit_inpaint(REQUEST)
+    client(session, clock).submit(REQUEST)
 
     assert session.calls[0]["url"] == BASE + "/inpaint"  # the trailing slash of the base URL is not doubled
     assert session.calls[0]["json"] == {
@@ -168,7 +168,7 @@ def test_given_no_prompt_when_sent_then_prompt_is_omitted_from_the_body(clock):
     session = FakeSession(response(200, {"task_id": "t1"}))
     request = InpaintRequest("parent-1", MASK_URL, prompt=None, webhook_url=None, webhook_secret=None)
 
-    client(session, clock).submit_inpaint(request)
+    client(session, clock).submit(request)
 
     assert session.calls[0]["json"] == {"parent_task_id": "parent-1", "mask": MASK_URL}
 
@@ -177,7 +177,7 @@ def test_given_any_call_when_sent_then_authorization_is_the_raw_key_without_bear
     session = FakeSession(response(200, {"task_id": "t1"}), response(200, {"task_id": "t1", "status": "processing"}))
     api = client(session, clock)
 
-    api.submit_inpaint(REQUEST)
+    api.submit(REQUEST)
     api.fetch("t1")
 
     for call in session.calls:
@@ -188,7 +188,7 @@ def test_given_any_call_when_sent_then_authorization_is_the_raw_key_without_bear
 def test_given_configured_timeouts_when_a_call_is_sent_then_connect_and_read_timeouts_are_always_set(clock):
     session = FakeSession(response(200, {"task_id": "t1"}))
 
-    client(session, clock, connect_timeout=2.0, read_timeout=9.0).submit_inpaint(REQUEST)
+    client(session, clock, connect_timeout=2.0, read_timeout=9.0).submit(REQUEST)
 
     assert session.calls[0]["timeout"] == (2.0, 9.0)
 
@@ -196,7 +196,7 @@ def test_given_configured_timeouts_when_a_call_is_sent_then_connect_and_read_tim
 def test_given_default_client_when_a_call_is_sent_then_a_timeout_is_set(clock):
     session = FakeSession(response(200, {"task_id": "t1"}))
 
-    client(session, clock).submit_inpaint(REQUEST)
+    client(session, clock).submit(REQUEST)
 
     connect, read = session.calls[0]["timeout"]
     assert 0 < connect <= 30 and 0 < read <= 60
@@ -216,7 +216,7 @@ def test_given_an_inpaint_request_when_printed_then_mask_and_secret_are_hidden()
 def test_given_429_then_200_when_submitted_then_it_succeeds_after_one_backoff(clock):
     session = FakeSession(response(429, {}), response(200, {"task_id": "t1"}))
 
-    assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock).submit(REQUEST) == "t1"
     assert session.paths == ["/inpaint", "/inpaint"]
     assert len(clock.sleeps) == 1
     assert 0 <= clock.sleeps[0] <= RetryPolicy().base_delay
@@ -225,7 +225,7 @@ def test_given_429_then_200_when_submitted_then_it_succeeds_after_one_backoff(cl
 def test_given_429_with_retry_after_when_submitted_then_the_client_waits_that_long(clock):
     session = FakeSession(response(429, {}, headers={"Retry-After": "7"}), response(200, {"task_id": "t1"}))
 
-    assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock).submit(REQUEST) == "t1"
     assert clock.sleeps == [7.0]
 
 
@@ -233,7 +233,7 @@ def test_given_retry_after_longer_than_the_budget_when_submitted_then_it_gives_u
     session = FakeSession(response(429, {}, headers={"Retry-After": "45"}))
 
     with pytest.raises(ProviderUnavailable):
-        client(session, clock, retry=RetryPolicy(budget_seconds=20)).submit_inpaint(REQUEST)
+        client(session, clock, retry=RetryPolicy(budget_seconds=20)).submit(REQUEST)
     assert clock.sleeps == []
     assert len(session.calls) == 1
 
@@ -244,7 +244,7 @@ def test_given_unreadable_retry_after_when_submitted_then_normal_backoff_is_used
         response(503, text="busy", headers={"Retry-After": retry_after}), response(200, {"task_id": "t1"})
     )
 
-    assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock).submit(REQUEST) == "t1"
     assert len(clock.sleeps) == 1 and 0 <= clock.sleeps[0] <= RetryPolicy().base_delay
 
 
@@ -253,7 +253,7 @@ def test_given_transient_status_then_200_when_submitted_then_it_is_retried(clock
     # These answers mean the request was not taken: resending cannot pay twice.
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
 
-    assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock).submit(REQUEST) == "t1"
     assert len(session.calls) == 2
 
 
@@ -264,7 +264,7 @@ def test_given_500_or_gateway_error_when_submitted_then_ambiguous_and_never_rese
     session = FakeSession(response(status, {}), response(200, {"task_id": "t1"}))
 
     with pytest.raises(SubmissionAmbiguous):
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert len(session.calls) == 1
 
 
@@ -280,7 +280,7 @@ def test_given_several_transient_failures_when_submitted_then_backoff_grows_but_
     session = FakeSession(*[response(503, {})] * 5, response(200, {"task_id": "t1"}))
     policy = RetryPolicy(budget_seconds=1000, base_delay=0.5, max_delay=8.0)
 
-    assert client(session, clock, retry=policy).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock, retry=policy).submit(REQUEST) == "t1"
     assert len(clock.sleeps) == 5
     for attempt, delay in enumerate(clock.sleeps):
         assert 0 <= delay <= min(8.0, 0.5 * 2**attempt)
@@ -292,7 +292,7 @@ def test_given_several_transient_failures_when_submitted_then_backoff_grows_but_
 def test_given_connection_failure_before_sending_when_submitted_then_it_is_retried(clock, error):
     session = FakeSession(error(), response(200, {"task_id": "t1"}))
 
-    assert client(session, clock).submit_inpaint(REQUEST) == "t1"
+    assert client(session, clock).submit(REQUEST) == "t1"
     assert session.paths == ["/inpaint", "/inpaint"]
 
 
@@ -300,7 +300,7 @@ def test_given_500_on_a_later_attempt_when_submitted_then_ambiguous_and_not_rese
     session = FakeSession(response(503, {}), response(500, {}), response(200, {"task_id": "t1"}))
 
     with pytest.raises(SubmissionAmbiguous):
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert len(session.calls) == 2
 
 
@@ -308,7 +308,7 @@ def test_given_provider_down_for_the_whole_budget_when_submitted_then_provider_u
     session = FakeSession(forever=lambda: response(503, text="<html>Service Unavailable</html>"))
 
     with pytest.raises(ProviderUnavailable):
-        client(session, clock, retry=RetryPolicy(budget_seconds=20)).submit_inpaint(REQUEST)
+        client(session, clock, retry=RetryPolicy(budget_seconds=20)).submit(REQUEST)
     assert len(session.calls) >= 3  # it did retry...
     assert sum(clock.sleeps) <= 20  # ...but never past its budget
 
@@ -317,7 +317,7 @@ def test_given_connections_refused_for_the_whole_budget_when_submitted_then_prov
     session = FakeSession(forever=connection_refused)
 
     with pytest.raises(ProviderUnavailable):
-        client(session, clock, retry=RetryPolicy(budget_seconds=5)).submit_inpaint(REQUEST)
+        client(session, clock, retry=RetryPolicy(budget_seconds=5)).submit(REQUEST)
     assert len(session.calls) >= 2
     assert sum(clock.sleeps) <= 5
 
@@ -334,7 +334,7 @@ def test_given_no_answer_after_sending_when_submitted_then_ambiguous_after_exact
     session = FakeSession(error(), response(200, {"task_id": "would-be-a-second-paid-task"}))
 
     with pytest.raises(SubmissionAmbiguous):
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert len(session.calls) == 1
     assert clock.sleeps == []
 
@@ -356,7 +356,7 @@ def test_given_2xx_without_a_task_id_when_submitted_then_ambiguous_and_not_resen
     session = FakeSession(answer, response(200, {"task_id": "second"}))
 
     with pytest.raises(SubmissionAmbiguous):
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert len(session.calls) == 1
 
 
@@ -381,7 +381,7 @@ def test_given_the_api_key_cannot_be_read_when_submitted_then_request_not_sent_a
     api = ApiframeClient(BASE, unreadable_key, session=session, sleep=clock.sleep)
 
     with pytest.raises(RequestNotSent) as info:
-        api.submit_inpaint(REQUEST)
+        api.submit(REQUEST)
     assert session.calls == []
     assert "ConnectionError" in str(info.value)
 
@@ -391,7 +391,7 @@ def test_given_a_body_that_cannot_be_encoded_when_submitted_then_request_not_sen
     request = InpaintRequest("parent-1", MASK_URL, prompt=object(), webhook_url=None, webhook_secret=None)  # type: ignore[arg-type]
 
     with pytest.raises(RequestNotSent):
-        client(session, clock).submit_inpaint(request)
+        client(session, clock).submit(request)
     assert session.calls == []
 
 
@@ -409,7 +409,7 @@ def test_given_the_api_key_cannot_be_read_when_fetching_then_request_not_sent(cl
 def test_given_a_submission_when_sent_then_the_body_is_json_with_its_content_type(clock):
     session = FakeSession(response(200, {"task_id": "t1"}))
 
-    client(session, clock).submit_inpaint(REQUEST)
+    client(session, clock).submit(REQUEST)
 
     assert session.calls[0]["headers"]["Content-Type"] == "application/json"
 
@@ -421,7 +421,7 @@ def test_given_400_with_documented_errors_body_when_submitted_then_rejected_with
     session = FakeSession(response(400, {"errors": [{"msg": "Invalid request"}]}))
 
     with pytest.raises(ProviderRejected) as info:
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
 
     assert info.value.status == 400
     assert info.value.message == "Invalid request"
@@ -438,7 +438,7 @@ def test_given_refusal_without_a_message_when_submitted_then_rejected_with_a_gen
     session = FakeSession(answer)
 
     with pytest.raises(ProviderRejected) as info:
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
 
     assert info.value.status == status
     assert str(status) in info.value.message
@@ -458,7 +458,7 @@ def test_given_refusal_in_another_error_form_when_submitted_then_its_message_is_
     session = FakeSession(response(400, body))
 
     with pytest.raises(ProviderRejected) as info:
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert info.value.message == message
 
 
@@ -482,7 +482,7 @@ def test_given_unexpected_error_body_when_submitted_then_it_never_crashes_the_cl
     session = FakeSession(response(400, text=text))
 
     with pytest.raises(ProviderRejected) as info:
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert info.value.status == 400
     assert isinstance(info.value.message, str) and info.value.message
 
@@ -491,7 +491,7 @@ def test_given_huge_error_message_when_submitted_then_the_reported_message_is_bo
     session = FakeSession(response(400, {"errors": [{"msg": "x" * 100_000}]}))
 
     with pytest.raises(ProviderRejected) as info:
-        client(session, clock).submit_inpaint(REQUEST)
+        client(session, clock).submit(REQUEST)
     assert len(info.value.message) <= 1000
 
 

@@ -21,6 +21,7 @@ from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
 from vary_region.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from vary_region.intake.parent import ParentReader
     from vary_region.intake.submission import JobSubmitter
     from vary_region.jobs.completion_queue import CompletionQueue
     from vary_region.jobs.reconcile import Reconciler
@@ -71,6 +72,25 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
     )
 
 
+def parent_reader(settings: Settings) -> ParentReader:
+    """Fetch through a client of its own: Fetch is free and retried on every transient answer, within
+    a shorter budget than a paid call's, so an outage holds the job instead of eating the invocation."""
+    from vary_region.intake.parent import ParentReader
+
+    fetch_client = ApiframeClient(
+        settings.apiframe_base_url,
+        api_key_reader(settings),  # the same cached secret: Powertools caches per process
+        connect_timeout=settings.apiframe_connect_timeout,
+        read_timeout=settings.apiframe_read_timeout,
+        retry=RetryPolicy(budget_seconds=min(10.0, settings.submit_retry_budget_seconds)),
+    )
+    return ParentReader(
+        fetch_client.fetch,
+        settings.allowed_image_origins,
+        timeout_seconds=min(10.0, settings.image_timeout_seconds),
+    )
+
+
 def job_submitter(settings: Settings) -> JobSubmitter:
     from vary_region.intake.held_jobs import HeldJobQueue
     from vary_region.intake.submission import JobSubmitter
@@ -80,7 +100,9 @@ def job_submitter(settings: Settings) -> JobSubmitter:
         queue = HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds)
         hold = queue.hold
     files = JobFiles(s3_client(), settings.jobs_bucket)
-    return JobSubmitter(settings, task_store(settings), files, apiframe_client(settings), hold=hold)
+    return JobSubmitter(
+        settings, task_store(settings), files, apiframe_client(settings), parent_reader(settings), hold=hold
+    )
 
 
 def submit_wake(settings: Settings) -> Callable[[str], None] | None:

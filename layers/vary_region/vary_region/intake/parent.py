@@ -1,10 +1,11 @@
 """The parent task, read before any credit is spent: is it an upscale that finished, and how big is it?
 
-Fetch (free) says what the task is. Only a finished upscale (one `image_url`, task type
-"upscale#N", with or without `status`) can be inpainted; an unknown task, a grid, a failed task are
-rejected, one still running makes the job wait. The parent image's size is read from its first
-bytes: a ranged GET under the same URL policy and pinned connection as the result copies, stopped
-as soon as the header is parsed, never a download of the whole picture.
+Fetch (free) says what the task is, read into the same TaskResult as a webhook. Only a finished
+upscale (one `image_url`, task type "upscale#N", with or without `status`) can be inpainted; an
+unknown task, a grid, a failed task are rejected, one still running makes the job wait. The parent
+image's size is read from its first bytes: a ranged GET under the same URL policy and pinned
+connection as the result copies, stopped as soon as the header is parsed, never a download of the
+whole picture.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vary_region.errors import ImageCopyError, JobRejected, ProviderRejected, ProviderUnavailable, UnsafeImageUrl
-from vary_region.provider.task_result import RUNNING_STATUSES
+from vary_region.provider.task_result import RUNNING_STATUSES, MalformedTaskPayload, TaskResult, TaskState
 from vary_region.results.url_policy import AddressRule, Resolver, check_image_url, is_public_address, resolve_host
 from vary_region.settings import ImageOrigin
 
 if TYPE_CHECKING:
     import requests
 
-    from vary_region.provider.apiframe import ApiframeClient
     from vary_region.results.pinned_http import PinnedAddressAdapter
 
 HEADER_BYTES = 64 * 1024
@@ -55,18 +55,13 @@ class ParentNotReady(Exception):
         self.reason = reason
 
 
-FetchPayload = Callable[[str], Any]
-
-
-def fetch_payload(client: ApiframeClient) -> FetchPayload:
-    """The raw /fetch answer: TaskResult keeps no `image_url`, which is all an upscale result is."""
-    return client.fetch_raw
+FetchTask = Callable[[str], TaskResult]
 
 
 class ParentReader:
     def __init__(
         self,
-        fetch: FetchPayload,
+        fetch: FetchTask,
         allowed_origins: Sequence[ImageOrigin],
         *,
         resolver: Resolver = resolve_host,
@@ -92,19 +87,19 @@ class ParentReader:
 
         RequestNotSent (the API key could not be read) passes through: the event is retried.
         """
-        image_url = _finished_upscale_url(task_id, self._payload(task_id))
+        image_url = _finished_upscale_url(self._task(task_id))
         width, height = self._image_size(image_url)
         return Parent(task_id=task_id, image_url=image_url, width=width, height=height)
 
     def read_grid(self, task_id: str) -> Parent:
         """A finished imagine task (the parent of a job given `index`), with its grid's size."""
-        grid_url = _finished_grid_url(task_id, self._payload(task_id))
+        grid_url = _finished_grid_url(self._task(task_id))
         width, height = self._image_size(grid_url)
         return Parent(task_id=task_id, image_url=grid_url, width=width, height=height)
 
-    def _payload(self, task_id: str) -> Any:
+    def _task(self, task_id: str) -> TaskResult:
         try:
-            payload = self._fetch(task_id)
+            task = self._fetch(task_id)
         except ProviderRejected as exc:
             if exc.status in _NOT_FOUND:
                 raise JobRejected(
@@ -113,16 +108,17 @@ class ParentReader:
             raise
         except ProviderUnavailable as exc:
             raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent could not be read through Fetch: {exc}") from None
-        if not isinstance(payload, dict) or payload.get("task_id") != task_id:
-            # An answer about another task (or none at all) says nothing about this one.
+        except MalformedTaskPayload:
+            raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without a task") from None
+        if task.task_id != task_id:
+            # An answer about another task says nothing about this one.
             raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
-        status = payload.get("status")
-        status = status.strip().lower() if isinstance(status, str) else None
-        if status == "failed":
+        if task.state is TaskState.FAILED:
             raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; start from a finished task instead")
-        if status in RUNNING_STATUSES:
+        if task.provider_status in RUNNING_STATUSES:
+            status = task.provider_status
             raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
-        return payload
+        return task
 
     def _image_size(self, url: str) -> tuple[int, int]:
         from vary_region.intake.mask import image_header_size
@@ -153,29 +149,25 @@ class ParentReader:
         return size
 
 
-def _finished_grid_url(task_id: str, payload: dict[str, Any]) -> str:
-    grid = payload.get("original_image_url")
-    if isinstance(payload.get("image_url"), str) and payload["image_url"].strip() and not grid:
+def _finished_grid_url(task: TaskResult) -> str:
+    if task.image_url and not task.grid_url:
         raise JobRejected(
             "PARENT_NOT_GRID",
-            f"the parent task {task_id} is an upscale, not an imagine grid: drop `index` to inpaint it directly",
+            f"the parent task {task.task_id} is an upscale, not an imagine grid: drop `index` to inpaint it directly",
         )
-    if isinstance(grid, str) and grid.strip():
-        return grid.strip()
-    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} has no grid yet")
+    if task.grid_url and task.grid_url.strip():
+        return task.grid_url.strip()
+    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task.task_id} has no grid yet")
 
 
-def _finished_upscale_url(task_id: str, payload: dict[str, Any]) -> str:
-    task_type = payload.get("task_type") if isinstance(payload.get("task_type"), str) else ""
-    image_url = payload.get("image_url")
-    grid = payload.get("original_image_url") or payload.get("image_urls")
-    if task_type == "imagine" or (grid and not image_url):
+def _finished_upscale_url(task: TaskResult) -> str:
+    if task.task_type == "imagine" or ((task.grid_url or task.image_urls) and not task.image_url):
         raise JobRejected(
             "PARENT_IS_GRID",
-            f"the parent task {task_id} is an imagine grid, not an upscale: add `index` (1-4) to the job "
+            f"the parent task {task.task_id} is an imagine grid, not an upscale: add `index` (1-4) to the job "
             "to upscale one of its images first, or give the upscale's task id",
         )
-    if isinstance(image_url, str) and image_url.strip():
-        return image_url.strip()
+    if task.image_url:
+        return task.image_url
     # Neither failed, nor a grid, nor an image yet: at work, whatever its status says.
-    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} has no image yet")
+    raise ParentNotReady("PARENT_RUNNING", f"the parent task {task.task_id} has no image yet")

@@ -11,7 +11,6 @@ resent.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,23 +31,21 @@ from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys
 from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
 from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normalise_media_type, validate_mask
 from vary_region.intake.mask_regions import render_regions
-from vary_region.intake.parent import ParentNotReady, ParentReader, fetch_payload
+from vary_region.intake.parent import ParentNotReady, ParentReader
 from vary_region.jobs.job import Job, JobStatus, utc_now
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import ProviderBusy, TaskStore
 from vary_region.observability import logger, tracer
-from vary_region.provider.api_key import api_key_reader
 from vary_region.provider.apiframe import (
     ApiframeClient,
     ImagineRequest,
     InpaintRequest,
-    RetryPolicy,
     StageRequest,
     UpscaleRequest,
 )
 from vary_region.provider.webhook_auth import hash_webhook_secret, new_webhook_secret
 from vary_region.provider.webhook_token import webhook_token
-from vary_region.results.documents import ensure_error_document, write_error
+from vary_region.results.documents import UnsuccessfulEnd, ensure_error_document
 from vary_region.settings import Settings
 
 
@@ -114,37 +111,19 @@ class JobSubmitter:
         store: TaskStore,
         files: JobFiles,
         apiframe: ApiframeClient,
+        parents: ParentReader,
         clock: Callable[[], datetime] = utc_now,
         hold: Callable[[str], None] | None = None,
-        parents: ParentReader | None = None,
     ) -> None:
         self._settings = settings
-        self._given_parents = parents
+        self._parents = parents
         self._hold = hold
         self._store = store
         self._files = files
         self._apiframe = apiframe
         self._clock = clock
+        self._ends = UnsuccessfulEnd(store, files, settings.results_prefix, clock)
         self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
-
-    @functools.cached_property
-    def _parents(self) -> ParentReader:
-        if self._given_parents is not None:
-            return self._given_parents
-        # A client of its own: Fetch is free and retried on every transient answer, within a shorter
-        # budget than a paid call's, so an outage holds the job instead of eating the invocation.
-        fetch_client = ApiframeClient(
-            self._settings.apiframe_base_url,
-            api_key_reader(self._settings),  # the same cached secret: Powertools caches per process
-            connect_timeout=self._settings.apiframe_connect_timeout,
-            read_timeout=self._settings.apiframe_read_timeout,
-            retry=RetryPolicy(budget_seconds=min(10.0, self._settings.submit_retry_budget_seconds)),
-        )
-        return ParentReader(
-            fetch_payload(fetch_client),
-            self._settings.allowed_image_origins,
-            timeout_seconds=min(10.0, self._settings.image_timeout_seconds),
-        )
 
     @tracer.capture_method(capture_response=False)
     def handle_upload(self, key: str) -> SubmitResult:
@@ -340,8 +319,7 @@ class JobSubmitter:
         return spec, mask
 
     def _reject(self, job_id: str, error: JobError) -> SubmitResult:
-        if self._store.mark_rejected(job_id, error, self._clock()):
-            write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "REJECTED", error)
+        if self._ends.reject(job_id, error):
             logger.warning("job rejected", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.REJECTED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
@@ -349,8 +327,7 @@ class JobSubmitter:
     def _fail_later_stage(self, job: Job, error: JobError) -> SubmitResult:
         """A chain's later stage found unusable: earlier stages were paid, so the job FAILED (not REJECTED)."""
         job_id = job.job_id
-        if self._store.mark_failed(job_id, error, self._clock(), between_stages=job.stage):
-            write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "FAILED", error)
+        if self._ends.fail(job_id, error, between_stages=job.stage):
             logger.warning("chained job failed before its next stage", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
@@ -359,10 +336,11 @@ class JobSubmitter:
         job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
+        mask_key = None
         if plan.mask is not None:
             # Before the claim: a write that fails leaves nothing claimed, and the event is retried.
-            keys = ResultKeys(job_id, self._settings.results_prefix)
-            self._files.write_bytes(keys.mask, plan.mask.data, plan.mask.media_type)
+            mask_key = ResultKeys(job_id, self._settings.results_prefix).mask
+            self._files.write_bytes(mask_key, plan.mask.data, plan.mask.media_type)
         later = None if plan.first else plan.stage
         try:
             claimed = self._store.claim_submission(
@@ -377,6 +355,7 @@ class JobSubmitter:
                 first=plan.first,
                 inbox_key=uploaded.key,
                 parent_image_url=plan.parent_image_url,
+                mask_key=mask_key,
             )
         except ProviderBusy:
             if self._hold is None:
@@ -399,8 +378,7 @@ class JobSubmitter:
             raise
         except ProviderRejected as exc:
             error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
-            if self._store.mark_failed(job_id, error, self._clock()):
-                write_error(self._files, ResultKeys(job_id, self._settings.results_prefix), job_id, "FAILED", error)
+            self._ends.fail(job_id, error)
             logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         except SubmissionAmbiguous as exc:

@@ -53,6 +53,7 @@ class Job:
     stage_secret_hashes: dict[JobStage, str] = field(default_factory=dict, repr=False)
     inbox_key: str | None = None  # the upload that claimed the first stage: later stages start from it
     parent_image_url: str | None = None  # the inpaint's parent image, copied beside the results
+    mask_key: str | None = None  # the mask as sent, stored before the inpaint was claimed
 
     @property
     def was_submitted(self) -> bool:

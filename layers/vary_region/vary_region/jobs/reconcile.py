@@ -12,14 +12,13 @@ from datetime import datetime, timedelta
 
 from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.intake.job_files import JobFiles
-from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, utc_now
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import FETCH_MANY_LIMIT, ApiframeClient
 from vary_region.provider.task_result import TaskResult, TaskState
-from vary_region.results.documents import write_error
+from vary_region.results.documents import UnsuccessfulEnd
 from vary_region.settings import Settings
 
 # Enough for one Fetch batch (its retries included) and the writes it leads to.
@@ -57,6 +56,7 @@ class Reconciler:
         self._apiframe = apiframe
         self._queue = queue
         self._clock = clock
+        self._ends = UnsuccessfulEnd(store, files, settings.results_prefix, clock)
 
     @tracer.capture_method(capture_response=False)
     def run(self, limit: int | None = None, deadline: float | None = None) -> ReconcileReport:
@@ -153,10 +153,7 @@ class Reconciler:
         error = JobError(
             "JOB_INCOMPLETE", "only one of job.json and the mask arrived; the job was never submitted", Stage.RECONCILE
         )
-        if self._store.mark_rejected(job.job_id, error, self._clock()):
-            write_error(
-                self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "REJECTED", error
-            )
+        if self._ends.reject(job.job_id, error):
             metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
         return "rejected_incomplete"
 
@@ -172,8 +169,7 @@ class Reconciler:
         return "next_stage_handed_on"
 
     def _fail(self, job: Job, error: JobError, *, only_without_task: bool = False) -> None:
-        if self._store.mark_failed(job.job_id, error, self._clock(), only_without_task=only_without_task):
-            write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error)
+        if self._ends.fail(job.job_id, error, only_without_task=only_without_task):
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
 
 

@@ -136,6 +136,7 @@ class TaskStore:
         first: bool = True,
         inbox_key: str | None = None,
         parent_image_url: str | None = None,
+        mask_key: str | None = None,
     ) -> bool:
         """Win the right to make the one paid submission of this job's `stage`, with a provider slot.
 
@@ -150,14 +151,16 @@ class TaskStore:
             ":hash": secret_hash,
             ":stage": stage.value,
             ":yes": True,
-            ":parent_image": parent_image_url,
         }
         update = (
             "SET submit_claim = :token, submit_claimed_at = :now, updated_at = :now, "
             f"{stage.secret_attribute} = :hash, claim_stage = :stage, holds_slot = :yes"
         )
-        if parent_image_url is not None:
-            update += ", parent_image_url = :parent_image"
+        # The inpaint's own inputs, for the results: its parent image and the mask it was sent.
+        for name, value in (("parent_image_url", parent_image_url), ("mask_key", mask_key)):
+            if value is not None:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = value
         if first:
             update += (
                 ", #stage = :stage, parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, "
@@ -613,6 +616,7 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         stage_secret_hashes={s: item[s.secret_attribute] for s in CHAIN if item.get(s.secret_attribute)},
         inbox_key=item.get("inbox_key"),
         parent_image_url=item.get("parent_image_url"),
+        mask_key=item.get("mask_key"),
     )
 
 

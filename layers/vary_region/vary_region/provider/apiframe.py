@@ -137,9 +137,6 @@ class ApiframeClient:
     def _session(self) -> requests.Session:
         return self._given_session or traced_http_session()
 
-    def submit_inpaint(self, request: InpaintRequest) -> str:
-        return self.submit(request)
-
     @tracer.capture_method(capture_response=False)
     def submit(self, request: StageRequest) -> str:
         """POST a paid task (/imagine, /upscale-1x, /inpaint); returns the new task id. Never resends
@@ -155,12 +152,6 @@ class ApiframeClient:
     def fetch(self, task_id: str, deadline: float | None = None) -> TaskResult:
         """deadline: a time.monotonic() value the call must end by (the invocation's own limit)."""
         return parse_task_result(self._call("/fetch", {"task_id": task_id}, deadline=deadline))
-
-    @tracer.capture_method(capture_response=False)
-    def fetch_raw(self, task_id: str, deadline: float | None = None) -> Any:
-        """POST /fetch, the answer as APIFRAME sent it: a parent upscale's `image_url` is in it, where
-        TaskResult (a result to copy) keeps only the grid and the four images."""
-        return self._call("/fetch", {"task_id": task_id}, deadline=deadline)
 
     @tracer.capture_method(capture_response=False)
     def fetch_many(self, task_ids: list[str], deadline: float | None = None) -> list[TaskResult]:

@@ -24,7 +24,7 @@ from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import ApiframeClient
 from vary_region.provider.task_result import TaskResult, TaskState
-from vary_region.results.documents import ensure_error_document, result_document, write_error
+from vary_region.results.documents import UnsuccessfulEnd, ensure_error_document, result_document
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import Settings
 
@@ -71,6 +71,7 @@ class JobCompleter:
         self._queue = queue
         self._clock = clock
         self._sleep = sleep
+        self._ends = UnsuccessfulEnd(store, files, settings.results_prefix, clock)
 
     @tracer.capture_method(capture_response=False)
     def handle(self, request: CompletionRequest, deadline: float | None = None) -> UpdateResult:
@@ -208,8 +209,8 @@ class JobCompleter:
         summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
         tasks = self._tasks(job, result.task_id)
         document = result_document(job, result.task_id, images, completed_at, tasks=tasks, parent=parent)
-        if self._files.object_size(keys.mask) is not None:
-            document["mask"] = {"key": keys.mask}
+        if job.mask_key:
+            document["mask"] = {"key": job.mask_key}
         try:
             self._files.write_json(keys.result_json, document)
             completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock())
@@ -237,9 +238,8 @@ class JobCompleter:
         ]
 
     def _fail(self, job: Job, error: JobError) -> UpdateResult:
-        if not self._store.mark_failed(job.job_id, error, self._clock()):
+        if not self._ends.fail(job.job_id, error):
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job had already finished")
-        write_error(self._files, ResultKeys(job.job_id, self._settings.results_prefix), job.job_id, "FAILED", error)
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("job failed", extra={"error_code": error.code})
         return UpdateResult(UpdateOutcome.FAILED, error.message)

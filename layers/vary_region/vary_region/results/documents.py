@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import JobError
@@ -10,11 +12,36 @@ from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.job import Job, JobStatus, parse_timestamp
 
 if TYPE_CHECKING:  # the submit function never copies images: its cold start skips the copier
+    from vary_region.jobs.task_store import TaskStore
     from vary_region.results.image_copier import CopiedImage
 
 
 def write_error(files: JobFiles, keys: ResultKeys, job_id: str, status: str, error: JobError) -> None:
     files.write_json(keys.error_json, {"job_id": job_id, "status": status, "error": error.to_dict()})
+
+
+class UnsuccessfulEnd:
+    """Ends a job FAILED or REJECTED: the state first (under the caller's condition), error.json second,
+    so a lost document is repaired by the next delivery (ensure_error_document), never the reverse."""
+
+    def __init__(self, store: TaskStore, files: JobFiles, results_prefix: str, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._files = files
+        self._results_prefix = results_prefix
+        self._clock = clock
+
+    def fail(self, job_id: str, error: JobError, **conditions: Any) -> bool:
+        """conditions: TaskStore.mark_failed's (only_without_task, between_stages)."""
+        if not self._store.mark_failed(job_id, error, self._clock(), **conditions):
+            return False
+        write_error(self._files, ResultKeys(job_id, self._results_prefix), job_id, "FAILED", error)
+        return True
+
+    def reject(self, job_id: str, error: JobError) -> bool:
+        if not self._store.mark_rejected(job_id, error, self._clock()):
+            return False
+        write_error(self._files, ResultKeys(job_id, self._results_prefix), job_id, "REJECTED", error)
+        return True
 
 
 def ensure_error_document(files: JobFiles, keys: ResultKeys, job: Job) -> None:
