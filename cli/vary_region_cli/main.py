@@ -170,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", metavar="JOB_ID")
     status.add_argument("--raw", action="store_true", help="the whole item, bookkeeping included")
     status.set_defaults(handler=cmd_status, command_parser=status)
+
+    usage = commands.add_parser(
+        "usage",
+        parents=common,
+        help="credits reserved and spent today and this month, and jobs held for credits",
+        description="Show today's and this month's (UTC) credits, reserved (counted against the limits), "
+        "spent by finished jobs and still in flight, against the limits in force at the last reservation; "
+        "then the jobs held for budget (BUDGET_EXCEEDED) or for the provider's balance (PROVIDER_BALANCE_LOW).",
+    )
+    usage.add_argument("--limit", type=int, default=20, metavar="N", help="list at most N held jobs (20)")
+    usage.add_argument("--json", action="store_true", help="print it as JSON")
+    usage.set_defaults(handler=cmd_usage, command_parser=usage)
     return parser
 
 
@@ -298,6 +310,19 @@ def cmd_list(args: argparse.Namespace, target: Target) -> int:
         for item in items
     ]
     print(jobs.format_table(rows, ["JOB ID", "STATUS", "%", "CREATED (UTC)", "TASK ID"]), flush=True)
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace, target: Target) -> int:
+    from vary_region_cli import usage
+
+    if args.limit <= 0:
+        raise CliError("--limit must be positive")
+    report = usage.read_usage(target)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), flush=True)
+    else:
+        print(usage.render(report, args.limit), flush=True)
     return EXIT_OK
 
 

@@ -181,6 +181,10 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
         if code != 0:
             raise DemoError(f"list failed (exit code {code})")
 
+        code, _ = run.run("usage")  # the chain's 10 credits, in today's and this month's ledger
+        if code != 0:
+            raise DemoError(f"usage failed (exit code {code})")
+
         print()
         print(check_only_mask_changed(folder, mask_box(folder)))
         result = json.loads((folder / "result.json").read_text(encoding="utf-8"))

@@ -44,7 +44,9 @@ _MAX_BODY_BYTES = 12 * 1024 * 1024  # an 8 MB mask base64-encoded, plus the rest
 _MAX_MASK_BYTES = 8 * 1024 * 1024  # the provider's documented mask limit
 _MAX_MASK_SIDE = 8192  # refuse decompression bombs before Pillow allocates them
 _WEBHOOK_TIMEOUT = 5.0
-_INITIAL_CREDITS = 10_000
+_INITIAL_CREDITS = 1_000_000  # a long `make local` session never runs dry (account_credits sets it)
+# APIFRAME's fast-mode prices: the account's balance falls by these as tasks are accepted.
+_TASK_CREDITS = {"imagine": 4, "upscale": 2, "inpaint": 4}
 _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL | re.IGNORECASE)
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
 # Ids no parent is made up for: Fetch answers 404, as the provider does for a task it never had.
@@ -69,6 +71,7 @@ _STAT_NAMES = (
     "webhooks_failed",
     "image_requests",
     "running_tasks_peak",
+    "credits_spent",
 )
 
 
@@ -98,6 +101,10 @@ class SimulatorFaults:
     # answered after `partial_result_fetches` Fetch answers of the task (0: never).
     partial_result: str | None = None
     partial_result_fetches: int = 0
+    # The account: GET /account answers `account_credits` less what the tasks accepted since cost
+    # (their balance falls as tasks are accepted), or `account_status` (an error) when set.
+    account_credits: int = _INITIAL_CREDITS
+    account_status: int | None = None
 
 
 def _fault_kinds() -> dict[str, tuple[type, bool]]:
@@ -131,8 +138,8 @@ def _coerce_fault(name: str, value: object) -> object:
         raise ValueError(f"{name} must be a non-negative number")
     if base is int and not float(value).is_integer():
         raise ValueError(f"{name} must be an integer")
-    if name == "image_status" and not 100 <= value <= 599:
-        raise ValueError("image_status must be an HTTP status code")
+    if name in ("image_status", "account_status") and not 100 <= value <= 599:
+        raise ValueError(f"{name} must be an HTTP status code")
     if name == "server_error_status" and not 500 <= value <= 599:
         raise ValueError("server_error_status must be a 5xx HTTP status code")
     return base(value)
@@ -418,13 +425,17 @@ class ApiframeSimulator:
         return _json(200, {"tasks": [view for view in views if view is not None]})
 
     def _account(self, body: bytes) -> _Response:
-        used = self.stats()["tasks_created"]
+        with self._lock:
+            status, balance = self.faults.account_status, self.faults.account_credits
+            used, spent = self._stats["tasks_created"], self._stats["credits_spent"]
+        if status is not None:
+            return _json(status, {})
         return _json(
             200,
             {
                 "email": "simulator@localhost",
                 "plan": "simulator",
-                "credits": max(0, _INITIAL_CREDITS - used),
+                "credits": max(0, balance - spent),
                 "usage": {"tasks": used},
             },
         )
@@ -469,6 +480,7 @@ class ApiframeSimulator:
             task = _Task(str(uuid.uuid4()), task_type, faults=dataclasses.replace(self.faults), **attrs)
             self._tasks[task.task_id] = task
             self._stats["tasks_created"] += 1
+            self._stats["credits_spent"] += _TASK_CREDITS.get(task_type.partition("#")[0], 4)
             self._active_workers += 1
             self._running_tasks += 1
             self._stats["running_tasks_peak"] = max(self._stats["running_tasks_peak"], self._running_tasks)

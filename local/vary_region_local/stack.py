@@ -432,6 +432,18 @@ def _stop_unstarted(stack: LocalStack) -> None:
     stopper.join(timeout=5)  # every server and poller thread is a daemon: exiting ends the rest
 
 
+BUDGET_VARIABLES = (
+    "DAILY_CREDIT_LIMIT",
+    "MONTHLY_CREDIT_LIMIT",
+    "OVER_BUDGET",
+    "RETURN_FAILED_CREDITS",
+    "CREDITS_IMAGINE",
+    "CREDITS_UPSCALE",
+    "CREDITS_INPAINT",
+    "BALANCE_CACHE_SECONDS",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -478,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         reconcile_period_seconds=args.reconcile_period,
         reconcile_quiet_seconds=args.reconcile_quiet,
         state_dir=args.state_dir,
+        # `make local` honours the budget guard's settings from its own environment, as the stack's
+        # parameters set them in AWS.
+        extra_env={name: os.environ[name] for name in BUDGET_VARIABLES if os.environ.get(name, "").strip()},
     )
     stack = LocalStack(options)
     stopped, starting = threading.Event(), threading.Event()

@@ -185,6 +185,7 @@ def test_webhooks_report_string_percentages_then_the_documented_final_shape(
         "webhooks_failed": 0,
         "image_requests": 0,
         "running_tasks_peak": 1,
+        "credits_spent": 4,
     }
     recorded = sim.inpaint_requests[0]
     assert recorded["parent_task_id"] == "parent-1" and recorded["mask"].startswith("data:image/png;base64,")
@@ -274,11 +275,22 @@ def test_imagine_then_upscale_then_inpaint(sim: ApiframeSimulator) -> None:
     assert len(finished(sim, parent_task_id=upscale_id)["image_urls"]) == 4
 
 
-def test_account_reports_credits_spent_by_tasks(sim: ApiframeSimulator) -> None:
+def test_account_balance_falls_by_each_tasks_price_and_can_be_set_or_broken(sim: ApiframeSimulator) -> None:
     before = api(sim, "/account").json()
-    finished(sim)
+    finished(sim)  # an inpaint: 4 credits
     after = api(sim, "/account").json()
-    assert before["plan"] == "simulator" and after["credits"] == before["credits"] - 1
+    assert before["plan"] == "simulator" and after["credits"] == before["credits"] - 4
+    imagine_id = api(sim, "/imagine", {"prompt": "a lighthouse"}).json()["task_id"]
+    assert sim.wait_idle(5)
+    api(sim, "/upscale-1x", {"parent_task_id": imagine_id, "index": "1"})
+    assert api(sim, "/account").json()["credits"] == after["credits"] - 4 - 2
+
+    sim.set_faults(account_credits=3)
+    assert api(sim, "/account").json()["credits"] == 0, "never below zero: 3 less the 10 spent"
+    sim.set_faults(account_status=503)
+    assert api(sim, "/account").status_code == 503
+    with pytest.raises(ValueError, match="account_status"):
+        sim.set_faults(account_status=42)
 
 
 def test_fetch_many_accepts_2_to_20_ids_and_omits_unknown_ones(sim: ApiframeSimulator) -> None:

@@ -86,9 +86,19 @@ class FakeSession:
         self.forever = forever
         self.calls: list[dict[str, Any]] = []
 
-    def post(self, url: str, *, data: bytes | None = None, headers: Any = None, timeout: Any = None, **kwargs: Any):
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: Any = None,
+        timeout: Any = None,
+        **kwargs: Any,
+    ):
         sent = _decoded(data)
-        self.calls.append({"url": url, "json": sent, "headers": dict(headers or {}), "timeout": timeout, **kwargs})
+        call = {"method": method, "url": url, "json": sent, "headers": dict(headers or {}), "timeout": timeout}
+        self.calls.append(call | kwargs)
         if self.outcomes:
             outcome = self.outcomes.pop(0)
         elif self.forever is not None:
@@ -570,3 +580,24 @@ def test_given_one_unknown_task_when_fetching_many_then_it_is_left_out_like_fetc
     session = FakeSession(response(404, {"errors": [{"msg": "task not found"}]}))
 
     assert client(session, clock).fetch_many(["gone"]) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "credits"),
+    [
+        ({"email": "a@b.c", "credits": 1234, "plan": "pro"}, 1234),
+        ({"credits": "88"}, 88),  # a number as a string, as APIFRAME sends percentages
+        ({"credits": 12.0, "extra": {"nested": True}}, 12),
+        ({"credits": None}, None),
+        ({"credits": True}, None),
+        ({"credits": "many"}, None),
+        ({}, None),
+        ([], None),
+    ],
+)
+def test_account_credits_are_read_defensively(answer: Any, credits: int | None) -> None:
+    session = FakeSession(response(200, answer))
+
+    assert client(session, FakeClock()).account_credits() == credits
+    assert session.calls[0]["method"] == "GET" and session.paths == ["/account"]
+    assert session.calls[0]["json"] is None and "Content-Type" not in session.calls[0]["headers"]

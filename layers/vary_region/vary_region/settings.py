@@ -7,7 +7,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from vary_region.budget.ledger import BudgetPolicy
 
 DEFAULT_IMAGE_HOSTS = "cdn.apiframe.pro,cdn.apiframe.ai,cdn2.apiframe.ai"
 
@@ -98,9 +102,27 @@ class Settings:
     credits_imagine: int = 4
     credits_upscale: int = 2
     credits_inpaint: int = 4
+    # The budget guard: credits per UTC day and month (0: no limit), and what a job over it does.
+    daily_credit_limit: int = 0
+    monthly_credit_limit: int = 0
+    over_budget: str = "hold"
+    return_failed_credits: bool = True
+    # The provider account's balance, read at most this often per container (0: never read).
+    balance_cache_seconds: int = 60
 
     def credits_of(self, stage: str) -> int:
         return {"imagine": self.credits_imagine, "upscale": self.credits_upscale}.get(stage, self.credits_inpaint)
+
+    @property
+    def budget_policy(self) -> BudgetPolicy:
+        from vary_region.budget.ledger import BudgetPolicy, OverBudgetAction
+
+        return BudgetPolicy(
+            daily_limit=self.daily_credit_limit,
+            monthly_limit=self.monthly_credit_limit,
+            over_budget=OverBudgetAction(self.over_budget),
+            return_failed_credits=self.return_failed_credits,
+        )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -122,6 +144,21 @@ class Settings:
                 raise SettingsError(f"{name}={raw!r} is not a number") from exc
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name} must be a positive number")
+            return value
+
+        def count(name: str, default: int) -> int:
+            """A whole number, 0 allowed (a limit of 0 means none)."""
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit():
+                raise SettingsError(f"{name}={raw!r} is not a whole number of 0 or more")
+            return int(raw)
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = env.get(name, "").strip().lower() or default
+            if value not in allowed:
+                raise SettingsError(f"{name}={value!r} must be one of {', '.join(allowed)}")
             return value
 
         hosts = env.get("ALLOWED_IMAGE_HOSTS", "").strip() or DEFAULT_IMAGE_HOSTS
@@ -155,6 +192,11 @@ class Settings:
             credits_imagine=int(number("CREDITS_IMAGINE", defaults.credits_imagine)),
             credits_upscale=int(number("CREDITS_UPSCALE", defaults.credits_upscale)),
             credits_inpaint=int(number("CREDITS_INPAINT", defaults.credits_inpaint)),
+            daily_credit_limit=count("DAILY_CREDIT_LIMIT", defaults.daily_credit_limit),
+            monthly_credit_limit=count("MONTHLY_CREDIT_LIMIT", defaults.monthly_credit_limit),
+            over_budget=choice("OVER_BUDGET", defaults.over_budget, ("hold", "reject")),
+            return_failed_credits=choice("RETURN_FAILED_CREDITS", "true", ("true", "false")) == "true",
+            balance_cache_seconds=count("BALANCE_CACHE_SECONDS", defaults.balance_cache_seconds),
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),

@@ -59,7 +59,12 @@ def s3_client() -> Any:
 
 def task_store(settings: Settings) -> TaskStore:
     table = LazyClient(lambda: boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table))
-    return TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=settings.max_active_tasks)
+    return TaskStore(
+        table,
+        ttl_days=settings.job_ttl_days,
+        max_active_tasks=settings.max_active_tasks,
+        budget=settings.budget_policy,
+    )
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
@@ -72,20 +77,24 @@ def apiframe_client(settings: Settings) -> ApiframeClient:
     )
 
 
-def parent_reader(settings: Settings) -> ParentReader:
-    """Fetch through a client of its own: Fetch is free and retried on every transient answer, within
-    a shorter budget than a paid call's, so an outage holds the job instead of eating the invocation."""
-    from vary_region.intake.parent import ParentReader
-
-    fetch_client = ApiframeClient(
+def free_calls_client(settings: Settings) -> ApiframeClient:
+    """A client of its own for the free reads (Fetch, the account): retried on every transient answer
+    within a shorter budget than a paid call's, so an outage holds the job instead of eating the
+    invocation."""
+    return ApiframeClient(
         settings.apiframe_base_url,
         api_key_reader(settings),  # the same cached secret: Powertools caches per process
         connect_timeout=settings.apiframe_connect_timeout,
         read_timeout=settings.apiframe_read_timeout,
         retry=RetryPolicy(budget_seconds=min(10.0, settings.submit_retry_budget_seconds)),
     )
+
+
+def parent_reader(settings: Settings, client: ApiframeClient | None = None) -> ParentReader:
+    from vary_region.intake.parent import ParentReader
+
     return ParentReader(
-        fetch_client.fetch,
+        (client or free_calls_client(settings)).fetch,
         settings.allowed_image_origins,
         timeout_seconds=min(10.0, settings.image_timeout_seconds),
     )
@@ -99,9 +108,18 @@ def job_submitter(settings: Settings) -> JobSubmitter:
     if settings.submit_queue_url:
         queue = HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds)
         hold = queue.hold
+    from vary_region.budget.balance import ProviderBalance
+
     files = JobFiles(s3_client(), settings.jobs_bucket)
+    free_calls = free_calls_client(settings)
     return JobSubmitter(
-        settings, task_store(settings), files, apiframe_client(settings), parent_reader(settings), hold=hold
+        settings,
+        task_store(settings),
+        files,
+        apiframe_client(settings),
+        parent_reader(settings, free_calls),
+        hold=hold,
+        balance=ProviderBalance(free_calls.account_credits, settings.balance_cache_seconds),
     )
 
 
@@ -168,4 +186,5 @@ def reconciler(settings: Settings) -> Reconciler:
         apiframe_client(settings),
         completion_queue(settings),
         wake=submit_wake(settings),
+        balance=free_calls_client(settings).account_credits if settings.balance_cache_seconds else None,
     )

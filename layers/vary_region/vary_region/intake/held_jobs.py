@@ -19,9 +19,10 @@ class HeldJobQueue:
         self._queue_url = queue_url
         self._delay = delay_seconds
 
-    def hold(self, key: str) -> None:
+    def hold(self, key: str, delay_seconds: int | None = None) -> None:
         # Jitter spreads a burst of held jobs so they do not all come back at the same moment.
-        delay = min(900, self._delay + random.randint(0, max(1, self._delay // 2)))
+        base = self._delay if delay_seconds is None else delay_seconds
+        delay = min(900, base + random.randint(0, max(1, base // 2)))
         self._sqs.send_message(
             QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}), DelaySeconds=delay
         )

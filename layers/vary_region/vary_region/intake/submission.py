@@ -16,7 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
+from vary_region.budget.balance import ProviderBalance
+from vary_region.budget.ledger import (
+    CreditReservation,
+    OverBudget,
+    OverBudgetAction,
+    Settlement,
+    none_spent,
+    periods_at,
+    reserve,
+    settle,
+)
 from vary_region.errors import (
     JobError,
     JobRejected,
@@ -33,9 +45,9 @@ from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normali
 from vary_region.intake.mask_regions import render_regions
 from vary_region.intake.parent import ParentNotReady, ParentReader
 from vary_region.jobs.job import Job, JobStatus, utc_now
-from vary_region.jobs.stages import JobStage
+from vary_region.jobs.stages import JobStage, stages_from
 from vary_region.jobs.task_store import ProviderBusy, TaskStore
-from vary_region.observability import logger, tracer
+from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import (
     ApiframeClient,
     ImagineRequest,
@@ -79,6 +91,13 @@ class _Waiting(Exception):
         self.what = what
 
 
+class Hold(Protocol):
+    """Puts an upload back on the submit queue, to be handled again after a delay (default: the
+    queue's hold delay)."""
+
+    def __call__(self, key: str, delay_seconds: int | None = None) -> None: ...
+
+
 class HeldReason(StrEnum):
     """Why a valid job waits in the queue (`held_reason` on its item)."""
 
@@ -86,6 +105,8 @@ class HeldReason(StrEnum):
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
     PARENT_RUNNING = "PARENT_RUNNING"
     PARENT_UNAVAILABLE = "PARENT_UNAVAILABLE"  # Fetch or the parent's image host unreachable
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the day's or the month's credit limit has no room for the chain
+    PROVIDER_BALANCE_LOW = "PROVIDER_BALANCE_LOW"  # the provider account's credits cannot cover the chain
 
 
 # A mask file in a chain from a prompt is checked against the aspect ratio before anything is paid:
@@ -113,8 +134,10 @@ class JobSubmitter:
         apiframe: ApiframeClient,
         parents: ParentReader,
         clock: Callable[[], datetime] = utc_now,
-        hold: Callable[[str], None] | None = None,
+        hold: Hold | None = None,
+        balance: ProviderBalance | None = None,
     ) -> None:
+        self._balance = balance
         self._settings = settings
         self._parents = parents
         self._hold = hold
@@ -147,6 +170,17 @@ class JobSubmitter:
                 HeldReason.PROVIDER_SLOTS_FULL,
                 already_held=True,
             )
+        short = self._still_short_of_credits(existing) if self._hold is not None and existing is not None else None
+        if self._hold is not None and short is not None:
+            # Likewise for a job held for credits: a read of the ledger's two items, or of the balance.
+            return self._hold_back(
+                self._hold,
+                uploaded,
+                "still short of credits; job held back again",
+                short,
+                already_held=True,
+                delay_seconds=self._credits_hold_delay(short),
+            )
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
             inputs = self._load_inputs(uploaded)
@@ -160,7 +194,7 @@ class JobSubmitter:
                 under_way = existing is not None and existing.was_submitted
                 stage = existing.stage if existing is not None and under_way else spec.first_stage
                 logger.append_keys(stage=str(stage))
-                result = self._submit(uploaded, self._plan(stage, spec, mask, existing), spec)
+                result = self._submit(uploaded, self._plan(stage, spec, mask, existing), spec, existing)
         except _Waiting as waiting:
             if existing is not None and existing.was_submitted:
                 # A chain under way whose files left the inbox cannot go on: nothing would ever come back.
@@ -255,19 +289,69 @@ class JobSubmitter:
             return False
         return self._store.slots_in_use() >= self._settings.max_active_tasks
 
+    def _still_short_of_credits(self, job: Job) -> HeldReason | None:
+        """A job held for budget or for the provider's balance, whose cost was recorded when it was
+        held: the reason it must still wait, or None. As for slots, the claim's conditional
+        reservation, not this read, is the guard against overspending."""
+        needed = job.credits_needed
+        if needed is None or job.held_at is None or job.status is not JobStatus.RECEIVED or job.submit_claim:
+            return None  # not held now (held_reason is only the last cause): the whole path decides
+        if job.held_reason == HeldReason.BUDGET_EXCEEDED:
+            usage = self._store.credit_usage(periods_at(self._clock()))
+            if any(period.limit and needed > period.limit for period in usage):
+                return None  # the limit was lowered below the chain's cost: the claim rejects it
+            return HeldReason.BUDGET_EXCEEDED if any(not period.room_for(needed) for period in usage) else None
+        if job.held_reason == HeldReason.PROVIDER_BALANCE_LOW and self._balance_too_low(needed):
+            return HeldReason.PROVIDER_BALANCE_LOW
+        return None
+
+    def _credits_hold_delay(self, reason: HeldReason) -> int:
+        """Budget: wake up when the day turns, or every 15 minutes (SQS's longest delay) if that is
+        later, since credits given back by failed jobs may make room before then. Balance: once the
+        cached balance may have changed."""
+        if reason is HeldReason.PROVIDER_BALANCE_LOW:
+            return max(self._settings.hold_delay_seconds, self._settings.balance_cache_seconds)
+        day, _ = periods_at(self._clock())
+        until_next_day = (day.next_opens - self._clock()).total_seconds()
+        return int(max(self._settings.hold_delay_seconds, min(900, until_next_day + 1)))
+
+    def _balance_too_low(self, credits_needed: int) -> str | None:
+        left = self._balance.credits() if self._balance is not None else None
+        if left is None or left >= credits_needed:
+            return None
+        return f"the provider account has {left} credits left, the job needs {credits_needed}"
+
+    def _over_budget(self, uploaded: InboxObject, over: OverBudget, credits_needed: int) -> SubmitResult:
+        error = JobError("BUDGET_EXCEEDED", str(over), Stage.SUBMIT)
+        policy = self._settings.budget_policy
+        if not over.fits_ever or policy.over_budget is OverBudgetAction.REJECT:
+            return self._reject(uploaded.job_id, error)
+        if self._hold is None:
+            raise ProviderUnavailable(str(over))  # no queue to hold it in (a direct S3 trigger): AWS retries
+        return self._hold_back(
+            self._hold,
+            uploaded,
+            f"over the credit budget; job held back: {over}",
+            HeldReason.BUDGET_EXCEEDED,
+            delay_seconds=self._credits_hold_delay(HeldReason.BUDGET_EXCEEDED),
+            credits_needed=credits_needed,
+        )
+
     def _hold_back(
         self,
-        hold: Callable[[str], None],
+        hold: Hold,
         uploaded: InboxObject,
         message: str,
         reason: HeldReason,
         *,
         already_held: bool = False,
         stage: JobStage | None = None,
+        delay_seconds: int | None = None,
+        credits_needed: int | None = None,
     ) -> SubmitResult:
-        hold(uploaded.key)
+        hold(uploaded.key, delay_seconds)
         if not already_held:  # a wake-up that changes nothing writes nothing (table and index alike)
-            self._store.mark_held(uploaded.job_id, self._clock(), reason, stage)
+            self._store.mark_held(uploaded.job_id, self._clock(), reason, stage, credits_needed=credits_needed)
         logger.info(message)
         return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
 
@@ -327,15 +411,36 @@ class JobSubmitter:
     def _fail_later_stage(self, job: Job, error: JobError) -> SubmitResult:
         """A chain's later stage found unusable: earlier stages were paid, so the job FAILED (not REJECTED)."""
         job_id = job.job_id
-        if self._ends.fail(job_id, error, between_stages=job.stage):
+        settlement = _unpaid(job.reservation, job.stage, self._settings)
+        if self._ends.fail(job_id, error, between_stages=job.stage, settlement=settlement):
             logger.warning("chained job failed before its next stage", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _submit(self, uploaded: InboxObject, plan: _StagePlan, spec: JobSpec) -> SubmitResult:
+    def _submit(self, uploaded: InboxObject, plan: _StagePlan, spec: JobSpec, existing: Job | None) -> SubmitResult:
         job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
+        # The first claim sets aside the whole chain's credits; later stages live on that reservation.
+        reservation: CreditReservation | None
+        if plan.first:
+            price = self._settings.credits_of
+            reservation = reserve(stages_from(plan.stage), lambda s: price(s.value), self._clock(), token)
+        else:
+            reservation = existing.reservation if existing is not None else None
+        given_back = none_spent(reservation) if plan.first and reservation is not None else None
+        short = self._balance_too_low(reservation.total) if plan.first and reservation is not None else None
+        if short is not None and reservation is not None:
+            if self._hold is None:
+                raise ProviderUnavailable(short)
+            return self._hold_back(
+                self._hold,
+                uploaded,
+                f"job held back: {short}",
+                HeldReason.PROVIDER_BALANCE_LOW,
+                delay_seconds=self._credits_hold_delay(HeldReason.PROVIDER_BALANCE_LOW),
+                credits_needed=reservation.total,
+            )
         mask_key = None
         if plan.mask is not None:
             # Before the claim: a write that fails leaves nothing claimed, and the event is retried.
@@ -356,7 +461,11 @@ class JobSubmitter:
                 inbox_key=uploaded.key,
                 parent_image_url=plan.parent_image_url,
                 mask_key=mask_key,
+                reservation=reservation if plan.first else None,
             )
+        except OverBudget as over:
+            assert reservation is not None
+            return self._over_budget(uploaded, over, reservation.total)
         except ProviderBusy:
             if self._hold is None:
                 raise  # no queue to hold it in (a direct S3 trigger): let AWS retry the event
@@ -369,16 +478,18 @@ class JobSubmitter:
             )
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+        if plan.first and reservation is not None:
+            metrics.add_metric(name="CreditsReserved", unit=MetricUnit.Count, value=reservation.total)
         try:
             task_id = self._apiframe.submit(self._stage_request(job_id, plan, secret))
         except RequestNotSent:
             # Nothing reached APIFRAME (e.g. the API key could not be read): give the claim back so the
             # redelivered event can try again.
-            self._store.release_claim(job_id, token, self._clock(), first=plan.first)
+            self._give_back(job_id, token, plan, given_back)
             raise
         except ProviderRejected as exc:
             error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
-            self._ends.fail(job_id, error)
+            self._ends.fail(job_id, error, settlement=_unpaid(reservation, plan.stage, self._settings))
             logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         except SubmissionAmbiguous as exc:
@@ -386,7 +497,7 @@ class JobSubmitter:
         except ProviderUnavailable:
             # Known not accepted (429/408/503/unreachable past the retry budget): give the claim back.
             # Held in the queue, a long provider outage never walks the message into the DLQ.
-            self._store.release_claim(job_id, token, self._clock(), first=plan.first)
+            self._give_back(job_id, token, plan, given_back)
             if self._hold is None:
                 raise
             self._hold(uploaded.key)
@@ -400,6 +511,8 @@ class JobSubmitter:
             logger.exception("unexpected error during submission; treated as ambiguous, not resending")
             return self._record_ambiguous(job_id, token, f"unexpected {type(exc).__name__} during submission")
         logger.append_keys(task_id=task_id)  # from here on, every line (an error too) names the paid task
+        if self._balance is not None:
+            self._balance.note_spent(self._settings.credits_of(plan.stage.value))
         try:
             recorded = self._store.mark_submitted(job_id, token, task_id, self._clock(), plan.stage)
         except Exception:
@@ -409,6 +522,12 @@ class JobSubmitter:
             logger.error("the paid task could not be recorded on the job; its webhook can still complete it")
         logger.info("stage submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
+
+    def _give_back(self, job_id: str, token: str, plan: _StagePlan, returned: Settlement | None) -> None:
+        """The provider certainly did not take the request: the claim, its slot and (a first stage's)
+        reserved credits go back."""
+        if self._store.release_claim(job_id, token, self._clock(), first=plan.first, returned=returned) and returned:
+            metrics.add_metric(name="CreditsReturned", unit=MetricUnit.Count, value=returned.returned)
 
     def _stage_request(self, job_id: str, plan: _StagePlan, secret: str) -> StageRequest:
         try:
@@ -439,6 +558,14 @@ class JobSubmitter:
         if not self._settings.webhook_base_url:
             return None
         return f"{self._settings.webhook_base_url}/{webhook_token(job_id, stage.value)}"
+
+
+def _unpaid(reservation: CreditReservation | None, stage: JobStage, settings: Settings) -> Settlement | None:
+    """The settlement of a job that ends before `stage` was accepted: that stage and those after it
+    cost nothing."""
+    if reservation is None:
+        return None
+    return settle(reservation, stage, open_stage_paid=False, policy=settings.budget_policy)
 
 
 __all__ = ["JobSubmitter", "ProviderUnavailable", "SubmitOutcome", "SubmitResult"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vary_region.errors import JobError
 from vary_region.jobs.stages import JobStage
+
+if TYPE_CHECKING:
+    from vary_region.budget.ledger import CreditReservation
 
 
 class JobStatus(StrEnum):
@@ -54,6 +57,9 @@ class Job:
     inbox_key: str | None = None  # the upload that claimed the first stage: later stages start from it
     parent_image_url: str | None = None  # the inpaint's parent image, copied beside the results
     mask_key: str | None = None  # the mask as sent, stored before the inpaint was claimed
+    held_reason: str | None = None
+    reservation: CreditReservation | None = None  # the chain's credits, set aside at the first claim
+    credits_needed: int | None = None  # a job held for budget: what its chain costs
 
     @property
     def was_submitted(self) -> bool:

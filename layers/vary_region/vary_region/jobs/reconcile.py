@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, Stage
+from vary_region.budget.ledger import settle
+from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, RequestNotSent, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, utc_now
@@ -33,9 +34,13 @@ class ReconcileReport:
 
     examined: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    provider_credits: int | None = None  # the account's balance, published as a metric
 
     def to_dict(self) -> dict[str, object]:
-        return {"examined": self.examined, "outcomes": dict(self.outcomes)}
+        report: dict[str, object] = {"examined": self.examined, "outcomes": dict(self.outcomes)}
+        if self.provider_credits is not None:
+            report["provider_credits"] = self.provider_credits
+        return report
 
 
 class Reconciler:
@@ -48,7 +53,9 @@ class Reconciler:
         queue: CompletionQueue,
         clock: Callable[[], datetime] = utc_now,
         wake: Callable[[str], None] | None = None,
+        balance: Callable[[], int | None] | None = None,
     ) -> None:
+        self._balance = balance  # reads the provider account's credits (GET /account)
         self._wake = wake  # hands a job's inbox key to the submit function
         self._settings = settings
         self._store = store
@@ -89,9 +96,23 @@ class Reconciler:
             for job in batch:
                 result = results.get(job.task_id or "")
                 report.outcomes[self._settle_job_with_task(job, result, now)] += 1
+        report.provider_credits = self._publish_balance()
         # An idle schedule would otherwise log a line every period.
         (logger.info if report.examined else logger.debug)("reconciliation finished", extra=report.to_dict())
         return report
+
+    def _publish_balance(self) -> int | None:
+        """The account's credits as the ProviderCredits metric, which the low-balance alarm watches."""
+        if self._balance is None:
+            return None
+        try:
+            credits = self._balance()
+        except (ProviderRejected, ProviderUnavailable, RequestNotSent) as exc:
+            logger.warning("the provider's balance could not be read", extra={"reason": type(exc).__name__})
+            return None
+        if credits is not None:
+            metrics.add_metric(name="ProviderCredits", unit=MetricUnit.Count, value=credits)
+        return credits
 
     def _settle_job_with_task(self, job: Job, result: TaskResult | None, now: datetime) -> str:
         if self._to_hand_over(job, result, now):
@@ -169,7 +190,14 @@ class Reconciler:
         return "next_stage_handed_on"
 
     def _fail(self, job: Job, error: JobError, *, only_without_task: bool = False) -> None:
-        if self._ends.fail(job.job_id, error, only_without_task=only_without_task):
+        """The open stage's task was (or may have been) accepted: it counts as spent."""
+        settlement = None
+        # The index's projection holds no reservation: a job that ends reads its whole item (rare).
+        whole = self._store.get(job.job_id) if job.submit_claim else None
+        if whole is not None and whole.reservation is not None:
+            policy = self._settings.budget_policy
+            settlement = settle(whole.reservation, whole.stage, open_stage_paid=True, policy=policy)
+        if self._ends.fail(job.job_id, error, settlement, only_without_task=only_without_task):
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
 
 

@@ -16,6 +16,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from vary_region.budget.ledger import (
+    BudgetPolicy,
+    CreditReservation,
+    OverBudget,
+    Period,
+    PeriodUsage,
+    Settlement,
+    check_fits_ever,
+    period_usage,
+    reservation_from_item,
+    reservation_requests,
+)
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.job import Job, JobStatus, timestamp
 from vary_region.jobs.stages import CHAIN, JobStage, parse_stage
@@ -25,7 +37,7 @@ from vary_region.jobs.stages import CHAIN, JobStage, parse_stage
 # rewrites `updated_at`, the index's sort key). Items written before sharding carry plain "ACTIVE".
 ACTIVE_SHARDS = 8
 OPEN_JOBS_INDEX = "open-jobs-by-updated"
-_ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
+ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
 # The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
 SLOTS_KEY = "/provider-slots"
 _TRANSACTION_ATTEMPTS = 5
@@ -44,10 +56,13 @@ def _lost_race(exc: ClientError) -> bool:
 
 
 class TaskStore:
-    def __init__(self, table: Any, ttl_days: int = 90, max_active_tasks: int = 10) -> None:
+    def __init__(
+        self, table: Any, ttl_days: int = 90, max_active_tasks: int = 10, budget: BudgetPolicy | None = None
+    ) -> None:
         self._table = table  # a boto3 DynamoDB Table resource
         self._ttl = timedelta(days=ttl_days)
         self._max_active = max_active_tasks
+        self._budget = budget or BudgetPolicy()
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -68,14 +83,14 @@ class TaskStore:
         from boto3.dynamodb.conditions import Key
 
         # Each shard's oldest, a fair share and some slack each: not limit x 9 items read every run.
-        share = max(20, 2 * math.ceil(limit / len(_ACTIVE_VALUES)))
+        share = max(20, 2 * math.ceil(limit / len(ACTIVE_VALUES)))
         per_shard = [
             self._query_all(
                 IndexName=OPEN_JOBS_INDEX,
                 KeyConditionExpression=Key("active").eq(value) & Key("updated_at").lt(timestamp(updated_before)),
                 limit=min(limit, share),
             )
-            for value in _ACTIVE_VALUES
+            for value in ACTIVE_VALUES
         ]
         oldest = heapq.merge(*per_shard, key=lambda item: str(item.get("updated_at", "")))
         return [_job_from_item(item) for _, item in zip(range(limit), oldest, strict=False)]
@@ -137,13 +152,17 @@ class TaskStore:
         inbox_key: str | None = None,
         parent_image_url: str | None = None,
         mask_key: str | None = None,
+        reservation: CreditReservation | None = None,
     ) -> bool:
         """Win the right to make the one paid submission of this job's `stage`, with a provider slot.
 
         first: the job's first stage (the job is RECEIVED and was never claimed); a later stage is
         claimed once the stage before it finished and the job moved on to it (advance_stage).
-        False: another delivery has the claim. ProviderBusy: all slots are taken. Both writes are one
-        transaction, so a slot is never taken without a claim that will give it back.
+        reservation: the first claim sets aside the credits of the whole chain in the day's and the
+        month's ledger items, each conditional on its limit (its `claim` must be `token`).
+        False: another delivery has the claim. ProviderBusy: all slots are taken. OverBudget: a period
+        has no room for the chain. All writes are one transaction, so a slot or credits are never
+        taken without a claim that will give them back.
         """
         values: dict[str, Any] = {
             ":token": token,
@@ -164,7 +183,7 @@ class TaskStore:
         if first:
             update += (
                 ", #stage = :stage, parent_task_id = :parent, prompt = :prompt, metadata_json = :metadata, "
-                "inbox_key = :inbox REMOVE expires_at, held_at, waiting_for"
+                "inbox_key = :inbox"
             )
             condition = "#status = :received AND attribute_not_exists(submit_claim)"
             values |= {
@@ -174,6 +193,14 @@ class TaskStore:
                 ":received": JobStatus.RECEIVED.value,
                 ":inbox": inbox_key,
             }
+            if reservation is not None:
+                check_fits_ever(reservation, self._budget)
+                for name, value in reservation.item_fields().items():
+                    update += f", {name} = :{name}"
+                    values[f":{name}"] = value
+                update += ", credits_needed = :credits_needed"
+                values[":credits_needed"] = reservation.total
+            update += " REMOVE expires_at, held_at, waiting_for"
         else:
             # Once per stage: `stage` only moves forward, and claim_stage becomes this stage only here.
             update += " REMOVE held_at"
@@ -186,29 +213,53 @@ class TaskStore:
             "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
             "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":max": self._max_active},
         }
-        job_lost, slots_full = self._transact(job_update, take_slot)
+        ledger = reservation_requests(reservation, self._budget) if first and reservation is not None else []
+        job_lost, slots_full, *periods_full = self._transact(job_update, take_slot, *(r for _, r in ledger))
         if job_lost:
             return False
+        for (period, _), full in zip(ledger, periods_full, strict=True):
+            if full:  # before the slot: a job over budget waits longer than one waiting for a slot
+                assert reservation is not None
+                raise OverBudget(period, self._budget.limit_of(period.kind), reservation.total)
         if slots_full:
             raise ProviderBusy(f"{self._max_active} provider tasks are already in flight")
         return True
+
+    def credit_usage(self, periods: tuple[Period, ...]) -> list[PeriodUsage]:
+        """What each period has reserved and spent so far, against its limit (strongly consistent)."""
+        usage = []
+        for period in periods:
+            try:
+                item = self._table.get_item(Key={"job_id": period.key}, ConsistentRead=True).get("Item")
+            except ClientError as exc:
+                raise TaskStoreError(str(exc)) from exc
+            usage.append(period_usage(item, period, self._budget))
+        return usage
 
     def slots_in_use(self) -> int:
         item = self._table.get_item(Key={"job_id": SLOTS_KEY}, ConsistentRead=True).get("Item") or {}
         return int(item.get("in_use", 0))
 
-    def release_claim(self, job_id: str, token: str, now: datetime, *, first: bool = True) -> bool:
+    def release_claim(
+        self, job_id: str, token: str, now: datetime, *, first: bool = True, returned: Settlement | None = None
+    ) -> bool:
         """Give the claim (and its slot) back when the provider certainly did not accept the request.
 
         A later stage's release keeps `submit_claim`: the stages before it were paid for.
+        returned: the first claim's reservation, given back whole in the same transaction.
         """
         removed = "submit_claim, submit_claimed_at, webhook_secret_hash, claim_stage" if first else "claim_stage"
+        ledger: list[dict[str, Any]] = []
+        if first and returned is not None:
+            removed += ", credits_reserved, credit_day, credit_month, credit_claim"
+            ledger = returned.requests()
         return self._update(
             job_id,
             f"SET updated_at = :now REMOVE {removed}",
             "submit_claim = :token AND attribute_not_exists(task_id)",
             {":token": token, ":now": timestamp(now)},
             release_slot=True,
+            also=ledger,
         )
 
     def mark_submitted(
@@ -333,17 +384,31 @@ class TaskStore:
             {":what": f"waiting for {what}", ":received": JobStatus.RECEIVED.value},
         )
 
-    def mark_held(self, job_id: str, now: datetime, reason: str | None = None, stage: JobStage | None = None) -> bool:
+    def mark_held(
+        self,
+        job_id: str,
+        now: datetime,
+        reason: str | None = None,
+        stage: JobStage | None = None,
+        *,
+        credits_needed: int | None = None,
+    ) -> bool:
         """The job is complete and valid but waits in the queue (no provider slot, provider down,
-        parent still running); `reason`, when given, is kept as `held_reason`: the last cause.
+        parent still running, no room in the budget); `reason`, when given, is kept as `held_reason`:
+        the last cause.
 
         stage: a later stage of a chain, waiting for its claim (the job is under way already).
+        credits_needed: a job held for budget: its chain's cost, so its wake-ups can check the
+        ledger without reading its files again.
         """
         values: dict[str, Any] = {":now": timestamp(now), ":received": JobStatus.RECEIVED.value}
         update = "SET held_at = if_not_exists(held_at, :now), updated_at = :now"
         if reason is not None:
             update += ", held_reason = :reason"
             values[":reason"] = reason
+        if credits_needed is not None:
+            update += ", credits_needed = :needed"
+            values[":needed"] = credits_needed
         update += " REMOVE waiting_for"  # held means whole: nothing is missing any more
         condition = "#status = :received AND attribute_not_exists(submit_claim)"
         if stage is not None:
@@ -396,13 +461,20 @@ class TaskStore:
             raise TaskStoreError(str(exc)) from exc
         return int(response["Attributes"]["copy_failures"])
 
-    def mark_completed(self, job_id: str, task_id: str, result: dict[str, Any], now: datetime) -> bool:
+    def mark_completed(
+        self, job_id: str, task_id: str, result: dict[str, Any], now: datetime, settlement: Settlement | None = None
+    ) -> bool:
+        """settlement: the job's reservation, all spent, counted as spent in the same transaction."""
+        update, condition, values, ledger = self._settling(
+            "SET #status = :completed, percentage = :hundred, completed_at = :now, updated_at = :now, "
+            "inpaint_task_id = :task, #result = :result, expires_at = :ttl",
+            self._open_and_claimed() + " AND task_id = :task",
+            settlement,
+        )
         return self._update(
             job_id,
-            "SET #status = :completed, percentage = :hundred, completed_at = :now, updated_at = :now, "
-            "inpaint_task_id = :task, #result = :result, expires_at = :ttl "
-            "REMOVE active, copy_lease_until, copy_lease, #error, needs_attention",
-            self._open_and_claimed() + " AND task_id = :task",
+            update + " REMOVE active, copy_lease_until, copy_lease, #error, needs_attention",
+            condition,
             {
                 ":completed": JobStatus.COMPLETED.value,
                 ":hundred": 100,
@@ -411,8 +483,10 @@ class TaskStore:
                 ":ttl": self._expiry(now),
                 ":task": task_id,
             }
-            | self._open_values(),
+            | self._open_values()
+            | values,
             release_slot=True,
+            also=ledger,
         )
 
     def mark_failed(
@@ -423,22 +497,29 @@ class TaskStore:
         *,
         only_without_task: bool = False,
         between_stages: JobStage | None = None,
+        settlement: Settlement | None = None,
     ) -> bool:
         """A submitted (or claimed) job ends: the provider said no, or results could not be copied.
 
         only_without_task: fail it only if no task id was ever recorded (an ambiguous submission).
         between_stages: fail it only while this later stage is open and unclaimed (never a stage
         another delivery has claimed, and so perhaps paid for, meanwhile).
+        settlement: what the job's stages spent; the rest of its reservation goes back to its periods
+        in the same transaction.
         """
         condition = self._open_and_claimed() + (" AND attribute_not_exists(task_id)" if only_without_task else "")
         extra: dict[str, Any] = {}
         if between_stages is not None:
             condition += " AND " + self._between_stages(between_stages)
             extra = {":stage": between_stages.value}
+        update, condition, settled, ledger = self._settling(
+            "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl",
+            condition,
+            settlement,
+        )
         return self._update(
             job_id,
-            "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl "
-            "REMOVE active, copy_lease_until, copy_lease",
+            update + " REMOVE active, copy_lease_until, copy_lease",
             condition,
             {
                 ":failed": JobStatus.FAILED.value,
@@ -447,8 +528,10 @@ class TaskStore:
                 ":ttl": self._expiry(now),
             }
             | self._open_values()
-            | extra,
+            | extra
+            | settled,
             release_slot=True,
+            also=ledger,
         )
 
     def mark_rejected(self, job_id: str, error: JobError, now: datetime) -> bool:
@@ -470,6 +553,21 @@ class TaskStore:
         )
 
     # --- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _settling(
+        update: str, condition: str, settlement: Settlement | None
+    ) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+        """A final write that settles the job's reservation: the job records what was spent and
+        returned, only while it still holds that reservation (`credit_claim`, its first claim's
+        token), and the periods' items are updated in the same transaction."""
+        if settlement is None:
+            return update, condition, {}, []
+        values: dict[str, Any] = {":reservation_claim": settlement.reservation.claim}
+        for name, value in settlement.item_fields().items():
+            update += f", {name} = :{name}"
+            values[f":{name}"] = value
+        return update, condition + " AND credit_claim = :reservation_claim", values, settlement.requests()
 
     @staticmethod
     def _open_and_claimed() -> str:
@@ -526,13 +624,23 @@ class TaskStore:
         return request
 
     def _update(
-        self, job_id: str, update: str, condition: str, values: dict[str, Any], *, release_slot: bool = False
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        release_slot: bool = False,
+        also: list[dict[str, Any]] | None = None,
     ) -> bool:
         """One conditional job update; False when the condition failed (a lost race, not an error).
 
         release_slot: the update ends the job's claim, so the provider slot it holds (if any) is
         given back in the same transaction.
+        also: unconditional updates of other items (the credit ledger's) made in the same
+        transaction, so they happen exactly when the job's update does.
         """
+        also = also or []
         if release_slot:
             update = update + (", holds_slot" if " REMOVE " in update else " REMOVE holds_slot")
             held = self._update_request(job_id, update, condition + " AND holds_slot = :yes", values | {":yes": True})
@@ -542,10 +650,13 @@ class TaskStore:
                 "ConditionExpression": "in_use > :zero",
                 "ExpressionAttributeValues": {":one": 1, ":zero": 0},
             }
-            job_lost, counter_empty = self._transact(held, give_back)
+            job_lost, counter_empty, *_ = self._transact(held, give_back, *also)
             if not job_lost and not counter_empty:
                 return True
             # No slot held, a lost race, or a counter already at zero: the plain update decides.
+        if also:
+            job_lost, *_ = self._transact(self._update_request(job_id, update, condition, values), *also)
+            return not job_lost
         try:
             self._table.update_item(**self._update_request(job_id, update, condition, values))
         except ClientError as exc:
@@ -554,27 +665,28 @@ class TaskStore:
             raise TaskStoreError(str(exc)) from exc
         return True
 
-    def _transact(self, first: dict[str, Any], second: dict[str, Any]) -> tuple[bool, bool]:
-        """Two conditional updates, all or nothing; returns which condition(s) failed."""
+    def _transact(self, *requests: dict[str, Any]) -> list[bool]:
+        """Conditional updates, all or nothing; returns, per update, whether its condition failed."""
         # The resource's client serialises plain Python values itself, as Table.update_item does.
-        items = [{"Update": dict(request, TableName=self._table.name)} for request in (first, second)]
+        items = [{"Update": dict(request, TableName=self._table.name)} for request in requests]
+        count = len(items)
         for attempt in range(_TRANSACTION_ATTEMPTS):
             try:
                 self._table.meta.client.transact_write_items(TransactItems=items)
-                return False, False
+                return [False] * count
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise TaskStoreError(str(exc)) from exc
                 reasons = exc.response.get("CancellationReasons") or _reasons_from_message(str(exc))
-                codes = [r.get("Code") for r in reasons] + [None, None]
-                if "ConditionalCheckFailed" in codes[:2]:
-                    return codes[0] == "ConditionalCheckFailed", codes[1] == "ConditionalCheckFailed"
-                # The slot counter is one hot item: concurrent transactions on it conflict. Retry those.
+                codes = ([r.get("Code") for r in reasons] + [None] * count)[:count]
+                if "ConditionalCheckFailed" in codes:
+                    return [code == "ConditionalCheckFailed" for code in codes]
+                # The slot counter and the ledger's items are hot: concurrent transactions on them
+                # conflict. Retry those.
                 if "TransactionConflict" not in codes or attempt == _TRANSACTION_ATTEMPTS - 1:
                     raise TaskStoreError(str(exc)) from exc
                 time.sleep(random.uniform(0.01, 0.05 * 2**attempt))
         raise AssertionError("unreachable")
-        return False, False
 
 
 def active_shard(job_id: str) -> str:
@@ -617,6 +729,9 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         inbox_key=item.get("inbox_key"),
         parent_image_url=item.get("parent_image_url"),
         mask_key=item.get("mask_key"),
+        held_reason=item.get("held_reason"),
+        reservation=reservation_from_item(item),
+        credits_needed=int(item["credits_needed"]) if item.get("credits_needed") is not None else None,
     )
 
 

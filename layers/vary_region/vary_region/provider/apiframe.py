@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -177,9 +178,30 @@ class ApiframeClient:
                 continue
         return results
 
+    @tracer.capture_method(capture_response=False)
+    def account_credits(self) -> int | None:
+        """GET /account: the credits left on the account, or None when the answer holds no number (its
+        shape is documented only by the provider's own client: read it defensively)."""
+        body = self._call("/account", None)
+        credits = body.get("credits") if isinstance(body, dict) else None
+        if isinstance(credits, str):
+            try:
+                credits = float(credits.strip())
+            except ValueError:
+                return None
+        if isinstance(credits, bool) or not isinstance(credits, int | float) or not math.isfinite(credits):
+            return None
+        return int(credits)
+
     def _call(
-        self, path: str, payload: dict[str, Any], *, ambiguous_after_send: bool = False, deadline: float | None = None
+        self,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        ambiguous_after_send: bool = False,
+        deadline: float | None = None,
     ) -> Any:
+        """POST `payload` to `path`, or GET it when there is no payload."""
         body, headers = self._prepare(path, payload)
         budget_end = time.monotonic() + self._retry.budget_seconds
         deadline = budget_end if deadline is None else min(budget_end, deadline)
@@ -192,7 +214,8 @@ class ApiframeClient:
             if remaining <= 0:
                 raise ProviderUnavailable(f"no time left to call APIFRAME {path}")
             try:
-                response = self._session.post(
+                response = self._session.request(
+                    "GET" if body is None else "POST",
                     self._base_url + path,
                     data=body,
                     headers=headers,
@@ -219,19 +242,21 @@ class ApiframeClient:
             self._sleep(pause)
             attempt += 1
 
-    def _prepare(self, path: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    def _prepare(self, path: str, payload: dict[str, Any] | None) -> tuple[bytes | None, dict[str, str]]:
         """Everything a call needs, built before the first byte is sent, so that a failure here is
         known to have reached nobody (RequestNotSent) and can never be mistaken for a lost answer."""
         try:
             api_key = self._api_key()
         except Exception as exc:  # Secrets Manager / SSM down, no permission, an empty secret
             raise RequestNotSent(f"the API key could not be read ({type(exc).__name__}); {path} not called") from exc
+        headers = {"Authorization": api_key, "Accept": "application/json"}
+        if payload is None:
+            return None, headers
         try:
             body = json.dumps(payload, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise RequestNotSent(f"the {path} request could not be built ({type(exc).__name__})") from exc
-        headers = {"Authorization": api_key, "Accept": "application/json", "Content-Type": "application/json"}
-        return body, headers
+        return body, headers | {"Content-Type": "application/json"}
 
 
 def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from vary_region.budget.ledger import all_spent, settle
 from vary_region.errors import ImageCopyError, JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.intake.job_keys import ResultKeys
@@ -24,7 +25,13 @@ from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import ApiframeClient
 from vary_region.provider.task_result import TaskResult, TaskState
-from vary_region.results.documents import UnsuccessfulEnd, ensure_error_document, result_document
+from vary_region.results.documents import (
+    UnsuccessfulEnd,
+    count_settled,
+    credits_document,
+    ensure_error_document,
+    result_document,
+)
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import Settings
 
@@ -127,7 +134,7 @@ class JobCompleter:
             message = result.error_message or ""
             if job.stage is not JobStage.INPAINT:
                 message = f"the {job.stage} task failed: {message}"
-            return self._fail(job, JobError("PROVIDER_TASK_FAILED", message, Stage.PROVIDER))
+            return self._fail(job, JobError("PROVIDER_TASK_FAILED", message, Stage.PROVIDER), provider_failed=True)
         upscale = job.stage is JobStage.UPSCALE
         incomplete = result.incomplete_reason(single_image=upscale)
         if incomplete:
@@ -209,11 +216,14 @@ class JobCompleter:
         summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
         tasks = self._tasks(job, result.task_id)
         document = result_document(job, result.task_id, images, completed_at, tasks=tasks, parent=parent)
+        settlement = all_spent(job.reservation) if job.reservation is not None else None
+        if settlement is not None:
+            document["credits"] = credits_document(settlement)
         if job.mask_key:
             document["mask"] = {"key": job.mask_key}
         try:
             self._files.write_json(keys.result_json, document)
-            completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock())
+            completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock(), settlement)
         except BaseException:
             self._store.release_copy_lease(job.job_id, lease)
             raise
@@ -222,6 +232,8 @@ class JobCompleter:
         metrics.add_metric(name="ImagesCopied", unit=MetricUnit.Count, value=len(images))
         metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=sum(image.size for image in images))
         metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
+        if settlement is not None:
+            count_settled(settlement)
         if job.created_at:
             duration = (parse_timestamp(completed_at) - parse_timestamp(job.created_at)).total_seconds()
             metrics.add_metric(name="JobDurationSeconds", unit=MetricUnit.Seconds, value=round(duration, 3))
@@ -231,14 +243,28 @@ class JobCompleter:
     def _tasks(self, job: Job, inpaint_task: str) -> list[dict[str, object]]:
         """Every paid task of the job, in chain order, with what each cost."""
         ids = dict(job.stage_task_ids) | {JobStage.INPAINT: inpaint_task}
+        # The prices the job reserved at (the settings may have changed since); jobs older than the
+        # ledger, at today's prices.
+        reserved = dict(job.reservation.credits) if job.reservation is not None else {}
         return [
-            {"stage": str(stage), "task_id": ids[stage], "credits": self._settings.credits_of(stage.value)}
+            {
+                "stage": str(stage),
+                "task_id": ids[stage],
+                "credits": reserved.get(stage, self._settings.credits_of(stage.value)),
+            }
             for stage in JobStage
             if stage in ids
         ]
 
-    def _fail(self, job: Job, error: JobError) -> UpdateResult:
-        if not self._ends.fail(job.job_id, error):
+    def _fail(self, job: Job, error: JobError, *, provider_failed: bool = False) -> UpdateResult:
+        """The open stage's task was accepted (it is paid), unless the provider failed it and refunds."""
+        settlement = None
+        if job.reservation is not None:
+            policy = self._settings.budget_policy
+            settlement = settle(
+                job.reservation, job.stage, open_stage_paid=True, provider_failed=provider_failed, policy=policy
+            )
+        if not self._ends.fail(job.job_id, error, settlement):
             return UpdateResult(UpdateOutcome.UNCHANGED, "the job had already finished")
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("job failed", extra={"error_code": error.code})

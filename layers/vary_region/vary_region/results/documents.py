@@ -12,6 +12,7 @@ from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.job import Job, JobStatus, parse_timestamp
 
 if TYPE_CHECKING:  # the submit function never copies images: its cold start skips the copier
+    from vary_region.budget.ledger import Settlement
     from vary_region.jobs.task_store import TaskStore
     from vary_region.results.image_copier import CopiedImage
 
@@ -30,10 +31,13 @@ class UnsuccessfulEnd:
         self._results_prefix = results_prefix
         self._clock = clock
 
-    def fail(self, job_id: str, error: JobError, **conditions: Any) -> bool:
-        """conditions: TaskStore.mark_failed's (only_without_task, between_stages)."""
-        if not self._store.mark_failed(job_id, error, self._clock(), **conditions):
+    def fail(self, job_id: str, error: JobError, settlement: Settlement | None = None, **conditions: Any) -> bool:
+        """settlement: what the job's stages spent of its reservation (the rest goes back).
+        conditions: TaskStore.mark_failed's (only_without_task, between_stages)."""
+        if not self._store.mark_failed(job_id, error, self._clock(), settlement=settlement, **conditions):
             return False
+        if settlement is not None:
+            count_settled(settlement)
         write_error(self._files, ResultKeys(job_id, self._results_prefix), job_id, "FAILED", error)
         return True
 
@@ -42,6 +46,25 @@ class UnsuccessfulEnd:
             return False
         write_error(self._files, ResultKeys(job_id, self._results_prefix), job_id, "REJECTED", error)
         return True
+
+
+def count_settled(settlement: Settlement) -> None:
+    """CreditsSpent, and CreditsReturned (what the budget alarm takes off CreditsReserved)."""
+    from vary_region.observability import MetricUnit, metrics
+
+    if settlement.spent_total:
+        metrics.add_metric(name="CreditsSpent", unit=MetricUnit.Count, value=settlement.spent_total)
+    if settlement.returned:
+        metrics.add_metric(name="CreditsReturned", unit=MetricUnit.Count, value=settlement.returned)
+
+
+def credits_document(settlement: Settlement) -> dict[str, Any]:
+    """result.json's account of the job's credits, per stage."""
+    return {
+        "reserved": {stage.value: credits for stage, credits in settlement.reservation.credits},
+        "spent": {stage.value: credits for stage, credits in settlement.spent},
+        "returned": settlement.returned,
+    }
 
 
 def ensure_error_document(files: JobFiles, keys: ResultKeys, job: Job) -> None:
