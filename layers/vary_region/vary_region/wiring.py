@@ -16,8 +16,6 @@ from botocore.config import Config
 
 from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.task_store import TaskStore
-from vary_region.provider.api_key import api_key_reader
-from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
 from vary_region.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -26,6 +24,7 @@ if TYPE_CHECKING:
     from vary_region.jobs.completion_queue import CompletionQueue
     from vary_region.jobs.reconcile import Reconciler
     from vary_region.jobs.webhook import WebhookReceiver
+    from vary_region.provider.apiframe import ApiframeClient
     from vary_region.results.completion import JobCompleter
 
 # Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
@@ -68,6 +67,10 @@ def task_store(settings: Settings) -> TaskStore:
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
+    # Imported here: the webhook function never calls APIFRAME, and its cold start skips the client.
+    from vary_region.provider.api_key import api_key_reader
+    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
+
     return ApiframeClient(
         settings.apiframe_base_url,
         api_key_reader(settings),
@@ -81,6 +84,9 @@ def free_calls_client(settings: Settings) -> ApiframeClient:
     """A client of its own for the free reads (Fetch, the account): retried on every transient answer
     within a shorter budget than a paid call's, so an outage holds the job instead of eating the
     invocation."""
+    from vary_region.provider.api_key import api_key_reader
+    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
+
     return ApiframeClient(
         settings.apiframe_base_url,
         api_key_reader(settings),  # the same cached secret: Powertools caches per process
