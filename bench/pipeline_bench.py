@@ -93,6 +93,44 @@ class FinalWebhookClock:
             return self.changed.wait_for(lambda: len(self.answered) >= count, timeout)
 
 
+class EventTap:
+    """A queue subscribed to the stack's bus, read continuously: when each state-change event arrives,
+    against the `updated_at` of the write it tells (both clocks are this machine's)."""
+
+    def __init__(self, stack: Any) -> None:
+        self._sqs, self._events = boto3.client("sqs"), boto3.client("events")
+        self._bus = stack.info.event_bus_name
+        self.name = f"bench-tap-{uuid.uuid4().hex[:6]}"
+        self._url = self._sqs.create_queue(QueueName=self.name)["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        pattern = {"source": ["vary-region"], "detail-type": ["Vary Region Job State Change"]}
+        self._events.put_rule(Name=self.name, EventBusName=self._bus, EventPattern=json.dumps(pattern))
+        self._events.put_targets(Rule=self.name, EventBusName=self._bus, Targets=[{"Id": "tap", "Arn": arn}])
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="bench-event-tap", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            messages = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            arrived = time.time()
+            for message in messages.get("Messages", []):
+                detail = json.loads(message["Body"]).get("detail") or {}
+                if detail.get("updated_at"):
+                    self.latencies_ms.append((arrived - _epoch(detail["updated_at"])) * 1000)
+            entries = [
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages.get("Messages", []))
+            ]
+            if entries:
+                self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return list(self.latencies_ms)
+
+
 def instrument(stack: Any) -> FinalWebhookClock:
     """Timestamp the final webhooks at both ends, by wrapping two methods of this stack's instances
     (the simulator's delivery and the loaded webhook module's handler): no product code changes."""
@@ -208,6 +246,7 @@ def measure(jobs: int, paced_jobs: int, recovery_jobs: int, timeout_seconds: flo
         stack.simulator.image_size = SIMULATED_PICTURE
         clock = instrument(stack)
         assert stack.info is not None
+        tap = EventTap(stack)
         s3 = boto3.client("s3")
         table = boto3.resource("dynamodb").Table(stack.info.table)
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
@@ -233,6 +272,8 @@ def measure(jobs: int, paced_jobs: int, recovery_jobs: int, timeout_seconds: flo
             if done or time.monotonic() >= deadline:
                 break
             time.sleep(2)
+        time.sleep(2)  # the last state changes' events, still on their way through the stream and the bus
+        publish_ms = tap.stop()
         sim_stats = stack.simulator.stats()
         with clock.lock:
             burst_trips = list(clock.round_trips)
@@ -280,6 +321,18 @@ def measure(jobs: int, paced_jobs: int, recovery_jobs: int, timeout_seconds: flo
             "ms",
         ),
         Figure("pipeline_jobs_per_second", "pipeline: throughput", len(completed) / elapsed, "jobs/s"),
+        Figure(
+            "pipeline_publish_p50_ms",
+            f"pipeline: state write -> event on the bus p50 ({len(publish_ms)} events)",
+            percentile(publish_ms, 50),
+            "ms",
+        ),
+        Figure(
+            "pipeline_publish_p95_ms",
+            f"pipeline: state write -> event on the bus p95 ({len(publish_ms)} events)",
+            percentile(publish_ms, 95),
+            "ms",
+        ),
         Figure("pipeline_submit_p50_ms", "pipeline: upload seen -> submitted p50", percentile(submit_ms, 50), "ms"),
         Figure("pipeline_submit_p95_ms", "pipeline: upload seen -> submitted p95", percentile(submit_ms, 95), "ms"),
         Figure("pipeline_complete_p50_ms", "pipeline: final webhook -> COMPLETED p50", percentile(finish_ms, 50), "ms"),

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vary_region.intake.job_keys import MASK_EXTENSIONS
 
 from vary_region_cli.config import CliError, Target
+
+if TYPE_CHECKING:
+    from vary_region_cli.events import JobEvents
 from vary_region_cli.masks import EXTENSIONS, data_url
 
 # The table's index of jobs by the UTC day they were received (template.yaml, JobsTable).
@@ -318,6 +321,53 @@ def watch_job(
                 out.write("\n")
             return WatchResult("TIMEOUT", item, elapsed, waiting_for(target, job_id, item))
         sleep(interval if timeout is None else max(0.0, min(interval, timeout - elapsed)))
+
+
+def watch_job_by_events(
+    target: Target,
+    job_id: str,
+    events: JobEvents,
+    *,
+    timeout: float | None = None,
+    check_every: float = 10.0,
+    out: TextIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> WatchResult:
+    """Like watch_job, but each line is a state-change event of the job (the item is read at the
+    start and every `check_every` seconds, in case an event came before the subscription)."""
+    from vary_region_cli.events import newer
+
+    out = out or sys.stdout
+    started = clock()
+    shown: dict[str, Any] | None = None  # the state last printed: an item, or an event's detail
+    next_check = started
+    while True:
+        elapsed = clock() - started
+        states: list[dict[str, Any]] = []
+        if clock() >= next_check:
+            item = get_item(target, job_id)
+            if item is not None and (shown is None or item.get("status") in FINAL):
+                states.append(item)
+            next_check = clock() + check_every
+        left = check_every if timeout is None else min(check_every, max(0.0, timeout - elapsed))
+        states += [detail for detail in events.wait(min(left, max(0.0, next_check - clock())))]
+        for state in states:
+            if "sequence" in state and not newer(state, shown if shown and "sequence" in shown else None):
+                continue  # an older event, delivered late
+            shown = state
+            out.write(status_line(_as_item(state), clock() - started) + "  (event)" * ("sequence" in state) + "\n")
+            out.flush()
+            if state.get("status") in FINAL:
+                return WatchResult(str(state["status"]), _as_item(state), clock() - started)
+        if timeout is not None and clock() - started >= timeout:
+            return WatchResult("TIMEOUT", _as_item(shown) if shown else None, clock() - started)
+
+
+def _as_item(state: dict[str, Any]) -> dict[str, Any]:
+    """An event's detail in the item's shape (`results` is the item's `result`)."""
+    if "sequence" not in state:
+        return state
+    return dict(state, result=state.get("results"))
 
 
 # --- get -------------------------------------------------------------------------------------

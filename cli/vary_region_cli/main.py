@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("job_id", metavar="JOB_ID")
     watch.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (default: never)")
     watch.add_argument("--interval", type=float, default=0.5, metavar="S", help="poll every S seconds (0.5)")
+    watch.add_argument(
+        "--events",
+        action="store_true",
+        help="follow the job's state-change events on the stack's bus instead of polling its item "
+        "(subscribes a temporary queue of its own)",
+    )
+    watch.add_argument("--event-bus", metavar="NAME", help="with --events: the bus (default: the stack's)")
     watch.set_defaults(handler=cmd_watch, command_parser=watch)
 
     get = commands.add_parser(
@@ -255,7 +262,16 @@ def cmd_watch(args: argparse.Namespace, target: Target) -> int:
     target.require_table()
     if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
         raise CliError("--interval must be positive and --timeout not negative")
-    result = jobs.watch_job(target, args.job_id, timeout=args.timeout, interval=args.interval)
+    if args.events:
+        from vary_region_cli.events import JobEvents, event_bus
+
+        follower = JobEvents(target, args.job_id, event_bus(target, args.event_bus))
+        try:
+            result = jobs.watch_job_by_events(target, args.job_id, follower, timeout=args.timeout)
+        finally:
+            follower.close()
+    else:
+        result = jobs.watch_job(target, args.job_id, timeout=args.timeout, interval=args.interval)
     item = result.item or {}
     if result.status == "TIMEOUT":
         where = f"still {item.get('status')}" if item else "not picked up by the pipeline yet"

@@ -1,4 +1,6 @@
-"""Submit function: S3 upload notifications (through SQS) -> the job's one paid APIFRAME submission."""
+"""Submit function: S3 upload notifications (through SQS), held jobs' wake-ups, and jobs requested by an
+event (a `Vary Region Job Requested` event through the bus's rule, or the same body sent to the queue)
+-> the job's one paid APIFRAME submission."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
+from vary_region.events.requested import JobRequestInvalid, requested_job
 from vary_region.intake.s3_notifications import uploaded_keys
 from vary_region.intake.submission import SubmitOutcome
 from vary_region.lambda_events import (
@@ -45,7 +48,15 @@ def handle_upload(key: str) -> None:
 
 @tracer.capture_method(capture_response=False)
 def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None:
-    keys = uploaded_keys(message.json_body())
+    body = message.json_body()
+    try:
+        requested = requested_job(body)
+    except JobRequestInvalid as exc:
+        # Nothing names a job: there is no item or error.json to write, and no redelivery can help.
+        logger.error("job request refused", extra={"reason": str(exc), "message_id": message.message_id})
+        metrics.add_metric(name="JobRequestsRefused", unit=MetricUnit.Count, value=1)
+        return
+    keys = [submitter.accept_request(requested)] if requested is not None else uploaded_keys(body)
     if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
         # Too little time left for a submission with its retries: Lambda stopping mid-call would
         # leave an outcome nobody knows. Such uploads go back to the queue, untouched.

@@ -28,6 +28,7 @@ from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
 from vary_region_local.moto_fixes import serialise_dynamodb_requests
 from vary_region_local.sqs_poller import SqsPoller
+from vary_region_local.stream_poller import StreamPoller
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
 SIMULATOR_API_KEY = "sim-local-api-key"
@@ -48,6 +49,7 @@ class StackInfo:
     apiframe_base_url: str
     simulator: bool
     api_key_secret_id: str
+    event_bus_name: str
 
 
 @dataclass
@@ -74,6 +76,7 @@ class StackOptions:
     completion_containers: int = 1
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
+    event_bus_name: str = "vary-region-local"
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -99,6 +102,8 @@ def table_definition(table_name: str) -> dict[str, Any]:
     }
     if props.get("GlobalSecondaryIndexes"):
         definition["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if props.get("StreamSpecification"):
+        definition["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     return definition
 
 
@@ -110,6 +115,7 @@ class LocalStack:
         self._moto: Any = None
         self._webhook_server: HttpApiServer | None = None
         self.pollers: dict[str, SqsPoller] = {}  # function name -> its event source mapping
+        self.stream_poller: StreamPoller | None = None  # the publisher's: the job table's stream
         self._reconcile_stop = threading.Event()
         self._reconcile_thread: threading.Thread | None = None
         self.functions: dict[str, LocalFunction] = {}
@@ -159,6 +165,11 @@ class LocalStack:
             )
             poller.start()
             self.pollers[function] = poller
+        stream_arn = boto3.client("dynamodb").describe_table(TableName=opts.table)["Table"]["LatestStreamArn"]
+        self.stream_poller = StreamPoller(
+            boto3.client("dynamodbstreams"), stream_arn, opts.region, self.functions["publisher"].invoke
+        )
+        self.stream_poller.start()
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
             self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
             self._reconcile_thread.start()
@@ -174,6 +185,7 @@ class LocalStack:
             apiframe_base_url=apiframe_url,
             simulator=self.simulator is not None,
             api_key_secret_id=secret_id,
+            event_bus_name=opts.event_bus_name,
         )
         if opts.state_dir is not None:
             opts.state_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +198,8 @@ class LocalStack:
             self._reconcile_thread.join(timeout=10)
         for poller in self.pollers.values():
             poller.stop()
+        if self.stream_poller is not None:
+            self.stream_poller.stop()
         if self._webhook_server:
             self._webhook_server.stop()
         if self.simulator:
@@ -241,7 +255,26 @@ class LocalStack:
             },
         )
         secret_arn = secrets.create_secret(Name="vary-region/apiframe-api-key", SecretString=opts.api_key)["ARN"]
+        self._create_event_bus(queues["submit"][1])
         return queues, secret_arn
+
+    def _create_event_bus(self, submit_queue_arn: str) -> None:
+        """The bus job state changes go to, and template.yaml's rule that brings `Vary Region Job
+        Requested` events to the submit queue (moto delivers to SQS targets; it ignores a target's
+        InputPath, so the whole event is delivered, as the template's rule does too)."""
+        events = boto3.client("events")
+        events.create_event_bus(Name=self.options.event_bus_name)
+        rule = template_resource("JobRequestedRule")
+        events.put_rule(
+            Name="vary-region-job-requested",
+            EventBusName=self.options.event_bus_name,
+            EventPattern=json.dumps(rule["EventPattern"]),
+        )
+        events.put_targets(
+            Rule="vary-region-job-requested",
+            EventBusName=self.options.event_bus_name,
+            Targets=[{"Id": "submit-queue", "Arn": submit_queue_arn}],
+        )
 
     @staticmethod
     def _queue_with_dlq(name: str, visibility_timeout: int) -> tuple[str, str]:
@@ -281,6 +314,7 @@ class LocalStack:
             "COMPLETION_RETRY_DELAY_SECONDS": "1",
             "RESULT_REFETCH_DELAY_SECONDS": "0.2",
             "MAX_ACTIVE_TASKS": str(opts.max_active_tasks),
+            "EVENT_BUS_NAME": opts.event_bus_name,
             "HOLD_DELAY_SECONDS": "1",
             "POWERTOOLS_SERVICE_NAME": "vary-region",
             "POWERTOOLS_METRICS_NAMESPACE": "VaryRegion",
@@ -309,6 +343,7 @@ class LocalStack:
                 containers=self.options.completion_containers,
             ),
             "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
+            "publisher": LocalFunction("vary-region-publisher", "publisher", 60),
         }
 
     def _invoke_webhook(self, event: dict[str, Any]) -> Any:

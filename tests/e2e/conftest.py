@@ -55,6 +55,7 @@ class Aws:
     s3: Any
     table: Any
     bucket: str
+    sqs: Any
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,7 @@ def aws(local_stack: StackProcess) -> Aws:
         s3=session.client("s3", endpoint_url=info["aws_endpoint_url"]),
         table=session.resource("dynamodb", endpoint_url=info["aws_endpoint_url"]).Table(info["table"]),
         bucket=info["bucket"],
+        sqs=session.client("sqs", endpoint_url=info["aws_endpoint_url"]),
     )
 
 

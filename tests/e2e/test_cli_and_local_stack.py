@@ -34,6 +34,7 @@ STACK_KEYS = {
     "apiframe_base_url",
     "simulator",
     "api_key_secret_id",
+    "event_bus_name",
 }
 RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "mask.png", "parent.png", "result.json"]
 IMAGES = ["1.png", "2.png", "3.png", "4.png", "grid.png"]
@@ -149,6 +150,20 @@ def test_rect_job_submit_watch_get_list_status(run_cli: CliRunner, aws: Aws, tmp
     item = json.loads(status.stdout)
     assert (item["job_id"], item["status"], item["percentage"]) == (job_id, "COMPLETED", 100)
     assert item["task_id"] == result["task_id"] and item["completed_at"]
+
+
+def test_watch_follows_a_job_by_its_events(run_cli: CliRunner, aws: Aws) -> None:
+    submitted = run_cli("submit", "--parent-task-id", "e2e-parent-events", "--rect", "8,8,64,64", "--size", "512,512")
+    assert_ok(submitted)
+    job_id = submitted.stdout.strip()
+
+    watched = run_cli("watch", job_id, "--events", "--timeout", "40")
+
+    assert_ok(watched)
+    assert "(event)" in watched.stdout and "COMPLETED" in watched.stdout, watched.stdout
+    assert watched.stdout.rstrip().endswith(f"(download: vary-region get {job_id})"), watched.stdout
+    queues = aws.sqs.list_queues(QueueNamePrefix="vary-region-watch-").get("QueueUrls", [])
+    assert queues == [], "the watch removes its queue (and its rule) when it is done"
 
 
 def test_mask_file_is_uploaded_as_its_real_type(run_cli: CliRunner, aws: Aws, tmp_path: Path) -> None:

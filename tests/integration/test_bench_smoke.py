@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("completion", "reconciler", "submit", "webhook")
+FUNCTIONS = ("completion", "publisher", "reconciler", "submit", "webhook")
 FIGURES = {
     "copy_project_seconds",
     "copy_baseline_seconds",
@@ -29,6 +29,8 @@ FIGURES = {
     "mask_regions_ms",
     "pipeline_jobs_completed",
     "pipeline_jobs_per_second",
+    "pipeline_publish_p50_ms",
+    "pipeline_publish_p95_ms",
     "pipeline_submit_p50_ms",
     "pipeline_submit_p95_ms",
     "pipeline_complete_p50_ms",

@@ -56,6 +56,14 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     assert get_job(table, "demo-job-1")["status"] == "PROCESSING"
     store.mark_failed("demo-job-1", store_error(), now)
 
+    # A job requested by an event, as the rule puts it on the submit queue: its file is written to the
+    # inbox and it runs (its parent is one the simulator makes up).
+    assert submit.invoke(event("sqs-job-requested.json")) == {"batchItemFailures": []}
+    assert get_job(table, "order-4711-balloon")["status"] in ("SUBMITTED", "PROCESSING", "COMPLETED")
+    # The publisher turns the stream's job record into an event and ignores the slot counter's.
+    published = stack.functions["publisher"].invoke(event("dynamodb-stream-job-completed.json"))
+    assert published == {"batchItemFailures": []}
+
     report = stack.functions["reconciler"].invoke(event("reconciler-schedule.json"))
     assert "examined" in report
     store.mark_rejected("demo job+2", store_error(), now)

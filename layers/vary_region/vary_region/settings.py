@@ -109,6 +109,8 @@ class Settings:
     return_failed_credits: bool = True
     # The provider account's balance, read at most this often per container (0: never read).
     balance_cache_seconds: int = 60
+    # Where job state changes are published (EventBridge bus name or ARN).
+    event_bus_name: str = "default"
 
     def credits_of(self, stage: str) -> int:
         return {"imagine": self.credits_imagine, "upscale": self.credits_upscale}.get(stage, self.credits_inpaint)
@@ -197,6 +199,7 @@ class Settings:
             over_budget=choice("OVER_BUDGET", defaults.over_budget, ("hold", "reject")),
             return_failed_credits=choice("RETURN_FAILED_CREDITS", "true", ("true", "false")) == "true",
             balance_cache_seconds=count("BALANCE_CACHE_SECONDS", defaults.balance_cache_seconds),
+            event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or defaults.event_bus_name,
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),

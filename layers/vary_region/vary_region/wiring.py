@@ -19,6 +19,7 @@ from vary_region.jobs.task_store import TaskStore
 from vary_region.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from vary_region.events.publisher import StateChangePublisher
     from vary_region.intake.parent import ParentReader
     from vary_region.intake.submission import JobSubmitter
     from vary_region.jobs.completion_queue import CompletionQueue
@@ -173,6 +174,13 @@ def job_completer(settings: Settings) -> JobCompleter:
         completion_queue(settings),
         wake=submit_wake(settings),
     )
+
+
+def state_change_publisher(settings: Settings) -> StateChangePublisher:
+    from vary_region.events.publisher import EventPublisher, StateChangePublisher
+
+    events = LazyClient(lambda: boto3.client("events", config=_AWS_CONFIG))
+    return StateChangePublisher(EventPublisher(events, settings.event_bus_name), settings.jobs_bucket)
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:

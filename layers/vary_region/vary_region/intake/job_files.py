@@ -72,6 +72,16 @@ class JobFiles:
             ContentType="application/json",
         )
 
+    def write_new(self, key: str, data: bytes, content_type: str) -> bool:
+        """Write the object only if the key is free (a conditional PUT); False when it exists."""
+        try:
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def write_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
 

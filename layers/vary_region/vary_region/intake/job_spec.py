@@ -68,6 +68,14 @@ class InlineMask:
 
 
 @dataclass(frozen=True)
+class MaskObject:
+    """A mask given as `s3://<bucket>/<key>` (a job requested by an event): read, then checked."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Limits:
     """Size limits on job.json and its fields."""
 
@@ -81,8 +89,9 @@ def parse_job_spec(raw: bytes, limits: Limits = Limits()) -> JobSpec:
     return _spec_from_document(_load_document(raw, limits), limits)
 
 
-def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask | None]:
-    """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL, or as regions (then no InlineMask)."""
+def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask | MaskObject | None]:
+    """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL, an `s3://` URI, or regions
+    (then no mask comes back)."""
     document = _load_document(raw, limits, max_size=limits.max_spec_bytes + max_mask_bytes * 4 // 3 + 1024)
     spec = _spec_from_document(document, limits)
     if spec.mask_regions is not None:
@@ -92,7 +101,16 @@ def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[J
         raise JobRejected(
             "MASK_MISSING", "the inline job has no `mask` field (a data URL of the mask image, or regions)"
         )
+    if isinstance(mask, str) and mask.strip().startswith("s3://"):
+        return spec, parse_mask_object(mask.strip())
     return spec, parse_mask_data_url(mask, max_mask_bytes)
+
+
+def parse_mask_object(uri: str) -> MaskObject:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise JobRejected("MASK_LOCATION_INVALID", f"`mask` {uri[:200]!r} is not an s3://<bucket>/<key> URI")
+    return MaskObject(bucket, key)
 
 
 def parse_mask_data_url(value: Any, max_mask_bytes: int) -> InlineMask:

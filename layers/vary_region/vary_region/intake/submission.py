@@ -38,9 +38,10 @@ from vary_region.errors import (
     Stage,
     SubmissionAmbiguous,
 )
+from vary_region.events.requested import JobRequestInvalid, RequestedJob
 from vary_region.intake.job_files import JobFiles, job_file_kinds
-from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
-from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec
+from vary_region.intake.job_keys import MASK_EXTENSIONS, InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.intake.job_spec import JobSpec, Limits, MaskObject, parse_inline_job, parse_job_spec
 from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normalise_media_type, validate_mask
 from vary_region.intake.mask_regions import render_regions
 from vary_region.intake.parent import ParentNotReady, ParentReader
@@ -355,6 +356,36 @@ class JobSubmitter:
         logger.info(message)
         return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
 
+    def _read_mask_object(self, mask: MaskObject) -> Mask:
+        """A mask the job names by URI: only inside the jobs bucket's inbox, read under this function's
+        own policy (which reads nothing else)."""
+        inbox = self._settings.inbox_prefix
+        if mask.bucket != self._settings.jobs_bucket or not mask.key.startswith(inbox) or ".." in mask.key:
+            raise JobRejected(
+                "MASK_LOCATION_INVALID",
+                f"an s3:// mask must be under s3://{self._settings.jobs_bucket}/{inbox} (the jobs bucket's inbox)",
+            )
+        max_mask = self._settings.max_mask_bytes
+        stored = self._files.read(mask.key, max_mask)
+        if stored is None:
+            raise JobRejected("MASK_MISSING", f"the mask s3://{mask.bucket}/{mask.key} does not exist")
+        if stored.data is None:
+            raise JobRejected("MASK_TOO_LARGE", f"the mask is {stored.size} bytes; the limit is {max_mask}")
+        extension = mask.key.rsplit(".", 1)[-1].lower() if "." in mask.key.rsplit("/", 1)[-1] else ""
+        declared = MASK_EXTENSIONS.get(extension) or normalise_media_type(stored.content_type)
+        return validate_mask(stored.data, declared, max_mask)
+
+    def accept_request(self, requested: RequestedJob) -> str:
+        """A job requested by an event: its file, written once as inbox/<job_id>.json (never over an
+        existing one), is then an upload like any other. Returns that key."""
+        key = f"{self._settings.inbox_prefix}{requested.job_id}.json"
+        uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
+        if uploaded is None or uploaded.kind is not InboxObjectKind.INLINE or uploaded.job_id != requested.job_id:
+            raise JobRequestInvalid(f"the job id {requested.job_id[:200]!r} cannot name a job (see the job id rules)")
+        if not self._files.write_new(key, requested.job_file(), "application/json"):
+            logger.info("the requested job's file exists already; handled as a redelivery", extra={"key": key})
+        return key
+
     def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask | None] | None:
         """The job's checked inputs; the mask is None when job.json gives it as regions."""
         max_mask = self._settings.max_mask_bytes
@@ -367,6 +398,8 @@ class JobSubmitter:
             spec, inline_mask = parse_inline_job(stored.data, self._limits, max_mask)
             if inline_mask is None:
                 return spec, None
+            if isinstance(inline_mask, MaskObject):
+                return spec, self._read_mask_object(inline_mask)
             return spec, validate_mask(inline_mask.data, inline_mask.declared_type, max_mask)
         files = job_file_kinds(self._files.list_job_folder(uploaded.job_id))
         specs, masks = files[InboxObjectKind.SPEC], files[InboxObjectKind.MASK]
