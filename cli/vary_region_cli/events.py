@@ -35,7 +35,17 @@ class JobEvents:
         self._events = target.client("events")
         self._bus = bus
         self.name = f"vary-region-watch-{uuid.uuid4().hex[:10]}"
-        self._queue_url = self._sqs.create_queue(QueueName=self.name)["QueueUrl"]
+        # A day's retention: a queue left behind by a watch that was killed holds nothing for long.
+        self._queue_url = self._sqs.create_queue(QueueName=self.name, Attributes={"MessageRetentionPeriod": "86400"})[
+            "QueueUrl"
+        ]
+        try:
+            self._subscribe(job_id, bus)
+        except BaseException:
+            self.close()  # a refused rule (no such bus, no permission) leaves nothing behind
+            raise
+
+    def _subscribe(self, job_id: str, bus: str) -> None:
         queue_arn = self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -71,9 +81,13 @@ class JobEvents:
                 yield event["detail"]
 
     def close(self) -> None:
+        from botocore.exceptions import ClientError
+
         try:
             self._events.remove_targets(Rule=self.name, EventBusName=self._bus, Ids=["watch"])
             self._events.delete_rule(Name=self.name, EventBusName=self._bus)
+        except ClientError:
+            pass  # never made (a failed subscription), or gone already
         finally:
             self._sqs.delete_queue(QueueUrl=self._queue_url)
 

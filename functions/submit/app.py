@@ -51,12 +51,16 @@ def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None
     body = message.json_body()
     try:
         requested = requested_job(body)
+        if requested is not None:
+            # Its file goes into the inbox; that upload's own notification starts the job, once.
+            submitter.accept_request(requested)
+            return
     except JobRequestInvalid as exc:
         # Nothing names a job: there is no item or error.json to write, and no redelivery can help.
         logger.error("job request refused", extra={"reason": str(exc), "message_id": message.message_id})
         metrics.add_metric(name="JobRequestsRefused", unit=MetricUnit.Count, value=1)
         return
-    keys = [submitter.accept_request(requested)] if requested is not None else uploaded_keys(body)
+    keys = uploaded_keys(body)
     if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
         # Too little time left for a submission with its retries: Lambda stopping mid-call would
         # leave an outcome nobody knows. Such uploads go back to the queue, untouched.

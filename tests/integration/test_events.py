@@ -283,3 +283,19 @@ def test_a_cancelled_transaction_neither_shows_in_the_stream_nor_stalls_it(stack
 
     tap.wait_for(job_id, "COMPLETED")
     assert tap.of(phantom) == [], "a cancelled transaction's update is no event"
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "..", "x" * 201, "tab\there"], ids=["slash", "dots", "too-long", "tab"])
+def test_a_request_whose_job_id_names_no_job_is_refused_once_not_retried(stack, tap, s3, bucket, caplog, job_id):
+    settle_stack(stack, stack.simulator)
+    caplog.set_level("INFO", logger="vary-region")
+
+    boto3.client("sqs").send_message(QueueUrl=stack.info.queue_url, MessageBody=json.dumps(_request(job_id)))
+
+    def said(message: str) -> bool:
+        return any(record.getMessage() == message for record in caplog.records)
+
+    wait_until(lambda: said("job request refused"), 20, message="the request refused")
+    settle_stack(stack, stack.simulator)
+    assert not said("queue message failed"), "refused, not failed: the message is not delivered again"
+    assert not [key for key in keys_under(s3, bucket, "inbox/") if job_id[:20] in key]

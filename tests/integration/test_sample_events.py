@@ -11,7 +11,7 @@ import boto3
 from vary_region.jobs.task_store import TaskStore
 from vary_region.provider.webhook_auth import hash_webhook_secret
 
-from tests.builders import get_job
+from tests.builders import get_job, wait_for_job
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 TASK_ID = "29e983ca-7e86-4017-a9e3-ef6fe9cd5f2a"  # the task id the webhook samples carry
@@ -57,9 +57,9 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     store.mark_failed("demo-job-1", store_error(), now)
 
     # A job requested by an event, as the rule puts it on the submit queue: its file is written to the
-    # inbox and it runs (its parent is one the simulator makes up).
+    # inbox, whose notification runs it (its parent is one the simulator makes up).
     assert submit.invoke(event("sqs-job-requested.json")) == {"batchItemFailures": []}
-    assert get_job(table, "order-4711-balloon")["status"] in ("SUBMITTED", "PROCESSING", "COMPLETED")
+    assert wait_for_job(table, "order-4711-balloon", timeout=30)["status"] == "COMPLETED"
     # The publisher turns the stream's job record into an event and ignores the slot counter's.
     published = stack.functions["publisher"].invoke(event("dynamodb-stream-job-completed.json"))
     assert published == {"batchItemFailures": []}

@@ -39,7 +39,7 @@ def test_a_new_job_is_an_event_with_the_documented_fields():
         "job_id": "job-1",
         "status": "RECEIVED",
         "previous_status": None,
-        "stage": "inpaint",
+        "stage": None,
         "task_id": None,
         "percentage": None,
         "updated_at": "2026-12-01T12:00:00.000Z",
@@ -81,16 +81,30 @@ def test_a_chain_moving_on_to_its_next_stage_is_an_event():
     assert change is not None and change.detail["stage"] == "upscale"
 
 
+def test_a_job_held_back_is_an_event_with_its_reason_and_so_is_a_new_reason():
+    held = JOB | {"status": "RECEIVED", "held_at": "2026-12-01T12:00:01.000Z", "held_reason": "BUDGET_EXCEEDED"}
+
+    first = state_change(record(held, JOB | {"status": "RECEIVED"}), BUCKET)
+    again = state_change(record(held | {"updated_at": "x"}, held), BUCKET)
+    other = state_change(record(held | {"held_reason": "PROVIDER_SLOTS_FULL"}, held), BUCKET)
+
+    assert first is not None and first.detail["held_reason"] == "BUDGET_EXCEEDED"
+    assert again is None, "held again for the same reason: no news"
+    assert other is not None and other.detail["held_reason"] == "PROVIDER_SLOTS_FULL"
+
+
 @pytest.mark.parametrize(
     "rec",
     [
+        # The first claim names the job's first stage: the job is still RECEIVED, no news.
+        record(JOB | {"status": "RECEIVED", "stage": "imagine", "submit_claim": "t"}, JOB | {"status": "RECEIVED"}),
         record(JOB | {"status": "PROCESSING", "percentage": 50}, JOB | {"status": "PROCESSING", "percentage": 25}),
         record({"job_id": "job-1"}, name="INSERT"),  # moto: the key-only first half of the item's creation
         record({"job_id": "/provider-slots", "in_use": 3}, {"job_id": "/provider-slots", "in_use": 2}),
         record({"job_id": "/credits/day/2026-12-01", "reserved": 8, "status": "x"}, name="INSERT"),
         record(None, JOB | {"status": "COMPLETED"}, name="REMOVE"),  # TTL
     ],
-    ids=["progress-only", "key-only-insert", "slot-counter", "ledger", "ttl-removal"],
+    ids=["first-claim", "progress-only", "key-only-insert", "slot-counter", "ledger", "ttl-removal"],
 )
 def test_no_event_for_what_is_not_a_transition_of_a_job(rec):
     assert state_change(rec, BUCKET) is None

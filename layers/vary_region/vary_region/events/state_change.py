@@ -57,10 +57,21 @@ def state_change(record: dict[str, Any], bucket: str) -> StateChange | None:
     job_id = new.get("job_id")
     if not isinstance(job_id, str) or job_id.startswith("/") or "status" not in new:
         return None  # not a job, or (moto) the key-only first half of the item's creation
-    if old.get("status") == new["status"] and old.get("stage") == new.get("stage"):
+    if not _transition(old, new):
         return None
     sequence = str(change.get("SequenceNumber", ""))
     return StateChange(job_id, sequence, _detail(new, old, bucket, sequence))
+
+
+def _transition(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A new status; a chain moving on to its next stage (the first claim only names the first stage:
+    no event); or a job newly held back, or held for another reason (`held_reason`)."""
+    if old.get("status") != new["status"]:
+        return True
+    if old.get("stage") is not None and old.get("stage") != new.get("stage"):
+        return True
+    held = new["status"] == "RECEIVED" and new.get("held_at") is not None
+    return held and (old.get("held_at") is None or old.get("held_reason") != new.get("held_reason"))
 
 
 def _detail(item: dict[str, Any], old: dict[str, Any], bucket: str, sequence: str) -> dict[str, Any]:
@@ -69,7 +80,7 @@ def _detail(item: dict[str, Any], old: dict[str, Any], bucket: str, sequence: st
         "job_id": item["job_id"],
         "status": status,
         "previous_status": old.get("status"),
-        "stage": item.get("stage", "inpaint"),
+        "stage": item.get("stage"),  # none until the first claim (a plain job's is "inpaint")
         "task_id": item.get("task_id"),
         "percentage": _number(item.get("percentage")),
         "updated_at": item.get("updated_at"),

@@ -375,16 +375,20 @@ class JobSubmitter:
         declared = MASK_EXTENSIONS.get(extension) or normalise_media_type(stored.content_type)
         return validate_mask(stored.data, declared, max_mask)
 
-    def accept_request(self, requested: RequestedJob) -> str:
-        """A job requested by an event: its file, written once as inbox/<job_id>.json (never over an
-        existing one), is then an upload like any other. Returns that key."""
+    def accept_request(self, requested: RequestedJob) -> bool:
+        """A job requested by an event: its file is written once as inbox/<job_id>.json (never over an
+        existing one), and from there it is an upload like any other: that upload's notification
+        starts it. False: the file was there already (a redelivery, or the id was taken)."""
         key = f"{self._settings.inbox_prefix}{requested.job_id}.json"
         uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
         if uploaded is None or uploaded.kind is not InboxObjectKind.INLINE or uploaded.job_id != requested.job_id:
             raise JobRequestInvalid(f"the job id {requested.job_id[:200]!r} cannot name a job (see the job id rules)")
-        if not self._files.write_new(key, requested.job_file(), "application/json"):
-            logger.info("the requested job's file exists already; handled as a redelivery", extra={"key": key})
-        return key
+        if self._files.list_job_folder(requested.job_id):
+            raise JobRequestInvalid(f"the job id {requested.job_id!r} belongs to a job folder in the inbox already")
+        written = self._files.write_new(key, requested.job_file(), "application/json")
+        if not written:
+            logger.info("the requested job's file exists already: a redelivery, nothing to do", extra={"key": key})
+        return written
 
     def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask | None] | None:
         """The job's checked inputs; the mask is None when job.json gives it as regions."""
