@@ -3,6 +3,7 @@ period (1 s in the test stack) and finishes them through the webhook's own compl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from tests.builders import (
     read_json,
     run_reconciler_until,
     upload_job,
+    wait_for_object,
     wait_for_sim_task,
     wait_for_task_id,
     wait_until,
@@ -120,8 +122,10 @@ def test_given_failed_task_with_lost_webhooks_then_reconciler_marks_job_failed_o
 
     assert item["status"] == "FAILED"
     assert item["error"] == {"code": "PROVIDER_TASK_FAILED", "message": "Content policy violation", "stage": "provider"}
+    # The state is written first and error.json second (by design): wait for the document itself.
+    error = json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json"))
+    assert error["error"]["code"] == "PROVIDER_TASK_FAILED"
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "PROVIDER_TASK_FAILED"
     assert_reconciler_changes_nothing_more(stack, s3, bucket, table, job_id)
 
 
