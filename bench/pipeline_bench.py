@@ -218,7 +218,8 @@ def run(jobs: int, paced_jobs: int, recovery_jobs: int, timeout_seconds: float) 
                 env=os.environ | {"PYTHONUNBUFFERED": "1"},
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                timeout=timeout_seconds + 120,
+                # Each of the three phases (burst, paced, recovery) may take its own timeout.
+                timeout=3 * timeout_seconds + 120,
                 check=False,
             )
         if done.returncode != 0 or not result.exists():
