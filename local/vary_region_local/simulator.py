@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import re
+import signal
 import struct
 import threading
 import time
@@ -970,11 +971,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sim.set_faults(**chosen)
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"APIFRAME simulator on {sim.start()} (api key: {args.api_key})", flush=True)
-    if chosen:
-        print(f"faults: {chosen}", flush=True)
-    print("control: GET /_sim/stats, POST /_sim/faults, POST /_sim/reset; Ctrl-C stops", flush=True)
-    try:
+    # Ctrl-C must stop it also when started in the background by a script, which inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    url = sim.start()
+    try:  # from here a Ctrl-C, however early, stops the server cleanly
+        print(f"APIFRAME simulator on {url} (api key: {args.api_key})", flush=True)
+        if chosen:
+            print(f"faults: {chosen}", flush=True)
+        print("control: GET /_sim/stats, POST /_sim/faults, POST /_sim/reset; Ctrl-C stops", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
