@@ -29,23 +29,29 @@ def serialise_dynamodb_requests() -> None:
     if _applied:
         return
     from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
-    original = DynamoHandler.call_action
+    _one_at_a_time(DynamoHandler)
+    _one_at_a_time(DynamoDBStreamsHandler)
+    _keep_streams_out_of_transaction_snapshots()
+    _applied = True
+
+
+def _one_at_a_time(handler: Any) -> None:
+    """Every request to this moto service waits for the DynamoDB lock."""
+    original = handler.call_action
 
     @functools.wraps(original)
     def call_action(self: Any) -> Any:
         with _dynamodb_lock:
             return original(self)
 
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    _keep_streams_out_of_transaction_snapshots()
-    _applied = True
+    handler.call_action = call_action
 
 
 def _keep_streams_out_of_transaction_snapshots() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard
-    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
     StreamShard.__deepcopy__ = lambda self, memo: self  # type: ignore[attr-defined]
     original_transaction = DynamoDBBackend.transact_write_items
@@ -64,11 +70,3 @@ def _keep_streams_out_of_transaction_snapshots() -> None:
             raise
 
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    original_streams_call = DynamoDBStreamsHandler.call_action
-
-    @functools.wraps(original_streams_call)
-    def streams_call_action(self: Any) -> Any:
-        with _dynamodb_lock:
-            return original_streams_call(self)
-
-    DynamoDBStreamsHandler.call_action = streams_call_action  # type: ignore[method-assign]

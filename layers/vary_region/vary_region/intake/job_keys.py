@@ -26,9 +26,13 @@ class InboxObject:
 
     @property
     def declared_mask_type(self) -> str | None:
-        if self.kind is not InboxObjectKind.MASK:
-            return None
-        return MASK_EXTENSIONS[self.key.rsplit(".", 1)[1].lower()]
+        return mask_type_of_key(self.key) if self.kind is InboxObjectKind.MASK else None
+
+
+def mask_type_of_key(key: str) -> str | None:
+    """The image type a key's extension declares (mask.png, a.JPEG, ...), or None."""
+    name = key.rsplit("/", 1)[-1]
+    return MASK_EXTENSIONS.get(name.rsplit(".", 1)[1].lower()) if "." in name else None
 
 
 def parse_inbox_key(key: str, inbox_prefix: str = "inbox/") -> InboxObject | None:

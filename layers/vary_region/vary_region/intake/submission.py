@@ -40,7 +40,7 @@ from vary_region.errors import (
 )
 from vary_region.events.requested import JobRequestInvalid, RequestedJob
 from vary_region.intake.job_files import JobFiles, job_file_kinds
-from vary_region.intake.job_keys import MASK_EXTENSIONS, InboxObject, InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.intake.job_keys import InboxObject, InboxObjectKind, ResultKeys, mask_type_of_key, parse_inbox_key
 from vary_region.intake.job_spec import JobSpec, Limits, MaskObject, parse_inline_job, parse_job_spec
 from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normalise_media_type, validate_mask
 from vary_region.intake.mask_regions import render_regions
@@ -161,27 +161,28 @@ class JobSubmitter:
         if existing is not None and (existing.status.is_final or existing.stage_claimed):
             ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id, existing.task_id)
-        if self._hold is not None and existing is not None and self._still_no_free_slot(existing):
+        if self._hold is not None and existing is not None:
             # A held job's wake-up while every slot is still taken: holding it again costs one read of
             # the slot counter, not a re-read and re-validation of its mask (up to 8 MB) every 30-45 s.
-            return self._hold_back(
-                self._hold,
-                uploaded,
-                "still no free provider slot; job held back again",
-                HeldReason.PROVIDER_SLOTS_FULL,
-                already_held=True,
-            )
-        short = self._still_short_of_credits(existing) if self._hold is not None and existing is not None else None
-        if self._hold is not None and short is not None:
+            if self._still_no_free_slot(existing):
+                return self._hold_back(
+                    self._hold,
+                    uploaded,
+                    "still no free provider slot; job held back again",
+                    HeldReason.PROVIDER_SLOTS_FULL,
+                    already_held=True,
+                )
             # Likewise for a job held for credits: a read of the ledger's two items, or of the balance.
-            return self._hold_back(
-                self._hold,
-                uploaded,
-                "still short of credits; job held back again",
-                short,
-                already_held=True,
-                delay_seconds=self._credits_hold_delay(short),
-            )
+            short = self._still_short_of_credits(existing)
+            if short is not None:
+                return self._hold_back(
+                    self._hold,
+                    uploaded,
+                    "still short of credits; job held back again",
+                    short,
+                    already_held=True,
+                    delay_seconds=self._credits_hold_delay(short),
+                )
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
             inputs = self._load_inputs(uploaded)
@@ -312,8 +313,9 @@ class JobSubmitter:
         cached balance may have changed."""
         if reason is HeldReason.PROVIDER_BALANCE_LOW:
             return max(self._settings.hold_delay_seconds, self._settings.balance_cache_seconds)
-        day, _ = periods_at(self._clock())
-        until_next_day = (day.next_opens - self._clock()).total_seconds()
+        now = self._clock()
+        day, _ = periods_at(now)
+        until_next_day = (day.next_opens - now).total_seconds()
         return int(max(self._settings.hold_delay_seconds, min(900, until_next_day + 1)))
 
     def _balance_too_low(self, credits_needed: int) -> str | None:
@@ -371,8 +373,7 @@ class JobSubmitter:
             raise JobRejected("MASK_MISSING", f"the mask s3://{mask.bucket}/{mask.key} does not exist")
         if stored.data is None:
             raise JobRejected("MASK_TOO_LARGE", f"the mask is {stored.size} bytes; the limit is {max_mask}")
-        extension = mask.key.rsplit(".", 1)[-1].lower() if "." in mask.key.rsplit("/", 1)[-1] else ""
-        declared = MASK_EXTENSIONS.get(extension) or normalise_media_type(stored.content_type)
+        declared = mask_type_of_key(mask.key) or normalise_media_type(stored.content_type)
         return validate_mask(stored.data, declared, max_mask)
 
     def accept_request(self, requested: RequestedJob) -> bool:
