@@ -30,6 +30,9 @@ def stack() -> Iterator[Any]:
         max_image_bytes=2 * 1024 * 1024,
         # Short enough that timeout tests run in seconds, long enough for a loaded CI machine.
         extra_env={"APIFRAME_READ_TIMEOUT_SECONDS": "2", "IMAGE_TIMEOUT_SECONDS": "3"},
+        # In this process, so tests can make its stream poller fail; `make local` and the e2e tests
+        # run it in a process of its own.
+        publisher_process=False,
     )
     with LocalStack(options) as running:
         yield running

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import traceback
@@ -77,6 +78,9 @@ class StackOptions:
     state_dir: Path | None = REPO_ROOT / ".local"
     extra_env: dict[str, str] | None = None
     event_bus_name: str = "vary-region-local"
+    # As deployed, the publisher (handed every write to the table) runs in a process of its own;
+    # False runs it in this process, where tests reach into its stream poller.
+    publisher_process: bool = True
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -116,6 +120,7 @@ class LocalStack:
         self._webhook_server: HttpApiServer | None = None
         self.pollers: dict[str, SqsPoller] = {}  # function name -> its event source mapping
         self.stream_poller: StreamPoller | None = None  # the publisher's: the job table's stream
+        self._publisher_process: subprocess.Popen[bytes] | None = None
         self._reconcile_stop = threading.Event()
         self._reconcile_thread: threading.Thread | None = None
         self.functions: dict[str, LocalFunction] = {}
@@ -166,10 +171,18 @@ class LocalStack:
             poller.start()
             self.pollers[function] = poller
         stream_arn = boto3.client("dynamodb").describe_table(TableName=opts.table)["Table"]["LatestStreamArn"]
-        self.stream_poller = StreamPoller(
-            boto3.client("dynamodbstreams"), stream_arn, opts.region, self.functions["publisher"].invoke
-        )
-        self.stream_poller.start()
+        if opts.publisher_process:
+            command = [sys.executable, "-m", "vary_region_local.publisher_process", "--stream-arn", stream_arn]
+            self._publisher_process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [*command, "--region", opts.region],
+                stdin=subprocess.PIPE,
+                env=dict(os.environ),  # the functions' environment, set above
+            )
+        else:
+            self.stream_poller = StreamPoller(
+                boto3.client("dynamodbstreams"), stream_arn, opts.region, self.functions["publisher"].invoke
+            )
+            self.stream_poller.start()
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
             self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
             self._reconcile_thread.start()
@@ -200,6 +213,8 @@ class LocalStack:
             poller.stop()
         if self.stream_poller is not None:
             self.stream_poller.stop()
+        if self._publisher_process is not None:
+            self._stop_publisher_process(self._publisher_process)
         if self._webhook_server:
             self._webhook_server.stop()
         if self.simulator:
@@ -210,6 +225,16 @@ class LocalStack:
         # Only the stack that wrote stack.json removes it: a failed start must not remove another's.
         if self.info is not None and state is not None and (state / "stack.json").exists():
             (state / "stack.json").unlink()
+
+    @staticmethod
+    def _stop_publisher_process(process: subprocess.Popen[bytes]) -> None:
+        if process.stdin is not None:
+            process.stdin.close()  # its signal to stop
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
     def __enter__(self) -> LocalStack:
         try:
