@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
     publisher = LocalFunction("vary-region-publisher", "publisher", PUBLISHER_TIMEOUT_SECONDS)
-    poller = StreamPoller(boto3.client("dynamodbstreams"), args.stream_arn, args.region, publisher.invoke)
+    # Lambda polls each shard of a DynamoDB stream four times a second; so does this poller, rather
+    # than every 50 ms, since each read takes moto's one DynamoDB lock from the webhook's writes.
+    poller = StreamPoller(
+        boto3.client("dynamodbstreams"), args.stream_arn, args.region, publisher.invoke, idle_seconds=0.25
+    )
     # Ctrl-C reaches the whole process group: the stack, not this process, decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     poller.start()
