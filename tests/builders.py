@@ -407,10 +407,10 @@ class ProviderRecorder:
         recorder = cls()
         original = sim._handle
 
-        def handle(method: str, raw_path: str, authorization: str | None, body: bytes) -> Any:
+        def handle(method: str, raw_path: str, authorization: str | None, body: bytes, api_key: Any = None) -> Any:
             status = 500
             try:
-                response = original(method, raw_path, authorization, body)
+                response = original(method, raw_path, authorization, body, api_key)
                 status = response.status
                 return response
             except Exception as exc:  # the simulator answers its own _BadRequest with a 400

@@ -1,4 +1,5 @@
-"""APIFRAME simulator: a local HTTP server that speaks the documented APIFRAME (v1) API.
+"""APIFRAME simulator: a local HTTP server that speaks the documented APIFRAME v1 API, or v2
+(`api_version="v2"`, `--api-version v2`: see simulator_v2).
 
 It is the test double of the pipeline and the engine of the local demo. Any parent task id is
 accepted (an id this simulator never created is a finished upscale, unless its prefix asks for
@@ -38,6 +39,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from PIL import Image, ImageDraw
+
+from vary_region_local import simulator_v2
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class SimulatorFaults:
     """Failure switches, all off by default. A task snapshots them when it is created."""
 
     reject_inpaint: str | None = None
+    reject_inpaint_status: int = 400  # what reject_inpaint answers: 400, or v2's 402 (credits) or 409 (parent too old)
     rate_limit_next: int = 0
     server_error_next: int = 0
     server_error_status: int = 500  # what server_error_next answers: 500 (the API failed) or 503, 502, 504
@@ -199,8 +203,13 @@ class ApiframeSimulator:
         step_delay: float = 0.2,
         progress_steps: Sequence[int] = (25, 50, 75),
         image_size: tuple[int, int] = (512, 512),
+        api_version: str = "v1",
     ) -> None:
+        if api_version not in ("v1", "v2"):
+            raise ValueError("api_version must be v1 or v2")
         self.api_key, self.host, self.port = api_key, host, port
+        self.api_version = api_version  # v2: the v2 paths, shapes, errors and signed webhooks (simulator_v2)
+        self.max_concurrent_jobs = 12  # what v2's GET /v2/me reports as the plan's limit
         self.step_delay, self.progress_steps = step_delay, tuple(progress_steps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.faults = SimulatorFaults()
@@ -208,6 +217,8 @@ class ApiframeSimulator:
         self.stage_requests: list[dict[str, Any]] = []  # the /imagine and /upscale-1x bodies, in order
         # Every image GET: its path, its Range header (None without one) and the status answered.
         self.image_requests_log: list[dict[str, Any]] = []
+        # Every webhook sent (url, headers, body as text), so tests can replay or alter a real one.
+        self.webhook_log: list[dict[str, Any]] = []
         self._request = threading.local()  # the request being served, per server thread
         self.base_url = ""
         self._lock = threading.Lock()
@@ -272,6 +283,7 @@ class ApiframeSimulator:
             self.inpaint_requests.clear()
             self.stage_requests.clear()
             self.image_requests_log.clear()
+            self.webhook_log.clear()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -304,12 +316,16 @@ class ApiframeSimulator:
         return cached
 
     # ---- request dispatch ---------------------------------------------------------------------
-    def _handle(self, method: str, raw_path: str, authorization: str | None, body: bytes) -> _Response:
+    def _handle(
+        self, method: str, raw_path: str, authorization: str | None, body: bytes, api_key: str | None = None
+    ) -> _Response:
         path = urlsplit(raw_path).path
         if path.startswith("/_sim/"):
             return self._control(method, path, body)
         if method == "GET" and path.startswith("/images/"):
             return self._serve_image(path)
+        if self.api_version == "v2":
+            return self._handle_v2(method, path, api_key, body)
         route = self._routes.get((method, path))
         if route is None:
             return _error(404, "not found")
@@ -319,6 +335,29 @@ class ApiframeSimulator:
         if not self._authorized(authorization):
             return _json(401, {})
         return route(body)
+
+    def _handle_v2(self, method: str, path: str, api_key: str | None, body: bytes) -> _Response:
+        """A v2 request, answered by the v1 route it stands for, in v2's words (v1 paths: 404)."""
+        translated = simulator_v2.v2_request(method, path, body)
+        if translated is None:
+            return _json(404, simulator_v2.v2_answer(path, 404, {"message": "not found"}, 0))
+        v1_method, v1_path, v1_body = translated
+        counted = {"/inpaint": "inpaint_calls", "/imagine": "imagine_calls", "/upscale-1x": "upscale_calls"}
+        if v1_path in counted:
+            self._count(counted[v1_path])
+        presented = (api_key or "").strip().encode()
+        if not hmac.compare_digest(presented, self.api_key.encode()):
+            return _json(401, simulator_v2.v2_answer(v1_path, 401, {"message": "invalid API key"}, 0))
+        try:
+            answer = self._routes[(v1_method, v1_path)](v1_body)
+        except _BadRequest as exc:
+            answer = _error(400, str(exc))
+        try:
+            payload = json.loads(answer.body or b"{}")
+        except ValueError:
+            payload = {}
+        v2 = simulator_v2.v2_answer(v1_path, answer.status, payload, self.max_concurrent_jobs)
+        return _json(answer.status, v2, answer.headers)
 
     def _authorized(self, header: str | None) -> bool:
         presented = (header or "").strip().encode()  # bytes: compare_digest refuses non-ASCII str
@@ -335,6 +374,9 @@ class ApiframeSimulator:
                     raise _BadRequest(str(exc)) from None
             with self._lock:
                 return _json(200, dataclasses.asdict(self.faults))
+        if path == "/_sim/webhooks" and method == "GET":
+            with self._lock:
+                return _json(200, {"webhooks": list(self.webhook_log)})
         if path == "/_sim/reset" and method == "POST":
             self.reset()
             return _json(200, {"faults": dataclasses.asdict(self.faults), "stats": self.stats()})
@@ -351,6 +393,8 @@ class ApiframeSimulator:
                 return _json(self.faults.server_error_status, {})
             reject, delay = self.faults.reject_inpaint, self.faults.inpaint_response_delay
         if reject is not None:
+            if self.faults.reject_inpaint_status != 400:
+                return _error(self.faults.reject_inpaint_status, reject)
             raise _BadRequest(reject)
         payload = _json_object(body)
         parent_id = _required_str(payload, "parent_task_id")
@@ -481,7 +525,8 @@ class ApiframeSimulator:
             task = _Task(str(uuid.uuid4()), task_type, faults=dataclasses.replace(self.faults), **attrs)
             self._tasks[task.task_id] = task
             self._stats["tasks_created"] += 1
-            self._stats["credits_spent"] += _TASK_CREDITS.get(task_type.partition("#")[0], 4)
+            prices = simulator_v2.V2_CREDITS if self.api_version == "v2" else _TASK_CREDITS
+            self._stats["credits_spent"] += prices.get(task_type.partition("#")[0], 4)
             self._active_workers += 1
             self._running_tasks += 1
             self._stats["running_tasks_peak"] = max(self._stats["running_tasks_peak"], self._running_tasks)
@@ -564,15 +609,21 @@ class ApiframeSimulator:
         drop = task.faults.drop_webhooks
         if not task.webhook_url or drop == "all" or (drop == "final" and final):
             return
-        body = json.dumps(_with_extras(payload, task.faults)).encode()
+        if self.api_version == "v2":  # the job, signed with the key; no secret is echoed
+            body, signed = simulator_v2.v2_webhook(_with_extras(payload, task.faults), self.api_key)
+        else:
+            body, signed = json.dumps(_with_extras(payload, task.faults)).encode(), {}
         for _ in range(2 if task.faults.duplicate_webhooks else 1):
             if not self._stopping.is_set():
-                self._post_webhook(task.webhook_url, task.webhook_secret, body)
+                self._post_webhook(task.webhook_url, task.webhook_secret, body, signed)
 
-    def _post_webhook(self, url: str, secret: str | None, body: bytes) -> None:
-        headers = {"Content-Type": "application/json"}
+    def _post_webhook(self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None) -> None:
+        headers = {"Content-Type": "application/json", **(signed or {})}
         if secret:
             headers["x-webhook-secret"] = secret
+        with self._lock:
+            if len(self.webhook_log) < 10_000:
+                self.webhook_log.append({"url": url, "headers": headers, "body": body.decode()})
         try:
             with requests.post(
                 url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT, allow_redirects=False
@@ -884,7 +935,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             self.server.sim._request.range = self.headers.get("Range")
-            response = self.server.sim._handle(method, self.path, self.headers.get("Authorization"), body)
+            headers = self.headers
+            response = self.server.sim._handle(
+                method, self.path, headers.get("Authorization"), body, headers.get("X-API-Key")
+            )
         except _BadRequest as exc:
             response = _error(400, str(exc))
         except Exception:
@@ -931,6 +985,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
     parser.add_argument("--api-key", default="sim-key")
+    parser.add_argument("--api-version", choices=("v1", "v2"), default="v1", help="the APIFRAME generation to speak")
     parser.add_argument("--step-delay", type=float, default=0.5, help="seconds between progress steps")
     parser.add_argument("--progress-steps", default="25,50,75", help="comma-separated percentages")
     parser.add_argument("--image-size", default="512x512", help="WIDTHxHEIGHT of parent pictures")
@@ -966,6 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         step_delay=args.step_delay,
         progress_steps=steps,
         image_size=(width, height),
+        api_version=args.api_version,
     )
     try:
         sim.set_faults(**chosen)

@@ -63,6 +63,7 @@ class StackOptions:
     bucket: str = "vary-region-local"
     table: str = "vary-region-jobs"
     apiframe_base_url: str | None = None  # None: start the built-in simulator
+    api_version: str = "v1"  # the APIFRAME generation the functions (and the simulator) speak
     api_key: str = SIMULATOR_API_KEY
     simulator_step_delay: float = 0.3
     reconcile_period_seconds: float = 2.0
@@ -131,9 +132,9 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         opts = self.options
-        serialise_dynamodb_requests()
         # Powertools warns when an invocation emitted no metric (a progress webhook): noise here.
         warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+        serialise_dynamodb_requests()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
         self._moto.start()
@@ -148,7 +149,11 @@ class LocalStack:
             from vary_region_local.simulator import ApiframeSimulator
 
             self.simulator = ApiframeSimulator(
-                api_key=opts.api_key, host=opts.host, port=opts.simulator_port, step_delay=opts.simulator_step_delay
+                api_key=opts.api_key,
+                host=opts.host,
+                port=opts.simulator_port,
+                step_delay=opts.simulator_step_delay,
+                api_version=opts.api_version,
             )
             apiframe_url = self.simulator.start()
         queues, secret_id = self._create_resources()
@@ -214,7 +219,7 @@ class LocalStack:
         if self.stream_poller is not None:
             self.stream_poller.stop()
         if self._publisher_process is not None:
-            self._stop_publisher_process(self._publisher_process)
+            _stop_child(self._publisher_process)
         if self._webhook_server:
             self._webhook_server.stop()
         if self.simulator:
@@ -225,16 +230,6 @@ class LocalStack:
         # Only the stack that wrote stack.json removes it: a failed start must not remove another's.
         if self.info is not None and state is not None and (state / "stack.json").exists():
             (state / "stack.json").unlink()
-
-    @staticmethod
-    def _stop_publisher_process(process: subprocess.Popen[bytes]) -> None:
-        if process.stdin is not None:
-            process.stdin.close()  # its signal to stop
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
     def __enter__(self) -> LocalStack:
         try:
@@ -327,6 +322,7 @@ class LocalStack:
             "JOBS_BUCKET": opts.bucket,
             "JOBS_TABLE": opts.table,
             "APIFRAME_BASE_URL": apiframe_url,
+            "APIFRAME_API_VERSION": opts.api_version,
             "APIFRAME_API_KEY_SECRET_ID": secret_id,
             "APIFRAME_API_KEY_PARAMETER": "",
             "WEBHOOK_BASE_URL": webhook_base,
@@ -393,6 +389,17 @@ class LocalStack:
                 self.run_reconciler()
             except Exception as exc:
                 print(f"reconciler error: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _stop_child(process: subprocess.Popen[bytes]) -> None:
+    """A child of the stack (the publisher) stops when its stdin closes."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 # --- the command line ------------------------------------------------------------------------------
@@ -522,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an APIFRAME-compatible server to use instead of the built-in simulator",
     )
     parser.add_argument("--api-key", default=os.environ.get("APIFRAME_API_KEY", SIMULATOR_API_KEY))
+    parser.add_argument(
+        "--api-version",
+        choices=("v1", "v2"),
+        default=os.environ.get("APIFRAME_API_VERSION", "").strip().lower() or "v1",
+        help="the APIFRAME generation (env APIFRAME_API_VERSION); the built-in simulator speaks it too",
+    )
     parser.add_argument("--step-delay", type=float, default=0.3, help="simulator: seconds between task steps")
     parser.add_argument("--reconcile-period", type=float, default=2.0)
     parser.add_argument("--reconcile-quiet", type=int, default=10)
@@ -546,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator_port=args.simulator_port,
         apiframe_base_url=args.apiframe_base_url,
         api_key=args.api_key,
+        api_version=args.api_version,
         simulator_step_delay=args.step_delay,
         reconcile_period_seconds=args.reconcile_period,
         reconcile_quiet_seconds=args.reconcile_quiet,

@@ -18,43 +18,43 @@ def secret() -> str:
 def test_given_the_right_secret_in_any_header_case_when_verified_then_it_passes(secret, header):
     headers = {"content-type": "application/json", header: secret}
 
-    assert verifier.verify(headers, BODY, hash_webhook_secret(secret)) is True
+    assert verifier.verify(headers, BODY, None, hash_webhook_secret(secret)) is True
 
 
 def test_given_a_wrong_secret_when_verified_then_it_fails(secret):
-    assert verifier.verify({"x-webhook-secret": new_webhook_secret()}, BODY, hash_webhook_secret(secret)) is False
+    assert verifier.verify({"x-webhook-secret": new_webhook_secret()}, BODY, None, hash_webhook_secret(secret)) is False
 
 
 @pytest.mark.parametrize("presented", ["", " ", "x"])
 def test_given_an_empty_or_near_empty_secret_when_verified_then_it_fails(secret, presented):
-    assert verifier.verify({"x-webhook-secret": presented}, BODY, hash_webhook_secret(secret)) is False
+    assert verifier.verify({"x-webhook-secret": presented}, BODY, None, hash_webhook_secret(secret)) is False
 
 
 def test_given_a_secret_with_extra_characters_when_verified_then_it_fails(secret):
     stored = hash_webhook_secret(secret)
 
-    assert verifier.verify({"x-webhook-secret": secret + " "}, BODY, stored) is False
-    assert verifier.verify({"x-webhook-secret": secret[:-1]}, BODY, stored) is False
+    assert verifier.verify({"x-webhook-secret": secret + " "}, BODY, None, stored) is False
+    assert verifier.verify({"x-webhook-secret": secret[:-1]}, BODY, None, stored) is False
 
 
 def test_given_no_secret_header_when_verified_then_it_fails(secret):
     headers = {"content-type": "application/json", "authorization": secret, "x-webhook-signature": secret}
 
-    assert verifier.verify(headers, BODY, hash_webhook_secret(secret)) is False
+    assert verifier.verify(headers, BODY, None, hash_webhook_secret(secret)) is False
 
 
 @pytest.mark.parametrize("stored", ["", None])
 def test_given_no_stored_hash_when_verified_then_it_fails_even_for_an_empty_secret(stored):
-    assert verifier.verify({"x-webhook-secret": ""}, BODY, stored) is False
-    assert verifier.verify({"x-webhook-secret": "anything"}, BODY, stored) is False
+    assert verifier.verify({"x-webhook-secret": ""}, BODY, None, stored) is False
+    assert verifier.verify({"x-webhook-secret": "anything"}, BODY, None, stored) is False
 
 
 def test_given_the_stored_value_is_the_plain_secret_when_verified_then_it_fails(secret):
     # The table holds hashes: presenting the stored value itself must not work, and neither must a plain secret.
     stored = hash_webhook_secret(secret)
 
-    assert verifier.verify({"x-webhook-secret": stored}, BODY, stored) is False
-    assert verifier.verify({"x-webhook-secret": secret}, BODY, secret) is False
+    assert verifier.verify({"x-webhook-secret": stored}, BODY, None, stored) is False
+    assert verifier.verify({"x-webhook-secret": secret}, BODY, None, secret) is False
 
 
 def test_given_a_secret_when_hashed_then_the_hash_is_stable_and_does_not_reveal_it(secret):
@@ -79,5 +79,5 @@ def test_given_the_body_changes_when_verified_then_only_the_secret_matters(secre
     # v1 webhooks echo a secret; nothing is signed, so any body with the right secret passes the check.
     stored = hash_webhook_secret(secret)
 
-    assert verifier.verify({"x-webhook-secret": secret}, b"", stored) is True
-    assert verifier.verify({"x-webhook-secret": secret}, b"not json", stored) is True
+    assert verifier.verify({"x-webhook-secret": secret}, b"", None, stored) is True
+    assert verifier.verify({"x-webhook-secret": secret}, b"not json", None, stored) is True

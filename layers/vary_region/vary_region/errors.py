@@ -39,10 +39,11 @@ class JobRejected(Exception):
 class ProviderRejected(Exception):
     """APIFRAME refused a request for good (4xx other than 408/429): retrying would not help."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(f"APIFRAME answered {status}: {message}")
         self.status = status
         self.message = message
+        self.code = code or "PROVIDER_REJECTED"  # the job's error code (v2 names some refusals)
 
 
 class ProviderUnavailable(Exception):

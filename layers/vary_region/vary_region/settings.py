@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from vary_region.budget.ledger import BudgetPolicy
 
 DEFAULT_IMAGE_HOSTS = "cdn.apiframe.pro,cdn.apiframe.ai,cdn2.apiframe.ai"
+# Each API generation's base URL and its price list (credits: imagine, upscale, inpaint): v1's
+# fast mode, and v2's generate / upsample / inpaint, which v2 refunds when a job fails.
+GENERATIONS = {
+    "v1": ("https://api.apiframe.pro", (4, 2, 4)),
+    "v2": ("https://api.apiframe.ai", (16, 4, 16)),
+}
 
 
 class SettingsError(ValueError):
@@ -65,6 +71,7 @@ class Settings:
     jobs_bucket: str
     jobs_table: str
     apiframe_base_url: str = "https://api.apiframe.pro"
+    apiframe_api_version: str = "v1"  # v1 (api.apiframe.pro) or v2 (api.apiframe.ai): see provider/port.py
     api_key_secret_id: str = ""
     api_key_parameter: str = ""
     webhook_base_url: str = ""
@@ -165,10 +172,13 @@ class Settings:
 
         hosts = env.get("ALLOWED_IMAGE_HOSTS", "").strip() or DEFAULT_IMAGE_HOSTS
         defaults = cls(jobs_bucket="-", jobs_table="-")
+        version = choice("APIFRAME_API_VERSION", defaults.apiframe_api_version, ("v1", "v2"))
+        base_url, prices = GENERATIONS[version]
         return cls(
             jobs_bucket=required("JOBS_BUCKET"),
             jobs_table=required("JOBS_TABLE"),
-            apiframe_base_url=(env.get("APIFRAME_BASE_URL", "").strip() or defaults.apiframe_base_url).rstrip("/"),
+            apiframe_api_version=version,
+            apiframe_base_url=(env.get("APIFRAME_BASE_URL", "").strip() or base_url).rstrip("/"),
             api_key_secret_id=env.get("APIFRAME_API_KEY_SECRET_ID", "").strip(),
             api_key_parameter=env.get("APIFRAME_API_KEY_PARAMETER", "").strip(),
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
@@ -191,9 +201,9 @@ class Settings:
                 number("RESULT_REFETCH_DELAY_SECONDS", defaults.result_refetch_delay_seconds, float)
             ),
             reconcile_batch_limit=int(number("RECONCILE_BATCH_LIMIT", defaults.reconcile_batch_limit)),
-            credits_imagine=int(number("CREDITS_IMAGINE", defaults.credits_imagine)),
-            credits_upscale=int(number("CREDITS_UPSCALE", defaults.credits_upscale)),
-            credits_inpaint=int(number("CREDITS_INPAINT", defaults.credits_inpaint)),
+            credits_imagine=int(number("CREDITS_IMAGINE", prices[0])),
+            credits_upscale=int(number("CREDITS_UPSCALE", prices[1])),
+            credits_inpaint=int(number("CREDITS_INPAINT", prices[2])),
             daily_credit_limit=count("DAILY_CREDIT_LIMIT", defaults.daily_credit_limit),
             monthly_credit_limit=count("MONTHLY_CREDIT_LIMIT", defaults.monthly_credit_limit),
             over_budget=choice("OVER_BUDGET", defaults.over_budget, ("hold", "reject")),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from vary_region.jobs.reconcile import Reconciler
     from vary_region.jobs.webhook import WebhookReceiver
     from vary_region.provider.apiframe import ApiframeClient
+    from vary_region.provider.port import ProviderWebhooks
     from vary_region.results.completion import JobCompleter
 
 # Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
@@ -68,33 +69,49 @@ def task_store(settings: Settings) -> TaskStore:
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
-    # Imported here: the webhook function never calls APIFRAME, and its cold start skips the client.
-    from vary_region.provider.api_key import api_key_reader
-    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
+    """The paid calls' client, of the stack's API generation (APIFRAME_API_VERSION)."""
+    from vary_region.provider.apiframe import RetryPolicy
 
-    return ApiframeClient(
-        settings.apiframe_base_url,
-        api_key_reader(settings),
-        connect_timeout=settings.apiframe_connect_timeout,
-        read_timeout=settings.apiframe_read_timeout,
-        retry=RetryPolicy(budget_seconds=settings.submit_retry_budget_seconds),
-    )
+    return _provider_client(settings, RetryPolicy(budget_seconds=settings.submit_retry_budget_seconds))
 
 
 def free_calls_client(settings: Settings) -> ApiframeClient:
     """A client of its own for the free reads (Fetch, the account): retried on every transient answer
     within a shorter budget than a paid call's, so an outage holds the job instead of eating the
     invocation."""
-    from vary_region.provider.api_key import api_key_reader
-    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
+    from vary_region.provider.apiframe import RetryPolicy
 
-    return ApiframeClient(
+    return _provider_client(settings, RetryPolicy(budget_seconds=min(10.0, settings.submit_retry_budget_seconds)))
+
+
+def _provider_client(settings: Settings, retry: Any) -> ApiframeClient:
+    from vary_region.provider.api_key import api_key_reader
+
+    from vary_region.provider.apiframe import ApiframeClient
+
+    client_type: type[ApiframeClient] = ApiframeClient
+    if settings.apiframe_api_version == "v2":
+        from vary_region.provider.apiframe_v2 import ApiframeV2Client
+
+        client_type = ApiframeV2Client
+    return client_type(
         settings.apiframe_base_url,
-        api_key_reader(settings),  # the same cached secret: Powertools caches per process
+        api_key_reader(settings),  # one cached secret per container: Powertools caches per process
         connect_timeout=settings.apiframe_connect_timeout,
         read_timeout=settings.apiframe_read_timeout,
-        retry=RetryPolicy(budget_seconds=min(10.0, settings.submit_retry_budget_seconds)),
+        retry=retry,
     )
+
+
+def provider_webhooks(settings: Settings) -> ProviderWebhooks:
+    """How the stack's API generation authenticates and words its webhooks."""
+    from vary_region.provider.webhook_auth import SharedSecretVerifier, SignedWebhookVerifier
+
+    if settings.apiframe_api_version == "v2":
+        from vary_region.provider.api_key import api_key_reader
+
+        return SignedWebhookVerifier(api_key_reader(settings))
+    return SharedSecretVerifier()
 
 
 def parent_reader(settings: Settings, client: ApiframeClient | None = None) -> ParentReader:
@@ -186,7 +203,7 @@ def state_change_publisher(settings: Settings) -> StateChangePublisher:
 def webhook_receiver(settings: Settings) -> WebhookReceiver:
     from vary_region.jobs.webhook import WebhookReceiver
 
-    return WebhookReceiver(task_store(settings), completion_queue(settings))
+    return WebhookReceiver(task_store(settings), completion_queue(settings), provider_webhooks(settings))
 
 
 def reconciler(settings: Settings) -> Reconciler:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vary_region.errors import ImageCopyError, JobRejected, ProviderRejected, ProviderUnavailable, UnsafeImageUrl
-from vary_region.provider.task_result import RUNNING_STATUSES, MalformedTaskPayload, TaskResult, TaskState
+from vary_region.provider.task_result import MalformedTaskPayload, TaskResult, TaskState
 from vary_region.results.url_policy import AddressRule, Resolver, check_image_url, is_public_address, resolve_host
 from vary_region.settings import ImageOrigin
 
@@ -115,8 +115,8 @@ class ParentReader:
             raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
         if task.state is TaskState.FAILED:
             raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; start from a finished task instead")
-        if task.provider_status in RUNNING_STATUSES:
-            status = task.provider_status
+        if task.state is TaskState.RUNNING and task.provider_status is not None:
+            status = task.provider_status  # said in so many words (pending, processing, queued, ...)
             raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
         return task
 

@@ -49,8 +49,8 @@ from vary_region.jobs.job import Job, JobStatus, utc_now
 from vary_region.jobs.stages import JobStage, stages_from
 from vary_region.jobs.task_store import ProviderBusy, TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.provider.apiframe import (
-    ApiframeClient,
+from vary_region.provider.port import Provider
+from vary_region.provider.stage_requests import (
     ImagineRequest,
     InpaintRequest,
     StageRequest,
@@ -132,7 +132,7 @@ class JobSubmitter:
         settings: Settings,
         store: TaskStore,
         files: JobFiles,
-        apiframe: ApiframeClient,
+        apiframe: Provider,
         parents: ParentReader,
         clock: Callable[[], datetime] = utc_now,
         hold: Hold | None = None,
@@ -526,7 +526,7 @@ class JobSubmitter:
             self._give_back(job_id, token, plan, given_back)
             raise
         except ProviderRejected as exc:
-            error = JobError("PROVIDER_REJECTED", exc.message, Stage.SUBMIT)
+            error = JobError(exc.code, exc.message, Stage.SUBMIT)
             self._ends.fail(job_id, error, settlement=_unpaid(reservation, plan.stage, self._settings))
             logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)

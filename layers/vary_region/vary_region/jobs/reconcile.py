@@ -17,7 +17,8 @@ from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, utc_now
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.provider.apiframe import FETCH_MANY_LIMIT, ApiframeClient
+from vary_region.provider.apiframe import FETCH_MANY_LIMIT
+from vary_region.provider.port import Provider
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.results.documents import UnsuccessfulEnd
 from vary_region.settings import Settings
@@ -49,7 +50,7 @@ class Reconciler:
         settings: Settings,
         store: TaskStore,
         files: JobFiles,
-        apiframe: ApiframeClient,
+        apiframe: Provider,
         queue: CompletionQueue,
         clock: Callable[[], datetime] = utc_now,
         wake: Callable[[str], None] | None = None,

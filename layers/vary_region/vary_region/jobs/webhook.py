@@ -20,9 +20,10 @@ from vary_region.jobs.job import Job, utc_now
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import logger
-from vary_region.provider.task_result import MalformedTaskPayload, TaskState, parse_task_result
-from vary_region.provider.webhook_auth import SharedSecretVerifier, WebhookVerifier
-from vary_region.provider.webhook_token import parse_webhook_token
+from vary_region.provider.port import ProviderWebhooks
+from vary_region.provider.task_result import MalformedTaskPayload, TaskState
+from vary_region.provider.webhook_auth import SharedSecretVerifier
+from vary_region.provider.webhook_token import parse_webhook_token, split_url_secret
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 
@@ -59,12 +60,12 @@ class WebhookReceiver:
         self,
         store: TaskStore,
         queue: CompletionQueue,
-        verifier: WebhookVerifier | None = None,
+        webhooks: ProviderWebhooks | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._queue = queue
-        self._verifier = verifier or SharedSecretVerifier()
+        self._webhooks = webhooks or SharedSecretVerifier()
         self._clock = clock
 
     def receive(self, delivery: WebhookDelivery) -> WebhookOutcome:
@@ -72,7 +73,7 @@ class WebhookReceiver:
         if len(delivery.body) > MAX_WEBHOOK_BYTES:
             raise WebhookMalformed(f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
         try:
-            update = parse_task_result(json.loads(delivery.body))
+            update = self._webhooks.parse(json.loads(delivery.body))
         except (ValueError, MalformedTaskPayload) as exc:
             raise WebhookMalformed(f"the body is not a task payload: {exc}") from None
         known_task = job.task_id_of(stage)
@@ -96,13 +97,14 @@ class WebhookReceiver:
         """The job (and stage) the URL names whose secret the delivery carries; WebhookUnauthorized
         otherwise. Each stage of a chain has its own secret and its own URL."""
         found = False
-        for job_id, stage in _candidate_job_ids(delivery.path_job_id):
+        segment, url_secret = split_url_secret(delivery.path_job_id)
+        for job_id, stage in _candidate_job_ids(segment):
             job = self._store.get(job_id)
             if job is None:
                 continue
             found = True
             secret_hash = job.stage_secret_hashes.get(stage) if job.was_submitted else None
-            if secret_hash and self._verifier.verify(delivery.headers, delivery.body, secret_hash):
+            if secret_hash and self._webhooks.verify(delivery.headers, delivery.body, url_secret, secret_hash):
                 logger.append_keys(job_id=job.job_id)
                 return job, stage
         logger.append_keys(path_job_id=delivery.path_job_id)  # as it arrived: decoding could name another job

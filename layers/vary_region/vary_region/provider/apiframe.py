@@ -17,12 +17,14 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
 from vary_region.observability import traced_http_session, tracer
+from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, StageRequest, UpscaleRequest
 from vary_region.provider.task_result import TaskResult, parse_task_result
+
+__all__ = ["ApiframeClient", "ImagineRequest", "InpaintRequest", "RetryPolicy", "StageRequest", "UpscaleRequest"]
 
 if TYPE_CHECKING:  # imported on first use: the handlers' import path (and cold start) stays lean
     import requests
@@ -33,72 +35,24 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # that took the request. Resending could pay twice, so the outcome is unknown, never retried.
 # 503 (like 429 and 408) is a refusal to take the request at all: retried. Fetch retries all of them.
 AMBIGUOUS_SUBMIT_STATUS = frozenset({500, 502, 504})
-# Value types are NamedTuples, not frozen dataclasses: they are built at every cold start of the
-# submit function, where a frozen dataclass costs about 0.5 ms to build and a NamedTuple 0.1 ms.
 FETCH_MANY_LIMIT = 20
 
 
-class InpaintRequest(NamedTuple):
-    """The body of one paid POST /inpaint."""
-
-    parent_task_id: str
-    mask_data_url: str
-    prompt: str | None
-    webhook_url: str | None
-    webhook_secret: str | None
-    endpoint: str = "/inpaint"
-
-    def to_body(self) -> dict[str, str]:
-        body = {"parent_task_id": self.parent_task_id, "mask": self.mask_data_url}
-        if self.prompt:
-            body["prompt"] = self.prompt
-        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
-
-    def __repr__(self) -> str:  # the mask and the secret never reach a log line
-        return f"InpaintRequest(parent_task_id={self.parent_task_id!r}, prompt={self.prompt!r})"
-
-
-class ImagineRequest(NamedTuple):
-    """The body of one paid POST /imagine: the first stage of a job that starts from a prompt."""
-
-    prompt: str
-    aspect_ratio: str
-    webhook_url: str | None
-    webhook_secret: str | None
-    endpoint: str = "/imagine"
-
-    def to_body(self) -> dict[str, str]:
-        body = {"prompt": self.prompt, "aspect_ratio": self.aspect_ratio}
-        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
-
-    def __repr__(self) -> str:  # the secret never reaches a log line
-        return f"ImagineRequest(aspect_ratio={self.aspect_ratio!r})"
-
-
-@dataclass(frozen=True)  # a dataclass: its field `index` would shadow tuple.index
-class UpscaleRequest:
-    """The body of one paid POST /upscale-1x: one image of an imagine grid, made the inpaint's parent."""
-
-    parent_task_id: str
-    index: str
-    webhook_url: str | None
-    webhook_secret: str | None
-    endpoint: str = "/upscale-1x"
-
-    def to_body(self) -> dict[str, str]:
-        body = {"parent_task_id": self.parent_task_id, "index": self.index}
-        return body | _webhook_fields(self.webhook_url, self.webhook_secret)
-
-    def __repr__(self) -> str:
-        return f"UpscaleRequest(parent_task_id={self.parent_task_id!r}, index={self.index!r})"
-
-
-def _webhook_fields(url: str | None, secret: str | None) -> dict[str, str]:
-    fields = {"webhook_url": url} if url else {}
-    return fields | ({"webhook_secret": secret} if secret else {})
-
-
-StageRequest = InpaintRequest | ImagineRequest | UpscaleRequest
+def v1_request(request: StageRequest) -> tuple[str, dict[str, str]]:
+    """The v1 endpoint and JSON body of a paid stage request."""
+    if isinstance(request, InpaintRequest):
+        path, body = "/inpaint", {"parent_task_id": request.parent_task_id, "mask": request.mask_data_url}
+        if request.prompt:
+            body["prompt"] = request.prompt
+    elif isinstance(request, ImagineRequest):
+        path, body = "/imagine", {"prompt": request.prompt, "aspect_ratio": request.aspect_ratio}
+    else:
+        path, body = "/upscale-1x", {"parent_task_id": request.parent_task_id, "index": request.index}
+    if request.webhook_url:
+        body["webhook_url"] = request.webhook_url
+    if request.webhook_secret:  # v1 echoes it back as the x-webhook-secret header
+        body["webhook_secret"] = request.webhook_secret
+    return path, body
 
 
 class RetryPolicy(NamedTuple):
@@ -144,11 +98,12 @@ class ApiframeClient:
     def submit(self, request: StageRequest) -> str:
         """POST a paid task (/imagine, /upscale-1x, /inpaint); returns the new task id. Never resends
         a request that may have landed."""
-        body = self._call(request.endpoint, request.to_body(), ambiguous_after_send=True)
+        path, payload = v1_request(request)
+        body = self._call(path, payload, ambiguous_after_send=True)
         task_id = body.get("task_id") if isinstance(body, dict) else None
         if not isinstance(task_id, str) or not task_id:
             # The provider answered 2xx, so a task may exist; we cannot know its id.
-            raise SubmissionAmbiguous(f"APIFRAME accepted {request.endpoint} but returned no task_id")
+            raise SubmissionAmbiguous(f"APIFRAME accepted {path} but returned no task_id")
         return task_id
 
     @tracer.capture_method(capture_response=False)
@@ -291,6 +246,9 @@ def provider_error_message(response: requests.Response) -> str:
             message = first.get("msg") or first.get("message") if isinstance(first, dict) else first
             if message:
                 return str(message)[:1000]
+        nested = body.get("error")
+        if isinstance(nested, dict):  # v2: {"error": {"code": ..., "message": ...}}
+            body = nested
         for key in ("message", "error", "detail"):
             if isinstance(body.get(key), str) and body[key].strip():
                 return body[key].strip()[:1000]

@@ -99,7 +99,7 @@ def parse_task_result(payload: Any) -> TaskResult:
         task_id=task_id.strip(),
         state=state,
         provider_status=status,
-        percentage=_percentage(payload.get("percentage")),
+        percentage=parse_percentage(payload.get("percentage")),
         grid_url=grid if isinstance(grid, str) and grid else None,
         # Every entry kept, a non-string as "": a list with a null in it is not four good images.
         image_urls=tuple(u.strip() if isinstance(u, str) else "" for u in image_urls),
@@ -113,7 +113,7 @@ def _text(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def _percentage(value: Any) -> int | None:
+def parse_percentage(value: Any) -> int | None:
     """The documented form is a string ("80"); numbers and "80%" are tolerated."""
     if isinstance(value, bool) or value is None:
         return None

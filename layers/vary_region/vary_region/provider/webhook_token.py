@@ -3,6 +3,9 @@
 Job ids may hold `?`, `#`, `%`, spaces and any unicode; HTTP fronts are reported to decode paths
 and cut them at `?`. A token of base64url letters survives every front unchanged. The token is not
 a secret: the webhook secret (or, in v2, the signature) is what authenticates a delivery.
+
+v2 echoes no secret, so there the stage's secret rides in the URL after a `~` (unreserved in URLs,
+not a base64url letter): `<token>~<secret>`, a second factor beside the provider's signature.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ _PREFIX = "j-"
 # The stage of a chained job follows the id after a dot (not a base64url letter): one URL per stage.
 _STAGE_SEPARATOR = "."
 _PLAIN_STAGE = "inpaint"
+_SECRET_SEPARATOR = "~"  # noqa: S105 - a separator, not a secret
 
 
 def webhook_token(job_id: str, stage: str = _PLAIN_STAGE) -> str:
@@ -46,3 +50,17 @@ def parse_webhook_token(token: str) -> tuple[str, str] | None:
     if not is_valid_job_id(job_id) or webhook_token(job_id, stage) != token:
         return None
     return job_id, stage
+
+
+def url_with_secret(url: str, secret: str) -> str:
+    """A webhook URL that carries its stage's secret (for a provider that echoes none)."""
+    return f"{url}{_SECRET_SEPARATOR}{secret}"
+
+
+def split_url_secret(segment: str) -> tuple[str, str | None]:
+    """(token, the secret it carries, if any). Only a token carries one: a URL made before tokens
+    was the raw job id, which may itself hold a `~`."""
+    token, separator, secret = segment.partition(_SECRET_SEPARATOR)
+    if separator and secret and parse_webhook_token(token) is not None:
+        return token, secret
+    return segment, None

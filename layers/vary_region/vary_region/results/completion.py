@@ -23,7 +23,7 @@ from vary_region.jobs.job import Job, parse_timestamp, timestamp, utc_now
 from vary_region.jobs.stages import JobStage, next_stage
 from vary_region.jobs.task_store import TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
-from vary_region.provider.apiframe import ApiframeClient
+from vary_region.provider.port import Provider
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.results.documents import (
     UnsuccessfulEnd,
@@ -62,7 +62,7 @@ class JobCompleter:
         settings: Settings,
         store: TaskStore,
         files: JobFiles,
-        apiframe: ApiframeClient,
+        apiframe: Provider,
         copier: ImageCopier,
         queue: CompletionQueue | None = None,
         clock: Callable[[], datetime] = utc_now,

@@ -1,0 +1,200 @@
+"""APIFRAME v2 behind the provider port: its wire form, its job shapes, its errors and its signed
+webhooks, mapped onto the pipeline's requests, TaskResult and error codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from vary_region.errors import ProviderRejected, SubmissionAmbiguous
+from vary_region.provider.apiframe import RetryPolicy
+from vary_region.provider.apiframe_v2 import ApiframeV2Client, parse_v2_job, v2_request
+from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, UpscaleRequest
+from vary_region.provider.task_result import MalformedTaskPayload, TaskState
+from vary_region.provider.webhook_auth import SignedWebhookVerifier, hash_webhook_secret, webhook_signature
+from vary_region.provider.webhook_token import split_url_secret, webhook_token
+
+KEY = "afk_test-key"
+SECRET = "s" * 43
+
+
+def test_each_stage_request_takes_v2s_wire_form_with_the_secret_in_the_url() -> None:
+    url = "https://hooks.example/webhook/j-abc"
+    assert v2_request(InpaintRequest("up-1", "data:image/png;base64,AA", "a cat", url, SECRET)) == (
+        "/v2/images/midjourney/action",
+        {
+            "action": "inpaint",
+            "parentJobId": "up-1",
+            "mask": "data:image/png;base64,AA",
+            "prompt": "a cat",
+            "webhookUrl": f"{url}~{SECRET}",
+        },
+    )
+    assert v2_request(UpscaleRequest("grid-1", "3", None, None)) == (
+        "/v2/images/midjourney/action",
+        {"action": "upsample", "parentJobId": "grid-1", "index": 3},
+    )
+    path, body = v2_request(ImagineRequest("a lighthouse", "16:9", url, SECRET))
+    assert path == "/v2/images/midjourney/generate"
+    assert body == {"prompt": "a lighthouse", "aspectRatio": "16:9", "webhookUrl": f"{url}~{SECRET}"}
+    assert "webhook_secret" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "state", "images", "image_url", "grid"),
+    [
+        ({"id": "j1", "status": "queued"}, TaskState.RUNNING, (), None, None),
+        ({"id": "j1", "status": "processing", "progress": "40"}, TaskState.RUNNING, (), None, None),
+        (
+            {"id": "j1", "status": "completed", "result": {"images": ["a", "b", "c", "d"], "gridUrl": "g"}},
+            TaskState.FINISHED,
+            ("a", "b", "c", "d"),
+            None,
+            "g",
+        ),
+        ({"id": "j1", "status": "completed", "result": {"images": ["u"]}}, TaskState.FINISHED, ("u",), "u", None),
+        ({"id": "j1", "status": "failed", "error": {"message": "nope"}}, TaskState.FAILED, (), None, None),
+        (
+            {"data": {"id": "j1", "status": "COMPLETED", "result": {"images": ["u"]}}},
+            TaskState.FINISHED,
+            ("u",),
+            "u",
+            None,
+        ),
+    ],
+)
+def test_v2_jobs_read_into_task_results(
+    payload: dict[str, Any], state: TaskState, images: tuple[str, ...], image_url: str | None, grid: str | None
+) -> None:
+    result = parse_v2_job(payload)
+    assert (result.task_id, result.state, result.image_urls, result.image_url, result.grid_url) == (
+        "j1",
+        state,
+        images,
+        image_url,
+        grid,
+    )
+
+
+def test_v2_action_names_become_the_pipelines_task_types_and_failures_keep_their_message() -> None:
+    assert parse_v2_job({"id": "j", "action": "upsample"}).task_type == "upscale"
+    assert parse_v2_job({"id": "j", "action": "generate"}).task_type == "imagine"
+    assert parse_v2_job({"id": "j", "status": "failed", "error": {"message": "banned"}}).error_message == "banned"
+    assert parse_v2_job({"id": "j", "status": "processing", "progress": 55.5}).percentage == 55
+    with pytest.raises(MalformedTaskPayload):
+        parse_v2_job({"status": "completed"})
+
+
+class _Answer:
+    def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.status_code, self._payload, self.headers = status, payload, headers or {}
+
+    def json(self) -> Any:
+        return self._payload
+
+
+class _Session:
+    def __init__(self, *answers: _Answer) -> None:
+        self.answers, self.calls = list(answers), []  # type: ignore[var-annotated]
+
+    def request(self, method: str, url: str, **kwargs: Any) -> _Answer:
+        self.calls.append((method, url, kwargs))
+        return self.answers.pop(0)
+
+
+def _client(*answers: _Answer) -> tuple[ApiframeV2Client, _Session]:
+    session = _Session(*answers)
+    client = ApiframeV2Client(
+        "https://api.apiframe.ai",
+        lambda: KEY,
+        session=session,
+        retry=RetryPolicy(budget_seconds=5),
+        sleep=lambda s: None,  # type: ignore[arg-type]
+    )
+    return client, session
+
+
+def test_the_key_goes_in_x_api_key_and_the_new_job_id_is_read() -> None:
+    client, session = _client(_Answer(200, {"jobId": "job-9", "status": "queued"}))
+    assert client.submit(UpscaleRequest("grid-1", "1", None, None)) == "job-9"
+    method, url, kwargs = session.calls[0]
+    assert (method, url) == ("POST", "https://api.apiframe.ai/v2/images/midjourney/action")
+    assert kwargs["headers"]["X-API-Key"] == KEY and "Authorization" not in kwargs["headers"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (402, "PROVIDER_CREDITS_INSUFFICIENT"),
+        (409, "PARENT_TOO_OLD"),
+        (400, "PROVIDER_REJECTED"),
+        (403, "PROVIDER_REJECTED"),
+    ],
+)
+def test_typed_refusals_get_their_codes_and_are_never_resent(status: int, code: str) -> None:
+    client, session = _client(_Answer(status, {"error": {"code": "x", "message": "refused here"}}))
+    with pytest.raises(ProviderRejected) as refused:
+        client.submit(UpscaleRequest("grid-1", "1", None, None))
+    assert (refused.value.code, refused.value.message, len(session.calls)) == (code, "refused here", 1)
+
+
+def test_a_429_is_retried_after_its_retry_after_and_a_500_is_ambiguous() -> None:
+    client, session = _client(_Answer(429, {}, {"Retry-After": "1"}), _Answer(200, {"id": "job-2"}))
+    assert client.submit(UpscaleRequest("grid-1", "1", None, None)) == "job-2"
+    assert len(session.calls) == 2
+    client, session = _client(_Answer(500, {}))
+    with pytest.raises(SubmissionAmbiguous):
+        client.submit(UpscaleRequest("grid-1", "1", None, None))
+    assert len(session.calls) == 1
+
+
+def test_the_account_reads_team_credits_and_max_concurrent_jobs() -> None:
+    client, session = _client(_Answer(200, {"team": {"credits": "120", "maxConcurrentJobs": 12}}))
+    assert client.account_credits() == 120
+    client, session = _client(_Answer(200, {"team": {"credits": 1, "maxConcurrentJobs": 12}}))
+    assert client.max_concurrent_jobs() == 12
+    assert session.calls[0][1] == "https://api.apiframe.ai/v2/me"
+
+
+def test_fetch_many_reads_each_job_and_leaves_unknown_ones_out() -> None:
+    client, session = _client(
+        _Answer(200, {"id": "a", "status": "queued"}), _Answer(404, {}), _Answer(200, {"id": "c", "status": "queued"})
+    )
+    assert [task.task_id for task in client.fetch_many(["a", "b", "c"])] == ["a", "c"]
+    assert [call[1].rsplit("/", 1)[-1] for call in session.calls] == ["a", "b", "c"]
+
+
+BODY = b'{"id": "job-1", "status": "completed"}'
+verifier = SignedWebhookVerifier(lambda: KEY)
+SIGNED = {"X-Webhook-Signature": webhook_signature(KEY, BODY)}
+
+
+def test_a_signed_webhook_with_the_stage_secret_in_its_url_is_accepted() -> None:
+    assert verifier.verify(SIGNED, BODY, SECRET, hash_webhook_secret(SECRET)) is True
+    assert verifier.verify(
+        {"x-webhook-signature": SIGNED["X-Webhook-Signature"].upper()}, BODY, SECRET, hash_webhook_secret(SECRET)
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "url_secret"),
+    [
+        ({}, BODY, SECRET),  # no signature
+        ({"X-Webhook-Signature": webhook_signature("afk_other", BODY)}, BODY, SECRET),  # another key
+        (SIGNED, BODY + b" ", SECRET),  # the body altered after signing
+        ({"X-Webhook-Signature": webhook_signature(KEY, BODY).removeprefix("sha256=")}, BODY, SECRET),
+        (SIGNED, BODY, None),  # signed, but without the stage's URL secret
+        (SIGNED, BODY, "t" * 43),  # signed, with another secret
+        ({"X-Webhook-Signature": "sha256=é"}, BODY, SECRET),  # not even ASCII
+    ],
+)
+def test_anything_but_both_factors_is_refused(headers: dict[str, str], body: bytes, url_secret: str | None) -> None:
+    assert verifier.verify(headers, body, url_secret, hash_webhook_secret(SECRET)) is False
+
+
+def test_the_url_secret_is_split_from_a_token_only() -> None:
+    token = webhook_token("job-1", "upscale")
+    assert split_url_secret(f"{token}~{SECRET}") == (token, SECRET)
+    assert split_url_secret(token) == (token, None)
+    assert split_url_secret("a~b") == ("a~b", None)  # a URL made before tokens: a job id may hold "~"
