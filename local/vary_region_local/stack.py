@@ -8,7 +8,6 @@ import argparse
 import errno
 import io
 import json
-import logging
 import os
 import signal
 import socket
@@ -27,13 +26,13 @@ import yaml
 
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
-from vary_region_local.moto_fixes import serialise_dynamodb_requests
 from vary_region_local.sqs_poller import SqsPoller
 from vary_region_local.stream_poller import StreamPoller
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
 SIMULATOR_API_KEY = "sim-local-api-key"
 COMPLETION_TIMEOUT_SECONDS = 120  # template.yaml: CompletionFunction's Timeout
+MOTO_START_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class LocalStack:
         self.options = options or StackOptions()
         self.simulator: Any = None
         self.info: StackInfo | None = None
-        self._moto: Any = None
+        self._moto: subprocess.Popen[bytes] | None = None  # moto_process: the stack's AWS
         self._webhook_server: HttpApiServer | None = None
         self.pollers: dict[str, SqsPoller] = {}  # function name -> its event source mapping
         self.stream_poller: StreamPoller | None = None  # the publisher's: the job table's stream
@@ -129,16 +128,14 @@ class LocalStack:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> StackInfo:
-        from moto.server import ThreadedMotoServer
-
         opts = self.options
         # Powertools warns when an invocation emitted no metric (a progress webhook): noise here.
         warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
-        serialise_dynamodb_requests()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-        self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
+        command = [sys.executable, "-m", "vary_region_local.moto_process", "--host", opts.host]
+        self._moto = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [*command, "--port", str(opts.aws_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        host, port = _listening_address(self._moto, MOTO_START_TIMEOUT_SECONDS)
         endpoint = f"http://{host}:{port}"
         os.environ.update(
             LOCAL_CREDENTIALS
@@ -224,8 +221,8 @@ class LocalStack:
             self._webhook_server.stop()
         if self.simulator:
             self.simulator.stop()
-        if self._moto:
-            self._moto.stop()
+        if self._moto is not None:
+            _stop_child(self._moto)
         state = self.options.state_dir
         # Only the stack that wrote stack.json removes it: a failed start must not remove another's.
         if self.info is not None and state is not None and (state / "stack.json").exists():
@@ -391,8 +388,21 @@ class LocalStack:
                 print(f"reconciler error: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def _listening_address(process: subprocess.Popen[bytes], timeout: float) -> tuple[str, int]:
+    """The (host, port) a child server prints as its first line, once it listens."""
+    line: list[bytes] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline() if process.stdout else b""))
+    reader.daemon = True
+    reader.start()
+    reader.join(timeout)
+    if not line or not line[0]:
+        raise RuntimeError(f"moto's server did not start within {timeout:.0f}s (exit code {process.poll()})")
+    address = json.loads(line[0])
+    return str(address["host"]), int(address["port"])
+
+
 def _stop_child(process: subprocess.Popen[bytes]) -> None:
-    """A child of the stack (the publisher) stops when its stdin closes."""
+    """A child of the stack (moto, the publisher) stops when its stdin closes."""
     if process.stdin is not None:
         process.stdin.close()
     try:

@@ -1,0 +1,42 @@
+"""moto's server (the local stack's AWS) in a process of its own.
+
+Deployed, S3, DynamoDB and SQS never share a CPU with the functions; in the stack's own process
+moto's request handling competed for one interpreter lock with the handlers, and every webhook
+waited for it. The stack starts this module, reads the port it listens on from its first line of
+output, and stops it by closing its stdin, which also ends it when the stack dies without stopping
+it. The DynamoDB fixes of moto_fixes are applied here, where moto runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from vary_region_local.moto_fixes import serialise_dynamodb_requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vary_region_local.moto_process", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group: the stack, not this process, decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from moto.server import ThreadedMotoServer
+
+    serialise_dynamodb_requests()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    print(json.dumps({"host": host, "port": port}), flush=True)
+    sys.stdin.buffer.read()  # EOF: the stack closed our stdin, or is gone
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
