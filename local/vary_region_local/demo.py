@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shlex
 import signal
 import socket
@@ -140,7 +141,8 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
             info = stack.start()
             print(
                 f"  ready in {time.monotonic() - started:.1f}s: AWS (moto) {info['aws_endpoint_url']}, "
-                f"APIFRAME simulator {info['apiframe_base_url']}, webhook {info['webhook_url']}",
+                f"APIFRAME {os.environ.get('APIFRAME_API_VERSION') or 'v1'} simulator {info['apiframe_base_url']}, "
+                f"webhook {info['webhook_url']}",
                 flush=True,
             )
         run = Cli(stack.stack_file)

@@ -89,7 +89,10 @@ class StackProcess:
 
 
 def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("APIFRAME_", "AWS_", "LOCAL_"))}
+    """The caller's environment without what could reach real services. The API generation stays:
+    `APIFRAME_API_VERSION=v2 make demo` runs the demo against the simulator speaking v2."""
+    kept = {"APIFRAME_API_VERSION"}
+    return {k: v for k, v in os.environ.items() if k in kept or not k.startswith(("APIFRAME_", "AWS_", "LOCAL_"))}
 
 
 def _default_sigint() -> None:

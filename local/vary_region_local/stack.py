@@ -396,9 +396,19 @@ def _listening_address(process: subprocess.Popen[bytes], timeout: float) -> tupl
     reader.start()
     reader.join(timeout)
     if not line or not line[0]:
-        raise RuntimeError(f"moto's server did not start within {timeout:.0f}s (exit code {process.poll()})")
+        code = process.poll()
+        process.kill()  # moto that cannot bind waits for ever, deaf to its stdin: never leave it behind
+        raise RuntimeError(f"moto's server did not start within {timeout:.0f}s (exit code {code})")
+    # Whatever it prints later goes on to our stdout: a pipe left unread would block it once full.
+    forward = threading.Thread(target=_forward, args=(process.stdout, sys.stdout), name="moto-output", daemon=True)
+    forward.start()
     address = json.loads(line[0])
     return str(address["host"]), int(address["port"])
+
+
+def _forward(source: Any, target: Any) -> None:
+    for raw in iter(source.readline, b""):
+        target.write(raw.decode(errors="replace"))
 
 
 def _stop_child(process: subprocess.Popen[bytes]) -> None:

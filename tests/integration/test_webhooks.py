@@ -9,6 +9,7 @@ provider; the real secret is the one the simulator received at submit time.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,6 +217,23 @@ def test_given_progress_webhooks_then_percentage_only_moves_forward_and_final_co
     item = get_job(table, job.job_id)
     assert item == completed_item
     assert item["status"] == "COMPLETED" and int(item["percentage"]) == 100
+
+
+def test_a_repeated_or_replayed_progress_report_changes_nothing_so_the_job_still_looks_quiet(
+    stack, sim, s3, table, bucket
+):
+    # A captured webhook stays valid (v2 signs no timestamp, v1 echoes a secret): replayed while the
+    # job runs, it must not refresh updated_at, or a job whose final webhook was lost would never be
+    # quiet enough for the reconciler to recover it.
+    job = start_job_in_flight(s3, bucket, table, sim, prefix="replayed")
+    for body in (progress_body(job.task_id, "40"), {"task_id": job.task_id, "status": "processing"}):
+        assert post_webhook(stack, job.job_id, body, secret=job.secret).status_code == 200
+        moved = get_job(table, job.job_id)
+        time.sleep(0.01)  # a later write would carry a later updated_at
+        replayed = post_webhook(stack, job.job_id, body, secret=job.secret)
+        assert (replayed.status_code, replayed.json()["outcome"]) == (200, "unchanged")
+        assert get_job(table, job.job_id) == moved
+    settle_job(stack, sim, table, job)
 
 
 def test_given_percentage_as_number_or_with_percent_sign_then_it_is_recorded(stack, sim, s3, table, bucket):

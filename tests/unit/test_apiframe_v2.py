@@ -198,3 +198,22 @@ def test_the_url_secret_is_split_from_a_token_only() -> None:
     assert split_url_secret(f"{token}~{SECRET}") == (token, SECRET)
     assert split_url_secret(token) == (token, None)
     assert split_url_secret("a~b") == ("a~b", None)  # a URL made before tokens: a job id may hold "~"
+
+
+@pytest.mark.parametrize("status", [302, 501, 520, 524])
+def test_an_uncertain_answer_to_a_paid_call_is_ambiguous_never_a_refusal_and_redirects_are_not_followed(
+    status: int,
+) -> None:
+    client, session = _client(_Answer(status, {}, {"Location": "http://elsewhere.example/"}))
+    with pytest.raises(SubmissionAmbiguous):
+        client.submit(InpaintRequest("up-1", "data:image/png;base64,AA", None, None, None))
+    assert len(session.calls) == 1 and session.calls[0][2]["allow_redirects"] is False
+
+
+def test_a_caller_without_the_url_secret_is_refused_without_reading_the_key() -> None:
+    def unreadable() -> str:
+        raise RuntimeError("Secrets Manager is throttling")
+
+    guarded = SignedWebhookVerifier(unreadable)
+    assert guarded.verify(SIGNED, BODY, None, hash_webhook_secret(SECRET)) is False
+    assert guarded.verify(SIGNED, BODY, "t" * 43, hash_webhook_secret(SECRET)) is False

@@ -86,7 +86,6 @@ def free_calls_client(settings: Settings) -> ApiframeClient:
 
 def _provider_client(settings: Settings, retry: Any) -> ApiframeClient:
     from vary_region.provider.api_key import api_key_reader
-
     from vary_region.provider.apiframe import ApiframeClient
 
     client_type: type[ApiframeClient] = ApiframeClient

@@ -115,8 +115,8 @@ class ParentReader:
             raise ParentNotReady("PARENT_UNAVAILABLE", "Fetch answered without this task")
         if task.state is TaskState.FAILED:
             raise JobRejected("PARENT_FAILED", f"the parent task {task_id} failed; start from a finished task instead")
-        if task.state is TaskState.RUNNING and task.provider_status is not None:
-            status = task.provider_status  # said in so many words (pending, processing, queued, ...)
+        if task.reported_running:
+            status = task.provider_status
             raise ParentNotReady("PARENT_RUNNING", f"the parent task {task_id} is still running ({status})")
         return task
 

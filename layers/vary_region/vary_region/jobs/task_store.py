@@ -359,10 +359,14 @@ class TaskStore:
         else:
             condition = self._open_and_claimed() + " AND " + self._task_of_stage(stage)
             values[":stage"] = stage.value
+        # Only news moves a job: a repeated (or replayed) report must not keep it from looking quiet,
+        # or a job whose final webhook was lost would never be reconciled.
         if percentage is not None:
             update += ", percentage = :pct"
-            condition += " AND (attribute_not_exists(percentage) OR percentage <= :pct)"
+            condition += " AND (attribute_not_exists(percentage) OR percentage < :pct)"
             values[":pct"] = percentage
+        else:
+            condition += " AND #status <> :processing"
         return self._update(job_id, update, condition, values | self._open_values())
 
     def touch(self, job_id: str, now: datetime) -> bool:

@@ -107,7 +107,8 @@ class WebhookReceiver:
             if secret_hash and self._webhooks.verify(delivery.headers, delivery.body, url_secret, secret_hash):
                 logger.append_keys(job_id=job.job_id)
                 return job, stage
-        logger.append_keys(path_job_id=delivery.path_job_id)  # as it arrived: decoding could name another job
+        # As it arrived, its URL secret cut off (never logged): decoding could name another job.
+        logger.append_keys(path_job_id=segment)
         raise WebhookUnauthorized("wrong or missing secret" if found else "unknown job")
 
 

@@ -177,6 +177,7 @@ class ApiframeClient:
                     data=body,
                     headers=headers,
                     timeout=(self._timeout[0], min(self._timeout[1], max(remaining, 1.0))),
+                    allow_redirects=False,  # the API never redirects; a redirect would carry the key elsewhere
                 )
             except RequestException as exc:
                 if ambiguous_after_send and _may_have_been_received(exc):
@@ -187,7 +188,7 @@ class ApiframeClient:
             else:
                 if response.status_code < 300:
                     return _json_or_empty(response)
-                if ambiguous_after_send and response.status_code in AMBIGUOUS_SUBMIT_STATUS:
+                if ambiguous_after_send and _uncertain(response.status_code):
                     raise SubmissionAmbiguous(f"APIFRAME {path} answered {response.status_code} after receiving it")
                 if response.status_code not in RETRYABLE_STATUS:
                     raise ProviderRejected(response.status_code, provider_error_message(response))
@@ -214,6 +215,12 @@ class ApiframeClient:
         except (TypeError, ValueError) as exc:
             raise RequestNotSent(f"the {path} request could not be built ({type(exc).__name__})") from exc
         return body, headers | {"Content-Type": "application/json"}
+
+
+def _uncertain(status: int) -> bool:
+    """A paid call's answer that does not say "not taken": 500, 502, 504, any other 5xx but 503 (a CDN's
+    520-524 among them), and redirects, which are never followed."""
+    return status in AMBIGUOUS_SUBMIT_STATUS or (status >= 500 and status not in RETRYABLE_STATUS) or status < 400
 
 
 def _may_have_been_received(exc: requests.exceptions.RequestException) -> bool:

@@ -27,6 +27,7 @@ REJECTION_CODES = {402: "PROVIDER_CREDITS_INSUFFICIENT", 409: "PARENT_TOO_OLD"}
 # Statuses seen or assumed for a v2 job; anything not listed is still running.
 FINISHED_STATUSES = frozenset({"completed", "complete", "succeeded", "success", "finished", "done"})
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled"})
+RUNNING_STATUSES = frozenset({"queued", "pending", "starting", "processing", "running", "retrying"})
 # v2's action names, in the task types the pipeline knows from v1 (imagine, upscale#N, inpaint).
 TASK_TYPES = {"generate": "imagine", "imagine": "imagine", "upsample": "upscale", "inpaint": "inpaint"}
 
@@ -140,6 +141,7 @@ def parse_v2_job(payload: Any) -> TaskResult:
         image_urls=tuple(images),
         error_message=_error_message(payload.get("error")) if state is TaskState.FAILED else None,
         task_type=task_type,
+        reported_running=state is TaskState.RUNNING and status in RUNNING_STATUSES,
         image_url=images[0] or None if len(images) == 1 else None,
     )
 

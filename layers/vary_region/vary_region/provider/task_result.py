@@ -40,6 +40,7 @@ class TaskResult:
     error_message: str | None = None
     task_type: str | None = None
     image_url: str | None = None  # an upscale's one image
+    reported_running: bool = False  # the provider said in so many words that the task is at work
 
     def incomplete_reason(self, single_image: bool = False) -> str | None:
         """Why a finished result is not a whole one, or None when it is.
@@ -106,6 +107,7 @@ def parse_task_result(payload: Any) -> TaskResult:
         error_message=_error_message(payload) if state is TaskState.FAILED else None,
         task_type=task_type if isinstance(task_type, str) else None,
         image_url=_text(payload.get("image_url")),
+        reported_running=status in RUNNING_STATUSES,
     )
 
 

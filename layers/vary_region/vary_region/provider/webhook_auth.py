@@ -62,11 +62,13 @@ class SignedWebhookVerifier:
         self._api_key = api_key  # read (and cached) on the first delivery, not at cold start
 
     def verify(self, headers: Mapping[str, str], body: bytes, url_secret: str | None, secret_hash: str) -> bool:
+        # The stage's secret first: a caller without it learns nothing and never costs a read of the key
+        # (an unreadable key then fails the provider's own deliveries only, which it retries).
+        if not _secret_matches(url_secret, secret_hash):
+            return False
         presented = (_header(headers, SIGNATURE_HEADER) or "").strip().lower()
         expected = webhook_signature(self._api_key(), body)
-        # Both compared in full, whatever the first says: the time taken tells a caller nothing.
-        signed = hmac.compare_digest(presented.encode("ascii", "replace"), expected.encode("ascii"))
-        return _secret_matches(url_secret, secret_hash) & signed
+        return hmac.compare_digest(presented.encode("ascii", "replace"), expected.encode("ascii"))
 
     def parse(self, payload: Any) -> TaskResult:
         from vary_region.provider.apiframe_v2 import parse_v2_job
