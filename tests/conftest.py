@@ -21,7 +21,10 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 def stack() -> Iterator[Any]:
     from vary_region_local.stack import LocalStack, StackOptions
 
+    # VARY_REGION_TEST_API_VERSION=v2 runs the suite against APIFRAME v2 (the simulator speaks it too).
+    api_version = os.environ.get("VARY_REGION_TEST_API_VERSION", "v1")
     options = StackOptions(
+        api_version=api_version,
         state_dir=None,
         simulator_step_delay=0.02,
         reconcile_period_seconds=0,  # tests run the reconciler explicitly

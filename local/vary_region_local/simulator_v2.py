@@ -108,7 +108,7 @@ def v2_job(view: dict[str, Any]) -> dict[str, Any]:
             result["gridUrl"] = view["original_image_url"]
         return job | {"status": "completed", "progress": 100, "result": result, "creditCost": V2_CREDITS.get(stage, 16)}
     if status == "processing":
-        return job | {"status": "processing", "progress": int(view.get("percentage") or 0)}
+        return job | {"status": "processing", "progress": view.get("percentage") or 0}
     return job | {"status": "queued", "progress": 0}
 
 

@@ -217,3 +217,42 @@ def test_a_caller_without_the_url_secret_is_refused_without_reading_the_key() ->
     guarded = SignedWebhookVerifier(unreadable)
     assert guarded.verify(SIGNED, BODY, None, hash_webhook_secret(SECRET)) is False
     assert guarded.verify(SIGNED, BODY, "t" * 43, hash_webhook_secret(SECRET)) is False
+
+
+def test_the_accounts_task_limit_is_read_once_and_is_the_fallback_while_unreadable() -> None:
+    from vary_region.provider.account_limit import AccountLimit
+
+    answers: list[Any] = [RuntimeError("down"), None, 12, 99]
+
+    def read() -> int | None:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    limit = AccountLimit(read, fallback=10)
+    assert [limit(), limit(), limit(), limit()] == [10, 10, 12, 12]
+    assert answers == [99], "read until known, then never again"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"APIFRAME_API_VERSION": "v1"}, 10),
+        ({"APIFRAME_API_VERSION": "v2", "MAX_ACTIVE_TASKS": "7"}, 7),
+        ({"APIFRAME_API_VERSION": "v2"}, "the account's"),
+    ],
+)
+def test_the_provider_slot_limit_is_the_setting_or_under_v2_left_empty_the_accounts(
+    env: dict[str, str], expected: Any
+) -> None:
+    from vary_region import wiring
+    from vary_region.provider.account_limit import AccountLimit
+    from vary_region.settings import Settings
+
+    settings = Settings.from_env({"JOBS_BUCKET": "b", "JOBS_TABLE": "t", "APIFRAME_API_KEY_SECRET_ID": "s"} | env)
+    limit = wiring.provider_slot_limit(settings)
+    if expected == "the account's":
+        assert isinstance(limit, AccountLimit)
+    else:
+        assert limit == expected

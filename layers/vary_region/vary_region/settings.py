@@ -97,6 +97,8 @@ class Settings:
     stale_receipt_seconds: int = 86400
     job_ttl_days: int = 90
     max_active_tasks: int = 10
+    # MAX_ACTIVE_TASKS left empty: v1 takes 10, v2 the account's own maxConcurrentJobs (GET /v2/me).
+    max_active_tasks_given: bool = True
     submit_queue_url: str = ""
     hold_delay_seconds: int = 30
     completion_queue_url: str = ""
@@ -191,6 +193,7 @@ class Settings:
             job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
             max_task_age_seconds=int(number("MAX_TASK_AGE_SECONDS", defaults.max_task_age_seconds)),
             max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
+            max_active_tasks_given=bool(env.get("MAX_ACTIVE_TASKS", "").strip()),
             submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
             hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),
             completion_queue_url=env.get("COMPLETION_QUEUE_URL", "").strip(),

@@ -63,9 +63,22 @@ def task_store(settings: Settings) -> TaskStore:
     return TaskStore(
         table,
         ttl_days=settings.job_ttl_days,
-        max_active_tasks=settings.max_active_tasks,
+        max_active_tasks=provider_slot_limit(settings),
         budget=settings.budget_policy,
     )
+
+
+def provider_slot_limit(settings: Settings) -> int | Callable[[], int]:
+    """MAX_ACTIVE_TASKS, or, under v2 with it left empty, the account's `maxConcurrentJobs`: read on
+    the first claim (never at cold start), kept for the container's life, and 10 when unreadable."""
+    if settings.max_active_tasks_given or settings.apiframe_api_version != "v2":
+        return settings.max_active_tasks
+    from vary_region.provider.account_limit import AccountLimit
+    from vary_region.provider.apiframe_v2 import ApiframeV2Client
+
+    client = free_calls_client(settings)
+    assert isinstance(client, ApiframeV2Client)
+    return AccountLimit(client.max_concurrent_jobs, fallback=settings.max_active_tasks)
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:

@@ -289,7 +289,7 @@ class JobSubmitter:
         the claim transaction, not this read, stays the guard against taking a slot that is not free."""
         if job.held_at is None or job.status is not JobStatus.RECEIVED or job.submit_claim is not None:
             return False
-        return self._store.slots_in_use() >= self._settings.max_active_tasks
+        return self._store.slots_in_use() >= self._store.max_active_tasks
 
     def _still_short_of_credits(self, job: Job) -> HeldReason | None:
         """A job held for budget or for the provider's balance, whose cost was recorded when it was

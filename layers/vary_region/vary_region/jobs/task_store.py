@@ -10,6 +10,7 @@ import random
 import re
 import time
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -57,10 +58,15 @@ def _lost_race(exc: ClientError) -> bool:
 
 class TaskStore:
     def __init__(
-        self, table: Any, ttl_days: int = 90, max_active_tasks: int = 10, budget: BudgetPolicy | None = None
+        self,
+        table: Any,
+        ttl_days: int = 90,
+        max_active_tasks: int | Callable[[], int] = 10,
+        budget: BudgetPolicy | None = None,
     ) -> None:
         self._table = table  # a boto3 DynamoDB Table resource
         self._ttl = timedelta(days=ttl_days)
+        # A number, or (v2 with the setting left empty) the account's own limit, read when first needed.
         self._max_active = max_active_tasks
         self._budget = budget or BudgetPolicy()
 
@@ -211,7 +217,7 @@ class TaskStore:
             "Key": {"job_id": SLOTS_KEY},
             "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
             "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
-            "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":max": self._max_active},
+            "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":max": self.max_active_tasks},
         }
         ledger = reservation_requests(reservation, self._budget) if first and reservation is not None else []
         job_lost, slots_full, *periods_full = self._transact(job_update, take_slot, *(r for _, r in ledger))
@@ -222,8 +228,14 @@ class TaskStore:
                 assert reservation is not None
                 raise OverBudget(period, self._budget.limit_of(period.kind), reservation.total)
         if slots_full:
-            raise ProviderBusy(f"{self._max_active} provider tasks are already in flight")
+            raise ProviderBusy(f"{self.max_active_tasks} provider tasks are already in flight")
         return True
+
+    @property
+    def max_active_tasks(self) -> int:
+        """How many provider tasks may be in flight at once (the provider-slot limit)."""
+        limit = self._max_active
+        return limit() if callable(limit) else limit
 
     def credit_usage(self, periods: tuple[Period, ...]) -> list[PeriodUsage]:
         """What each period has reserved and spent so far, against its limit (strongly consistent)."""

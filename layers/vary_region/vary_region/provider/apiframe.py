@@ -140,15 +140,7 @@ class ApiframeClient:
         """GET /account: the credits left on the account, or None when the answer holds no number (its
         shape is documented only by the provider's own client: read it defensively)."""
         body = self._call("/account", None)
-        credits = body.get("credits") if isinstance(body, dict) else None
-        if isinstance(credits, str):
-            try:
-                credits = float(credits.strip())
-            except ValueError:
-                return None
-        if isinstance(credits, bool) or not isinstance(credits, int | float) or not math.isfinite(credits):
-            return None
-        return int(credits)
+        return whole_number(body.get("credits") if isinstance(body, dict) else None)
 
     def _call(
         self,
@@ -215,6 +207,18 @@ class ApiframeClient:
         except (TypeError, ValueError) as exc:
             raise RequestNotSent(f"the {path} request could not be built ({type(exc).__name__})") from exc
         return body, headers | {"Content-Type": "application/json"}
+
+
+def whole_number(value: Any) -> int | None:
+    """A count the provider sent as a number or a numeric string; None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)
 
 
 def _uncertain(status: int) -> bool:

@@ -10,12 +10,11 @@ too few credits) and 409 (the parent is too old for follow-up actions).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from vary_region.errors import ProviderRejected, RequestNotSent, SubmissionAmbiguous
 from vary_region.observability import tracer
-from vary_region.provider.apiframe import ApiframeClient
+from vary_region.provider.apiframe import ApiframeClient, whole_number
 from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, StageRequest
 from vary_region.provider.task_result import MalformedTaskPayload, TaskResult, TaskState, parse_percentage
 from vary_region.provider.webhook_token import url_with_secret
@@ -90,11 +89,11 @@ class ApiframeV2Client(ApiframeClient):
     def account_credits(self) -> int | None:
         """GET /v2/me: `team.credits`, or None when the answer holds no number."""
         team = _team(self._call("/v2/me", None))
-        return _whole_number(team.get("credits"))
+        return whole_number(team.get("credits"))
 
     def max_concurrent_jobs(self) -> int | None:
         """GET /v2/me: `team.maxConcurrentJobs`, the account's own limit on jobs in flight."""
-        return _whole_number(_team(self._call("/v2/me", None)).get("maxConcurrentJobs"))
+        return whole_number(_team(self._call("/v2/me", None)).get("maxConcurrentJobs"))
 
     def _prepare(self, path: str, payload: dict[str, Any] | None) -> tuple[bytes | None, dict[str, str]]:
         body, headers = super()._prepare(path, payload)
@@ -159,17 +158,6 @@ def _job_id(body: Any) -> str | None:
 def _team(body: Any) -> dict[str, Any]:
     team = body.get("team") if isinstance(body, dict) else None
     return team if isinstance(team, dict) else {}
-
-
-def _whole_number(value: Any) -> int | None:
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return int(value)
 
 
 def _error_message(error: Any) -> str:
