@@ -202,8 +202,7 @@ def start_job_in_flight(
     upload_job(s3, bucket, job_id)
     item = wait_for_task_id(table, job_id)
     task = sim.task(item["task_id"])
-    # v1 sends the secret in the request; v2 cannot, so it rides in the webhook URL after a "~".
-    secret = task["webhook_secret"] or (task["webhook_url"] or "").rpartition("~")[2] if task else None
+    secret = secret_of(task)
     assert secret, "the simulator must have received a webhook secret"
     return InFlightJob(job_id, item["task_id"], secret, item)
 
@@ -273,11 +272,29 @@ def create_simulator_task(sim: Any, api_key: str, prompt: str = "a lighthouse") 
     """A finished imagine task on the simulator (grid + 4 images), created without any webhook."""
     import requests
 
-    response = requests.post(
-        f"{sim.base_url}/imagine", json={"prompt": prompt}, headers={"Authorization": api_key}, timeout=10
-    )
+    if sim.api_version == "v2":
+        url, headers = f"{sim.base_url}/v2/images/midjourney/generate", {"X-API-Key": api_key}
+    else:
+        url, headers = f"{sim.base_url}/imagine", {"Authorization": api_key}
+    response = requests.post(url, json={"prompt": prompt}, headers=headers, timeout=10)
     response.raise_for_status()
-    return wait_for_sim_task(sim, response.json()["task_id"], ("finished",))
+    created = response.json()
+    return wait_for_sim_task(sim, created.get("task_id") or created["jobId"], ("finished",))
+
+
+def secret_of(record: dict[str, Any] | None) -> str | None:
+    """The stage secret a stage request (or a simulator task) carries: v1's `webhook_secret`, or what
+    v2's webhook URL holds after its "~"."""
+    if not record:
+        return None
+    url = str(record.get("webhook_url") or "")
+    return record.get("webhook_secret") or (url.rpartition("~")[2] if "~" in url else None)
+
+
+def hook_of(request: dict[str, Any]) -> str:
+    """The webhook URL a stage request names, without the stage's secret v2 carries after a "~"."""
+    url = str(request.get("webhook_url") or "")
+    return url.rpartition("~")[0] if "~" in url else url
 
 
 # ---- intake, submit-error and duplicate-delivery helpers (queue-level sync points, raw events) ----
@@ -437,6 +454,10 @@ class ProviderRecorder:
         import urllib.parse
 
         path = urllib.parse.urlsplit(raw_path).path
+        if path.startswith("/v2/"):  # recorded as the v1 call it stands for, so tests count either alike
+            from vary_region_local.simulator_v2 import v2_request
+
+            method, path, body = v2_request(method, path, body) or (method, path, body)
         call: dict[str, Any] = {"method": method, "path": path, "status": status, "task_ids": (), "webhook_url": None}
         if method == "POST" and path in ("/fetch", "/fetch-many", "/inpaint", "/imagine", "/upscale-1x"):
             try:
@@ -446,7 +467,9 @@ class ProviderRecorder:
             if isinstance(payload, dict):
                 ids = payload.get("task_ids") if path == "/fetch-many" else [payload.get("task_id")]
                 call["task_ids"] = tuple(i for i in ids or () if isinstance(i, str))
-                call["webhook_url"] = payload.get("webhook_url")
+                url = payload.get("webhook_url")
+                # v2 carries the stage's secret after a "~" (never in a token): the URL is what precedes it.
+                call["webhook_url"] = url.rpartition("~")[0] if isinstance(url, str) and "~" in url else url
         with self._lock:
             self.calls.append(call)
 
@@ -519,8 +542,8 @@ class WebhookRecorder:
     def statuses(self, job_id: str) -> list[int]:
 
         path = "/webhook/" + webhook_token(job_id)
-        with self._lock:
-            return [status for raw_path, status in self.answers if raw_path == path]
+        with self._lock:  # under v2 the path goes on with "~" and the stage's secret
+            return [status for raw_path, status in self.answers if raw_path.partition("~")[0] == path]
 
 
 def fail_error_json_write_once(stack: Any, job_id: str, monkeypatch: Any) -> list[str]:

@@ -309,6 +309,7 @@ def test_an_unreadable_balance_does_not_stop_jobs(settings, sim, s3, table, buck
     assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
 
 
+@pytest.mark.v1_only  # v1's price list (v2's is proved in tests/e2e/test_apiframe_v2.py)
 def test_the_simulator_balance_falls_as_tasks_are_accepted(settings, sim):
     api = free_calls_client(settings)
     before = api.account_credits()

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.builders import (
     get_job,
+    hook_of,
     keys_under,
     mask_png,
     new_job_id,
@@ -23,6 +24,7 @@ from tests.builders import (
     put_files,
     read_json,
     run_reconciler_until,
+    secret_of,
     settle_stack,
     wait_for_job,
     wait_until,
@@ -61,7 +63,7 @@ def upload_inline(s3, bucket, job_id: str, document: dict[str, Any]) -> str:
 def sent_inpaint_mask(sim, job_id: str) -> bytes:
     from vary_region.provider.webhook_token import webhook_token
 
-    bodies = [r for r in list(sim.inpaint_requests) if r.get("webhook_url", "").endswith("/" + webhook_token(job_id))]
+    bodies = [r for r in list(sim.inpaint_requests) if hook_of(r).endswith("/" + webhook_token(job_id))]
     assert len(bodies) == 1
     return base64.b64decode(bodies[0]["mask"].partition(",")[2])
 
@@ -190,9 +192,9 @@ def test_given_a_replayed_webhook_of_a_stage_the_job_has_left_then_it_is_accepte
     assert done["status"] == "COMPLETED"
     imagine_task = done["imagine_task_id"]
     secret = next(
-        r["webhook_secret"]
+        secret_of(r)
         for r in settled.stage_requests
-        if r["endpoint"] == "/imagine" and r["webhook_url"].endswith(_token(job_id, "imagine"))
+        if r["endpoint"] == "/imagine" and hook_of(r).endswith(_token(job_id, "imagine"))
     )
     before = get_job(table, job_id)
 

@@ -37,6 +37,7 @@ from tests.builders import (
     mask_png,
     new_job_id,
     put_files,
+    secret_of,
     settle_stack,
     wait_for_job,
 )
@@ -174,7 +175,10 @@ def _submitter(settings: Settings, apiframe: Any) -> JobSubmitter:
 
 
 def _client(settings: Settings, api_key: Any = None) -> ApiframeClient:
-    return ApiframeClient(
+    from vary_region.provider.apiframe_v2 import ApiframeV2Client
+
+    client_type = ApiframeV2Client if settings.apiframe_api_version == "v2" else ApiframeClient
+    return client_type(
         settings.apiframe_base_url,
         api_key or api_key_reader(settings),
         read_timeout=settings.apiframe_read_timeout,
@@ -264,7 +268,7 @@ def test_an_unexpected_error_after_sending_is_ambiguous_keeps_the_claim_and_is_n
         assert provider.inpaint_calls(job_id) == 1 and len(client.sent) == 1
         logged = [text for record, text in log_lines.lines if record.exc_info and record.levelno == logging.ERROR]
         assert len(logged) == 1 and "RuntimeError" in logged[0], "logged once, with its traceback"
-        secret = sim.task(client.sent[0])["webhook_secret"]
+        secret = secret_of(sim.task(client.sent[0]))
         mask_base64 = base64.b64encode(mask_png()).decode()
         assert all(secret not in text and mask_base64[:40] not in text for _, text in log_lines.lines)
     finally:

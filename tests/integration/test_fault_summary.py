@@ -32,6 +32,7 @@ from tests.builders import (
     progress_body,
     read_json,
     s3_put_event,
+    secret_of,
     settle_stack,
     upload_job,
     wait_for_queue_drained,
@@ -76,7 +77,7 @@ def submit_group(
         upload_job(s3, bucket, job.job_id, spec=job_json(metadata={"batch": "fault-summary", "group": label}))
     for job in jobs:
         job.task_id = wait_for_task_id(table, job.job_id, timeout=30)["task_id"]
-        job.secret = sim.task(job.task_id)["webhook_secret"]
+        job.secret = secret_of(sim.task(job.task_id))
     return jobs
 
 

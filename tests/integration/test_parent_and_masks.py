@@ -17,6 +17,7 @@ from vary_region.provider.webhook_token import webhook_token
 
 from tests.builders import (
     get_job,
+    hook_of,
     job_json,
     keys_under,
     mask_png,
@@ -53,7 +54,7 @@ def upload(s3, bucket, job_id: str, spec: bytes, mask: bytes | None = None, mask
 def sent_mask(sim, job_id: str) -> Image.Image:
     """The mask of the one /inpaint request this job made, decoded."""
     suffix = "/" + webhook_token(job_id)
-    bodies = [r for r in list(sim.inpaint_requests) if str(r.get("webhook_url", "")).endswith(suffix)]
+    bodies = [r for r in list(sim.inpaint_requests) if hook_of(r).endswith(suffix)]
     assert len(bodies) == 1, f"{len(bodies)} /inpaint requests for {job_id}"
     header, _, encoded = bodies[0]["mask"].partition(",")
     assert header == "data:image/png;base64"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from tests.builders import job_json, mask_png, new_job_id, upload_job, wait_for_job, wait_until
+from tests.builders import job_json, mask_png, new_job_id, secret_of, upload_job, wait_for_job, wait_until
 
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 SLICE = 40
@@ -113,7 +113,7 @@ def test_given_complete_job_when_all_output_captured_at_debug_then_no_secret_app
     task = sim.task(item["task_id"])
     secrets = {
         "api key": stack.options.api_key,
-        "webhook secret": task["webhook_secret"],
+        "webhook secret": secret_of(task),
         "webhook secret hash": item["webhook_secret_hash"],
     }
     assert task["mask_bytes"] == mask, "the mask really was sent (as base64 in a data URL)"
