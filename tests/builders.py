@@ -92,6 +92,12 @@ def read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
+def read_error_json(s3: Any, bucket: str, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """A job's error.json, waited for: a job's final state is written first and error.json second
+    (by design), so the document may land just after the state a test waited for."""
+    return json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json", timeout))
+
+
 # What a job's folder holds besides its outputs: the inputs as the provider got them.
 INPUT_COPIES = ("mask.png", "parent.png")
 

@@ -37,6 +37,7 @@ from tests.builders import (
     mask_png,
     new_job_id,
     put_files,
+    read_error_json,
     read_json,
     settle_stack,
     wait_for_job,
@@ -135,7 +136,7 @@ def test_a_burst_against_a_small_daily_limit_makes_exactly_as_many_paid_submissi
         item = get_job(table, job_id) or {}
         if over_budget == "reject":
             assert item["status"] == "REJECTED" and item["error"]["code"] == "BUDGET_EXCEEDED"
-            error = read_json(s3, bucket, f"results/{job_id}/error.json")
+            error = read_error_json(s3, bucket, job_id)
             assert error["error"]["code"] == "BUDGET_EXCEEDED" and "limit of 12" in error["error"]["message"]
             assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
         else:
@@ -239,7 +240,7 @@ def test_a_chain_dearer_than_the_whole_limit_is_rejected_even_under_hold(setting
     result = submitter.handle_upload(_upload_inline(s3, bucket, chain, _chain_spec()))
 
     assert result.outcome is SubmitOutcome.REJECTED
-    error = read_json(s3, bucket, f"results/{chain}/error.json")["error"]
+    error = read_error_json(s3, bucket, chain)["error"]
     assert error["code"] == "BUDGET_EXCEEDED" and "more than the whole daily limit of 8" in error["message"]
     assert provider.stage_calls(chain, "imagine") == 0
     assert _usage(submitter, clock)["day"] == (0, 0)
@@ -350,7 +351,7 @@ def test_a_later_stage_the_provider_turns_away_ends_the_chain_and_gives_back_onl
     item = get_job(table, job_id) or {}
     assert result.outcome is SubmitOutcome.FAILED and item["status"] == "FAILED", item
     assert item["error"]["code"] == "PROVIDER_REJECTED"
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["status"] == "FAILED"
+    assert read_error_json(s3, bucket, job_id)["status"] == "FAILED"
     assert item["credits_spent"] == {"upscale": 2} and item["credits_returned"] == 4
     assert _usage(submitter, clock)["day"] == (2, 2)
     assert "holds_slot" not in item, "its provider slot is back"

@@ -22,6 +22,7 @@ from tests.builders import (
     new_job_id,
     post_webhook,
     put_files,
+    read_error_json,
     read_json,
     run_reconciler_until,
     secret_of,
@@ -249,7 +250,7 @@ def test_given_an_unusable_chain_then_it_is_rejected_with_its_code_and_nothing_i
     item = wait_for_job(table, job_id, timeout=30)
 
     assert (item["status"], item["error"]["code"]) == ("REJECTED", code)
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == code
+    assert read_error_json(s3, bucket, job_id)["error"]["code"] == code
     assert [provider.stage_calls(job_id, stage) for stage in STAGES] == [0, 0, 0]
     assert keys_under(s3, bucket, f"results/{job_id}/", inputs=True) == [f"results/{job_id}/error.json"]
 
@@ -338,7 +339,7 @@ def test_given_a_chain_whose_files_left_the_inbox_between_stages_then_it_fails_a
     item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "FAILED", timeout=30, interval=0.5)
 
     assert item["error"]["code"] == "JOB_FILES_MISSING"
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "JOB_FILES_MISSING"
+    assert read_error_json(s3, bucket, job_id)["error"]["code"] == "JOB_FILES_MISSING"
     assert [provider.stage_calls(job_id, stage, 200) for stage in STAGES] == [1, 0, 0]
 
 

@@ -23,6 +23,7 @@ from tests.builders import (
     mask_png,
     new_job_id,
     put_files,
+    read_error_json,
     read_json,
     s3_notification,
     settle_stack,
@@ -178,7 +179,7 @@ def test_given_rejected_job_when_fixed_files_are_uploaded_again_then_it_stays_re
 
     assert get_job(table, job_id) == rejected
     assert sim.stats()["inpaint_calls"] == 0
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "PARENT_TASK_ID_MISSING"
+    assert read_error_json(s3, bucket, job_id)["error"]["code"] == "PARENT_TASK_ID_MISSING"
 
 
 def test_given_a_batch_with_an_unreadable_message_then_only_that_message_goes_back_to_the_queue(

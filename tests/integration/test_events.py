@@ -21,7 +21,7 @@ from tests.builders import (
     mask_png,
     new_job_id,
     put_files,
-    read_json,
+    read_error_json,
     settle_stack,
     upload_job,
     wait_for_job,
@@ -198,7 +198,7 @@ def test_a_bad_requested_event_yields_a_rejected_event_and_error_json(stack, tap
 
     rejected = tap.wait_for(job_id, "REJECTED")
     assert rejected["detail"]["error"]["code"] == "PARENT_TASK_ID_MISSING"
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"]["code"] == "PARENT_TASK_ID_MISSING"
+    assert read_error_json(s3, bucket, job_id)["error"]["code"] == "PARENT_TASK_ID_MISSING"
     assert provider.inpaint_calls(job_id) == 0
 
 

@@ -24,6 +24,7 @@ from tests.builders import (
     keys_under,
     new_job_id,
     post_webhook,
+    read_error_json,
     read_json,
     run_reconciler_until,
     start_job_in_flight,
@@ -126,7 +127,7 @@ def test_given_image_larger_than_limit_then_job_fails_at_once_with_copy_failed(s
     assert int(item["copy_failures"]) == 1, "a permanent failure is not retried"
     wait_for_object(s3, bucket, f"results/{job.job_id}/error.json")  # written right after the state
     assert not result_json_exists(s3, bucket, job.job_id)
-    error = read_json(s3, bucket, f"results/{job.job_id}/error.json")
+    error = read_error_json(s3, bucket, job.job_id)
     assert error["status"] == "FAILED" and error["error"]["code"] == "COPY_FAILED"
     # It stays failed, even once the host behaves again.
     sim.reset()
@@ -149,7 +150,7 @@ def test_given_image_host_keeps_failing_then_job_fails_after_three_attempts(stac
     assert "500" in item["error"]["message"]
     wait_for_object(s3, bucket, f"results/{job.job_id}/error.json")
     assert not result_json_exists(s3, bucket, job.job_id)
-    assert read_json(s3, bucket, f"results/{job.job_id}/error.json")["error"]["code"] == "COPY_FAILED"
+    assert read_error_json(s3, bucket, job.job_id)["error"]["code"] == "COPY_FAILED"
     assert "active" not in item, "a failed job leaves the reconciler's index"
     # Each of the three tries downloads all five images with three attempts each: bounded, not endless.
     assert provider.image_gets(job.task_id) == COPY_FAILURES_BEFORE_FAILED * 5 * 3

@@ -21,6 +21,7 @@ from tests.builders import (
     mask_png,
     new_job_id,
     put_files,
+    read_error_json,
     read_json,
     settle_stack,
     wait_for_job,
@@ -230,7 +231,7 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
     item = get_job(table, job_id)
     assert item["error"]["code"] == "MASK_BLANK"
-    assert read_json(s3, bucket, f"results/{job_id}/error.json") == {
+    assert read_error_json(s3, bucket, job_id) == {
         "job_id": job_id,
         "status": "REJECTED",
         "error": dict(item["error"]),

@@ -14,6 +14,7 @@ import pytest
 from tests.builders import (
     keys_under,
     new_job_id,
+    read_error_json,
     read_json,
     run_reconciler_until,
     upload_job,
@@ -46,7 +47,7 @@ def test_given_a_finished_result_that_is_not_whole_then_the_job_fails_result_inc
     assert item["status"] == "FAILED", item
     assert item["error"]["code"] == "RESULT_INCOMPLETE" and item["error"]["stage"] == "provider"
     assert _names(s3, bucket, job_id) == ["error.json"], "no image of an incomplete result is stored"
-    assert read_json(s3, bucket, f"results/{job_id}/error.json")["error"] == item["error"]
+    assert read_error_json(s3, bucket, job_id)["error"] == item["error"]
     assert provider.image_gets(item["task_id"]) == 0
     assert provider.fetches(item["task_id"]) == FETCH_ATTEMPTS, "asked again a few times before failing"
 
