@@ -23,7 +23,7 @@ import botocore.client
 loaded = {name: name in sys.modules for name in (
     "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.results.image_copier",
     "aws_lambda_powertools.event_handler", "aws_lambda_powertools.utilities.data_classes",
-    "aws_lambda_powertools.utilities.batch", "PIL",
+    "aws_lambda_powertools.utilities.batch", "PIL", "vary_region.provider.account_limit",
 )}
 botocore_traced = hasattr(botocore.client.BaseClient._make_api_call, "__wrapped__")
 from vary_region.observability import traced_http_session
@@ -37,8 +37,8 @@ print(json.dumps({
 """
 
 
-def _probe(function: LambdaFunction) -> dict:
-    env = runtime_environment(function, LAYER)  # tracing on, as `Tracing: Active` deploys it
+def _probe(function: LambdaFunction, **environment: str) -> dict:
+    env = runtime_environment(function, LAYER) | environment  # tracing on, as `Tracing: Active` deploys it
     done = subprocess.run(
         [sys.executable, "-c", _PROBE],
         cwd=function.source,
@@ -87,3 +87,14 @@ def test_given_any_handler_when_imported_then_no_powertools_event_parsing_packag
 def test_given_any_handler_when_imported_then_pillow_is_not_loaded(name):
     # Pillow is for masks only, imported when one is decoded or drawn, never by a handler's import.
     assert _probe(FUNCTIONS[name])["loaded_at_import"]["PIL"] is False
+
+
+@pytest.mark.parametrize(
+    "name, reads_the_account", [("submit", True), ("webhook", False), ("reconciler", False), ("completion", False)]
+)
+def test_given_v2_and_no_slot_limit_set_when_imported_then_only_the_submit_function_prepares_the_account_read(
+    name, reads_the_account
+):
+    # Only the submit function claims provider slots, so only it needs the account's maxConcurrentJobs.
+    probe = _probe(FUNCTIONS[name], APIFRAME_API_VERSION="v2", MAX_ACTIVE_TASKS="")
+    assert probe["loaded_at_import"]["vary_region.provider.account_limit"] is reads_the_account

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from vary_region.budget.ledger import BudgetPolicy
 
 DEFAULT_IMAGE_HOSTS = "cdn.apiframe.pro,cdn.apiframe.ai,cdn2.apiframe.ai"
+# Provider tasks in flight at once when MAX_ACTIVE_TASKS is left empty and the account says nothing.
+DEFAULT_MAX_ACTIVE_TASKS = 10
 # Each API generation's base URL and its price list (credits: imagine, upscale, inpaint): v1's
 # fast mode, and v2's generate / upsample / inpaint, which v2 refunds when a job fails.
 GENERATIONS = {
@@ -96,9 +98,8 @@ class Settings:
     max_task_age_seconds: int = 6 * 3600
     stale_receipt_seconds: int = 86400
     job_ttl_days: int = 90
-    max_active_tasks: int = 10
-    # MAX_ACTIVE_TASKS left empty: v1 takes 10, v2 the account's own maxConcurrentJobs (GET /v2/me).
-    max_active_tasks_given: bool = True
+    # None (MAX_ACTIVE_TASKS left empty): v1 takes 10, v2 the account's own maxConcurrentJobs (GET /v2/me).
+    max_active_tasks: int | None = None
     submit_queue_url: str = ""
     hold_delay_seconds: int = 30
     completion_queue_url: str = ""
@@ -192,8 +193,7 @@ class Settings:
             ),
             job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
             max_task_age_seconds=int(number("MAX_TASK_AGE_SECONDS", defaults.max_task_age_seconds)),
-            max_active_tasks=int(number("MAX_ACTIVE_TASKS", defaults.max_active_tasks)),
-            max_active_tasks_given=bool(env.get("MAX_ACTIVE_TASKS", "").strip()),
+            max_active_tasks=int(number("MAX_ACTIVE_TASKS", 0)) or None,
             submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
             hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),
             completion_queue_url=env.get("COMPLETION_QUEUE_URL", "").strip(),

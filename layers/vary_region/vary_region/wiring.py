@@ -16,7 +16,7 @@ from botocore.config import Config
 
 from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.task_store import TaskStore
-from vary_region.settings import Settings, SettingsError
+from vary_region.settings import DEFAULT_MAX_ACTIVE_TASKS, Settings, SettingsError
 
 if TYPE_CHECKING:
     from vary_region.events.publisher import StateChangePublisher
@@ -58,12 +58,14 @@ def s3_client() -> Any:
     return LazyClient(lambda: boto3.client("s3", config=_AWS_CONFIG))
 
 
-def task_store(settings: Settings) -> TaskStore:
+def task_store(settings: Settings, max_active_tasks: int | Callable[[], int] | None = None) -> TaskStore:
+    """The jobs table. Only the submit function claims provider slots, so only it passes the account's
+    limit (provider_slot_limit); the other functions never build a provider client for it."""
     table = LazyClient(lambda: boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table))
     return TaskStore(
         table,
         ttl_days=settings.job_ttl_days,
-        max_active_tasks=provider_slot_limit(settings),
+        max_active_tasks=max_active_tasks or settings.max_active_tasks or DEFAULT_MAX_ACTIVE_TASKS,
         budget=settings.budget_policy,
     )
 
@@ -71,14 +73,16 @@ def task_store(settings: Settings) -> TaskStore:
 def provider_slot_limit(settings: Settings) -> int | Callable[[], int]:
     """MAX_ACTIVE_TASKS, or, under v2 with it left empty, the account's `maxConcurrentJobs`: read on
     the first claim (never at cold start), kept for the container's life, and 10 when unreadable."""
-    if settings.max_active_tasks_given or settings.apiframe_api_version != "v2":
+    if settings.max_active_tasks is not None:
         return settings.max_active_tasks
+    if settings.apiframe_api_version != "v2":
+        return DEFAULT_MAX_ACTIVE_TASKS
     from vary_region.provider.account_limit import AccountLimit
     from vary_region.provider.apiframe_v2 import ApiframeV2Client
 
     client = free_calls_client(settings)
     assert isinstance(client, ApiframeV2Client)
-    return AccountLimit(client.max_concurrent_jobs, fallback=settings.max_active_tasks)
+    return AccountLimit(client.max_concurrent_jobs, fallback=DEFAULT_MAX_ACTIVE_TASKS)
 
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
@@ -150,7 +154,7 @@ def job_submitter(settings: Settings) -> JobSubmitter:
     free_calls = free_calls_client(settings)
     return JobSubmitter(
         settings,
-        task_store(settings),
+        task_store(settings, provider_slot_limit(settings)),
         files,
         apiframe_client(settings),
         parent_reader(settings, free_calls),
