@@ -127,6 +127,7 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
     started = time.monotonic()
     stack = LocalStackProcess(state_dir)
     failure: str | None = None
+    wanted = os.environ.get("APIFRAME_API_VERSION", "").strip().lower() or "v1"
     try:
         info = read_stack_file(stack.stack_file)
         if info is not None and stack_is_alive(info):
@@ -135,13 +136,19 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
                     f"a local stack that talks to a real APIFRAME server is running ({stack.stack_file}); "
                     "the demo runs on the simulator only: stop that stack first"
                 )
+            running = info.get("apiframe_api_version", "v1")  # a stack.json of before v2 is a v1 stack
+            if running != wanted:
+                raise DemoError(
+                    f"a local stack speaking APIFRAME {running} is running ({stack.stack_file}); "
+                    f"stop it first, or run the demo with APIFRAME_API_VERSION={running}"
+                )
             print(f"Using the local stack that is already running ({shown_path(stack.stack_file)}).")
         else:
             print(f"Starting the local stack: python -m vary_region_local.stack (log: {shown_path(stack.log_path)})")
             info = stack.start()
             print(
                 f"  ready in {time.monotonic() - started:.1f}s: AWS (moto) {info['aws_endpoint_url']}, "
-                f"APIFRAME {os.environ.get('APIFRAME_API_VERSION') or 'v1'} simulator {info['apiframe_base_url']}, "
+                f"APIFRAME {info['apiframe_api_version']} simulator {info['apiframe_base_url']}, "
                 f"webhook {info['webhook_url']}",
                 flush=True,
             )

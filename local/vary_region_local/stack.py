@@ -47,6 +47,7 @@ class StackInfo:
     queue_url: str
     completion_queue_url: str
     apiframe_base_url: str
+    apiframe_api_version: str
     simulator: bool
     api_key_secret_id: str
     event_bus_name: str
@@ -198,6 +199,7 @@ class LocalStack:
             queue_url=queue_url,
             completion_queue_url=completion_url,
             apiframe_base_url=apiframe_url,
+            apiframe_api_version=opts.api_version,
             simulator=self.simulator is not None,
             api_key_secret_id=secret_id,
             event_bus_name=opts.event_bus_name,

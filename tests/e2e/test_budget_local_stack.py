@@ -11,16 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from vary_region.settings import GENERATIONS
 
-from tests.e2e.conftest import StackProcess, user_env
+from tests.e2e.conftest import API_VERSION, StackProcess, user_env
 
 pytestmark = pytest.mark.e2e
+INPAINT = GENERATIONS[API_VERSION][1][2]  # the generation's own price: 4 credits on v1, 16 on v2
+DAILY_LIMIT = INPAINT * 3 // 2  # room for one inpaint, not two
 
 
 @pytest.fixture(scope="module")
 def budget_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
     home = tmp_path_factory.mktemp("home")
-    env = user_env(home) | {"DAILY_CREDIT_LIMIT": "6", "OVER_BUDGET": "reject"}  # room for one inpaint (4)
+    env = user_env(home) | {"DAILY_CREDIT_LIMIT": str(DAILY_LIMIT), "OVER_BUDGET": "reject"}
     stack = StackProcess(tmp_path_factory.mktemp("state"), env)
     stack.start()
     yield stack
@@ -54,7 +57,7 @@ def test_the_local_stack_honours_the_budget_settings_and_usage_reports_them(
     watched = _cli(budget_stack, tmp_path, "watch", first, "--timeout", "30", "--interval", "0.1")
     assert watched.returncode == 0, watched.stdout + watched.stderr
 
-    second = _submit(budget_stack, tmp_path, "e2e-budget-2")  # 4 more credits: over the day's 6
+    second = _submit(budget_stack, tmp_path, "e2e-budget-2")  # one more inpaint: over the day's limit
     refused = _cli(budget_stack, tmp_path, "watch", second, "--timeout", "30", "--interval", "0.1")
 
     assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -62,8 +65,11 @@ def test_the_local_stack_honours_the_budget_settings_and_usage_reports_them(
     usage = _cli(budget_stack, tmp_path, "usage", "--json")
     assert usage.returncode == 0, usage.stderr
     day, month = json.loads(usage.stdout)["periods"]
-    assert (day["period"], day["reserved"], day["spent"], day["limit"], day["left"]) == ("day", 4, 4, 6, 2)
-    assert (month["reserved"], month["limit"]) == (4, None)
+    left = DAILY_LIMIT - INPAINT
+    assert (day["period"], day["reserved"], day["spent"], day["limit"], day["left"]) == (
+        "day", INPAINT, INPAINT, DAILY_LIMIT, left
+    )  # fmt: skip
+    assert (month["reserved"], month["limit"]) == (INPAINT, None)
     table = _cli(budget_stack, tmp_path, "usage")
     assert table.returncode == 0 and "no jobs held for credits" in table.stdout, table.stdout
     assert table.stdout.splitlines()[0].split() == ["CREDITS", "RESERVED", "SPENT", "IN", "FLIGHT", "LIMIT", "LEFT"]

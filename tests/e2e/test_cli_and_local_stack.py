@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,11 +20,12 @@ import pytest
 from PIL import Image
 
 from tests.builders import wait_for_object
-from tests.e2e.conftest import REPO_ROOT, Aws, CliRunner, StackProcess
+from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess
 
 pytestmark = pytest.mark.e2e
 
 STACK_KEYS = {
+    "apiframe_api_version",
     "aws_endpoint_url",
     "region",
     "bucket",
@@ -77,6 +79,7 @@ def test_stack_json_publishes_the_documented_keys(local_stack: StackProcess, aws
     info = local_stack.info
     assert set(info) == STACK_KEYS
     assert info["simulator"] is True
+    assert info["apiframe_api_version"] == API_VERSION
     assert info["webhook_url"].startswith("http://127.0.0.1:")
     aws.s3.head_bucket(Bucket=info["bucket"])  # reachable over HTTP with any credentials
     assert aws.table.table_status == "ACTIVE"
@@ -392,9 +395,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         text=True,
         timeout=90,
         cwd=REPO_ROOT,
+        env=os.environ | {"APIFRAME_API_VERSION": API_VERSION},  # `APIFRAME_API_VERSION=v2 make demo`
         check=False,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert f"APIFRAME {API_VERSION} simulator" in result.stdout
     (folder,) = out.iterdir()
     assert sorted(p.name for p in folder.iterdir()) == sorted([*RESULT_FILES, "sheet.png"])
     # The mask the pipeline drew from the demo's fractions 0.35,0.08,0.3,0.5 at the upscale's 512x344.
@@ -410,6 +415,25 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "Stopped the local stack (exit code 0)." in result.stdout
     assert re.search(r"Demo finished in \d+\.\ds\.", result.stdout)
     assert not (tmp_path / "state" / "stack.json").exists()
+
+
+def test_demo_refuses_a_running_stack_of_the_other_generation(local_stack: StackProcess, tmp_path: Path) -> None:
+    other = "v1" if API_VERSION == "v2" else "v2"
+    demo = [sys.executable, "-m", "vary_region_local.demo", "--state-dir", str(local_stack.state_dir)]
+    result = subprocess.run(
+        [*demo, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO_ROOT,
+        env=os.environ | {"APIFRAME_API_VERSION": other},
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"a local stack speaking APIFRAME {API_VERSION} is running" in result.stderr
+    assert f"APIFRAME_API_VERSION={API_VERSION}" in result.stderr
+    assert local_stack.process is not None and local_stack.process.poll() is None, "the user's stack is left running"
+    assert not (tmp_path / "out").exists()
 
 
 def test_stack_stops_cleanly_on_sigint(local_stack: StackProcess) -> None:

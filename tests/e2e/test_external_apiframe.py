@@ -11,13 +11,13 @@ import pytest
 from vary_region_local.simulator import ApiframeSimulator
 
 from tests.builders import job_json, mask_png
-from tests.e2e.conftest import StackProcess, user_env
+from tests.e2e.conftest import API_VERSION, StackProcess, user_env
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_stack_uses_the_server_named_by_apiframe_base_url(tmp_path: Path):
-    external = ApiframeSimulator(api_key="external-key", step_delay=0.05)
+    external = ApiframeSimulator(api_key="external-key", step_delay=0.05, api_version=API_VERSION)
     base_url = external.start()
     env = user_env(tmp_path) | {"APIFRAME_BASE_URL": base_url, "APIFRAME_API_KEY": "external-key"}
     stack = StackProcess(tmp_path / "state", env)
