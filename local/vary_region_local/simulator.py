@@ -110,6 +110,7 @@ class SimulatorFaults:
     # (their balance falls as tasks are accepted), or `account_status` (an error) when set.
     account_credits: int = _INITIAL_CREDITS
     account_status: int | None = None
+    max_concurrent_jobs: int = 12  # what v2's GET /v2/me reports as the plan's limit (not enforced)
 
 
 def _fault_kinds() -> dict[str, tuple[type, bool]]:
@@ -209,7 +210,6 @@ class ApiframeSimulator:
             raise ValueError("api_version must be v1 or v2")
         self.api_key, self.host, self.port = api_key, host, port
         self.api_version = api_version  # v2: the v2 paths, shapes, errors and signed webhooks (simulator_v2)
-        self.max_concurrent_jobs = 12  # what v2's GET /v2/me reports as the plan's limit
         self.step_delay, self.progress_steps = step_delay, tuple(progress_steps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.faults = SimulatorFaults()
@@ -356,7 +356,7 @@ class ApiframeSimulator:
             payload = json.loads(answer.body or b"{}")
         except ValueError:
             payload = {}
-        v2 = simulator_v2.v2_answer(v1_path, answer.status, payload, self.max_concurrent_jobs)
+        v2 = simulator_v2.v2_answer(v1_path, answer.status, payload, self.faults.max_concurrent_jobs)
         return _json(answer.status, v2, answer.headers)
 
     def _authorized(self, header: str | None) -> bool:

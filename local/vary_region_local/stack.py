@@ -70,7 +70,7 @@ class StackOptions:
     reconcile_quiet_seconds: int = 10
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
-    max_active_tasks: int = 10
+    max_active_tasks: int | None = 10  # None: left empty (10 on v1, the account's maxConcurrentJobs on v2)
     # One: the layer's Powertools Logger keys and Metrics buffer live in the process, so two webhook
     # containers in one process would tag each other's log lines and flush each other's metrics.
     # Deployed, Lambda runs each container in its own process and invokes them concurrently.
@@ -333,7 +333,7 @@ class LocalStack:
             "COMPLETION_QUEUE_URL": completion_url,
             "COMPLETION_RETRY_DELAY_SECONDS": "1",
             "RESULT_REFETCH_DELAY_SECONDS": "0.2",
-            "MAX_ACTIVE_TASKS": str(opts.max_active_tasks),
+            "MAX_ACTIVE_TASKS": "" if opts.max_active_tasks is None else str(opts.max_active_tasks),
             "EVENT_BUS_NAME": opts.event_bus_name,
             "HOLD_DELAY_SECONDS": "1",
             "POWERTOOLS_SERVICE_NAME": "vary-region",
@@ -521,7 +521,9 @@ def _stop_unstarted(stack: LocalStack) -> None:
     stopper.join(timeout=5)  # every server and poller thread is a daemon: exiting ends the rest
 
 
-BUDGET_VARIABLES = (
+# The stack parameters `make local` takes from its own environment, as the stack sets them in AWS.
+PARAMETER_VARIABLES = (
+    "MAX_ACTIVE_TASKS",
     "DAILY_CREDIT_LIMIT",
     "MONTHLY_CREDIT_LIMIT",
     "OVER_BUDGET",
@@ -586,9 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         reconcile_period_seconds=args.reconcile_period,
         reconcile_quiet_seconds=args.reconcile_quiet,
         state_dir=args.state_dir,
-        # `make local` honours the budget guard's settings from its own environment, as the stack's
-        # parameters set them in AWS.
-        extra_env={name: os.environ[name] for name in BUDGET_VARIABLES if os.environ.get(name, "").strip()},
+        max_active_tasks=None,  # left empty, as the template's default: 10 on v1, the account's on v2
+        extra_env={name: os.environ[name] for name in PARAMETER_VARIABLES if os.environ.get(name, "").strip()},
     )
     stack = LocalStack(options)
     stopped, starting = threading.Event(), threading.Event()

@@ -21,12 +21,16 @@ START_TIMEOUT = 30.0
 # VARY_REGION_TEST_API_VERSION=v2: the user is one with a v2 key, who starts `make local` with
 # APIFRAME_API_VERSION=v2 (its simulator then speaks v2 too).
 API_VERSION = os.environ.get("VARY_REGION_TEST_API_VERSION", "v1")
+# The environment pytest was started with. The integration suite's stack, which runs in pytest's own
+# process, later sets its functions' variables (MAX_ACTIVE_TASKS, CREDITS_*, ...) in os.environ, and
+# `make local` honours some of those: a user's stack must never inherit them.
+_STARTED_WITH = dict(os.environ)
 
 
 def user_env(home: Path) -> dict[str, str]:
     """The environment of a user with no AWS or vary-region settings (and no ~/.aws), but the
     generation the suite runs against."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VARY_REGION_", "APIFRAME_"))}
+    env = {k: v for k, v in _STARTED_WITH.items() if not k.startswith(("AWS_", "VARY_REGION_", "APIFRAME_"))}
     env["AWS_CONFIG_FILE"] = str(home / "aws-config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "aws-credentials")
     env["PYTHONUNBUFFERED"] = "1"

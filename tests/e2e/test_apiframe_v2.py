@@ -198,3 +198,26 @@ def _error_json(sim: V2Stack, job_id: str) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_left_empty_the_slot_limit_is_the_accounts_max_concurrent_jobs(tmp_path_factory: pytest.TempPathFactory):
+    # MAX_ACTIVE_TASKS left empty, as the template and `make local` leave it: the submit function reads
+    # the account's maxConcurrentJobs (GET /v2/me) on its first slot check, and never runs more tasks.
+    env = user_env(tmp_path_factory.mktemp("home")) | {"APIFRAME_API_VERSION": "v2", "APIFRAME_API_KEY": API_KEY}
+    stack = StackProcess(tmp_path_factory.mktemp("state"), env)
+    stack.start()
+    try:
+        v2 = V2Stack(stack)
+        v2.faults(max_concurrent_jobs=2)  # before the first job: the account is read once per container
+        jobs = [new_job_id("v2-account-slots") for _ in range(5)]
+        for job_id in jobs:
+            upload_job(v2.s3, v2.bucket, job_id)
+
+        ended = [wait_for_status(v2.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=60) for job_id in jobs]
+
+        assert [item["status"] for item in ended] == ["COMPLETED"] * 5, ended
+        stats = v2.stats()
+        assert stats["inpaint_calls"] == 5
+        assert stats["running_tasks_peak"] == 2, "the account's limit, neither 10 nor fewer than it allows"
+    finally:
+        stack.stop()

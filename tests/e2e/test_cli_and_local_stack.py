@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.builders import wait_for_object
-from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess
+from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -395,7 +394,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         text=True,
         timeout=90,
         cwd=REPO_ROOT,
-        env=os.environ | {"APIFRAME_API_VERSION": API_VERSION},  # `APIFRAME_API_VERSION=v2 make demo`
+        env=user_env(tmp_path / "home") | {"APIFRAME_API_VERSION": API_VERSION},  # `APIFRAME_API_VERSION=v2 make demo`
         check=False,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
@@ -426,7 +425,7 @@ def test_demo_refuses_a_running_stack_of_the_other_generation(local_stack: Stack
         text=True,
         timeout=30,
         cwd=REPO_ROOT,
-        env=os.environ | {"APIFRAME_API_VERSION": other},
+        env=user_env(tmp_path / "home") | {"APIFRAME_API_VERSION": other},
         check=False,
     )
     assert result.returncode == 1, result.stdout + result.stderr

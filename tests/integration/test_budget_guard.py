@@ -25,7 +25,7 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.intake.submission import JobSubmitter, SubmitOutcome, SubmitResult
 from vary_region.jobs.task_store import TaskStore
 from vary_region.settings import Settings, get_settings
-from vary_region.wiring import apiframe_client, free_calls_client, parent_reader
+from vary_region.wiring import apiframe_client, free_calls_client, parent_reader, provider_slot_limit
 from vary_region_cli.config import Target
 from vary_region_cli.usage import held_for_credits
 
@@ -83,7 +83,7 @@ def settings(stack: Any, sim: Any) -> Settings:
 def _submitter(settings: Settings, clock: Clock, holds: Holds | None, **budget: Any) -> JobSubmitter:
     settings = replace(settings, **budget)
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
-    store = TaskStore(table, max_active_tasks=settings.max_active_tasks, budget=settings.budget_policy)
+    store = TaskStore(table, max_active_tasks=provider_slot_limit(settings), budget=settings.budget_policy)
     files = JobFiles(boto3.client("s3"), settings.jobs_bucket, DIRECT_INBOX)
     balance = ProviderBalance(free_calls_client(settings).account_credits, settings.balance_cache_seconds)
     return JobSubmitter(

@@ -27,7 +27,7 @@ from vary_region.jobs.task_store import TaskStore
 from vary_region.provider.api_key import api_key_reader
 from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.settings import Settings, get_settings
-from vary_region.wiring import parent_reader
+from vary_region.wiring import parent_reader, provider_slot_limit
 
 from tests.builders import (
     ProviderRecorder,
@@ -170,7 +170,7 @@ def settings(stack: Any, sim: Any) -> Settings:
 def _submitter(settings: Settings, apiframe: Any) -> JobSubmitter:
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
     files = JobFiles(boto3.client("s3"), settings.jobs_bucket, DIRECT_INBOX)
-    store = TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=settings.max_active_tasks)
+    store = TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=provider_slot_limit(settings))
     return JobSubmitter(settings, store, files, apiframe, parent_reader(settings))
 
 
