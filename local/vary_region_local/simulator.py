@@ -81,7 +81,8 @@ _STAT_NAMES = (
 
 @dataclass
 class SimulatorFaults:
-    """Failure switches, all off by default. A task snapshots them when it is created."""
+    """Failure switches, all off by default, and the account's answers (credits, status, task limit).
+    A task snapshots them when it is created."""
 
     reject_inpaint: str | None = None
     reject_inpaint_status: int = 400  # what reject_inpaint answers: 400, or v2's 402 (credits) or 409 (parent too old)
@@ -989,7 +990,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-delay", type=float, default=0.5, help="seconds between progress steps")
     parser.add_argument("--progress-steps", default="25,50,75", help="comma-separated percentages")
     parser.add_argument("--image-size", default="512x512", help="WIDTHxHEIGHT of parent pictures")
-    faults = parser.add_argument_group("faults (all off by default)")
+    faults = parser.add_argument_group("faults (all off by default) and the account's answers")
     for name, (base, _) in _FAULT_KINDS.items():
         flag = "--" + name.replace("_", "-")
         if base is bool:

@@ -576,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
         for message in conflicts:
             print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_CANNOT_START
+    parameters = {name: os.environ[name] for name in PARAMETER_VARIABLES if os.environ.get(name, "").strip()}
+    from vary_region.settings import Settings, SettingsError  # only the settings module: stdlib alone
+
+    try:  # read as the functions will read them: a bad value is a usage error now, not a failed start
+        Settings.from_env({"JOBS_BUCKET": "-", "JOBS_TABLE": "-"} | parameters)
+    except SettingsError as exc:
+        parser.error(str(exc))
     options = StackOptions(
         host=args.host,
         aws_port=args.aws_port,
@@ -589,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         reconcile_quiet_seconds=args.reconcile_quiet,
         state_dir=args.state_dir,
         max_active_tasks=None,  # left empty, as the template's default: 10 on v1, the account's on v2
-        extra_env={name: os.environ[name] for name in PARAMETER_VARIABLES if os.environ.get(name, "").strip()},
+        extra_env=parameters,
     )
     stack = LocalStack(options)
     stopped, starting = threading.Event(), threading.Event()

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from vary_region_local import process
+from vary_region_local.stack import PARAMETER_VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -29,8 +30,12 @@ _STARTED_WITH = dict(os.environ)
 
 def user_env(home: Path) -> dict[str, str]:
     """The environment of a user with no AWS or vary-region settings (and no ~/.aws), but the
-    generation the suite runs against."""
-    env = {k: v for k, v in _STARTED_WITH.items() if not k.startswith(("AWS_", "VARY_REGION_", "APIFRAME_"))}
+    generation the suite runs against; none of the stack parameters `make local` honours either."""
+    env = {
+        k: v
+        for k, v in _STARTED_WITH.items()
+        if not k.startswith(("AWS_", "VARY_REGION_", "APIFRAME_")) and k not in PARAMETER_VARIABLES
+    }
     env["AWS_CONFIG_FILE"] = str(home / "aws-config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "aws-credentials")
     env["PYTHONUNBUFFERED"] = "1"

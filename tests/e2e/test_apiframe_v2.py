@@ -200,24 +200,42 @@ def _error_json(sim: V2Stack, job_id: str) -> dict[str, Any]:
             time.sleep(0.2)
 
 
-def test_left_empty_the_slot_limit_is_the_accounts_max_concurrent_jobs(tmp_path_factory: pytest.TempPathFactory):
-    # MAX_ACTIVE_TASKS left empty, as the template and `make local` leave it: the submit function reads
-    # the account's maxConcurrentJobs (GET /v2/me) on its first slot check, and never runs more tasks.
+@pytest.fixture(scope="module")
+def account_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[V2Stack]:
+    """A v2 stack of its own with MAX_ACTIVE_TASKS left empty, as the template and `make local` leave it,
+    whose account allows two jobs at once: set before its first job, since the submit function reads
+    the account (GET /v2/me) once per container, on its first slot check."""
     env = user_env(tmp_path_factory.mktemp("home")) | {"APIFRAME_API_VERSION": "v2", "APIFRAME_API_KEY": API_KEY}
     stack = StackProcess(tmp_path_factory.mktemp("state"), env)
-    stack.start()
-    try:
-        v2 = V2Stack(stack)
-        v2.faults(max_concurrent_jobs=2)  # before the first job: the account is read once per container
-        jobs = [new_job_id("v2-account-slots") for _ in range(5)]
-        for job_id in jobs:
-            upload_job(v2.s3, v2.bucket, job_id)
+    stack.start()  # in a fixture: a stack that cannot start is an error, never a failed (caught) test
+    v2 = V2Stack(stack)
+    v2.faults(max_concurrent_jobs=2)
+    yield v2
+    stack.stop()
 
-        ended = [wait_for_status(v2.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=60) for job_id in jobs]
 
-        assert [item["status"] for item in ended] == ["COMPLETED"] * 5, ended
-        stats = v2.stats()
-        assert stats["inpaint_calls"] == 5
-        assert stats["running_tasks_peak"] == 2, "the account's limit, neither 10 nor fewer than it allows"
-    finally:
-        stack.stop()
+def test_left_empty_the_slot_limit_is_the_accounts_max_concurrent_jobs(account_of_two: V2Stack) -> None:
+    sim = account_of_two
+    # The first tasks' webhooks are lost, so their slots stay taken until the reconciler finds them
+    # (10 s quiet): every other job meets the submit function while no slot is free.
+    sim.faults(drop_webhooks="all")
+    jobs = [new_job_id("v2-account-slots") for _ in range(5)]
+    for job_id in jobs:
+        upload_job(sim.s3, sim.bucket, job_id)
+
+    deadline, seen = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        seen = [sim.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item") or {} for job_id in jobs]
+        if all(item.get("task_id") or item.get("held_reason") == "PROVIDER_SLOTS_FULL" for item in seen):
+            break
+        time.sleep(0.2)
+    paid = [item["job_id"] for item in seen if item.get("task_id")]
+    held = [item["job_id"] for item in seen if item.get("held_reason") == "PROVIDER_SLOTS_FULL"]
+    assert (len(paid), len(held)) == (2, 3), "the account's two slots, not the 10 of a limit left unread"
+
+    sim.faults(drop_webhooks=None)  # the held jobs' own tasks report as usual
+    ended = [wait_for_status(sim.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=60) for job_id in jobs]
+    assert [item["status"] for item in ended] == ["COMPLETED"] * 5, ended
+    stats = sim.stats()
+    assert stats["inpaint_calls"] == 5
+    assert stats["running_tasks_peak"] <= 2

@@ -96,7 +96,18 @@ def test_the_same_port_for_two_servers_is_refused_before_anything_starts(tmp_pat
     assert "LOCAL_WEBHOOK_PORT=0" in result.stderr
 
 
-def test_a_bad_port_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOCAL_AWS_PORT", "70000", "'70000' is not a port number"),
+        ("MAX_ACTIVE_TASKS", "abc", "MAX_ACTIVE_TASKS='abc' is not a number"),
+        ("MAX_ACTIVE_TASKS", "0", "MAX_ACTIVE_TASKS must be a positive number"),
+        ("OVER_BUDGET", "later", "OVER_BUDGET='later' must be one of hold, reject"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_a_usage_error(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     result = subprocess.run(
@@ -105,11 +116,12 @@ def test_a_bad_port_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
         text=True,
         timeout=PROMPTLY,
         cwd=REPO_ROOT,
-        env=user_env(home) | {"LOCAL_AWS_PORT": "70000"},
+        env=user_env(home) | {variable: value},
         check=False,
     )
     assert result.returncode == 2
-    assert "'70000' is not a port number" in result.stderr and "Traceback" not in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "stack.json").exists()
 
 
 # A stack whose start() fails after moto server and the simulator are up (the resources step raises),

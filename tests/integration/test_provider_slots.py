@@ -31,6 +31,7 @@ def _held_jobs(table: Any, jobs: list[str]) -> list[str]:
 def test_burst_beyond_the_slot_limit_is_held_back_and_every_job_completes(stack, sim, s3, table, bucket, monkeypatch):
     settle_stack(stack, sim)  # the provider's running-task count below belongs to this burst alone
     limit = stack.options.max_active_tasks
+    assert limit is not None, "the suite's stack sets a limit of its own"
     jobs = [new_job_id("burst") for _ in range(limit * 2 + 5)]
     # While the gate is shut no task can finish, so no slot frees: however the burst's submissions
     # interleave, exactly `limit` tasks start and every further job must be held back.
