@@ -21,11 +21,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("VARY_REGION_TEST_API_VERSION", "v1") != "v2":
         return
     v1_only = pytest.mark.skip(reason="about APIFRAME v1's own forms; the suite runs against v2")
-    ran_already = pytest.mark.skip(reason="runs its own v2 stack in either pass: the v1 pass ran it")
+    ran_already = pytest.mark.skip(reason="starts a stack of a fixed generation in either pass: the v1 pass ran it")
     for item in items:
         if item.get_closest_marker("v1_only"):
             item.add_marker(v1_only)
-        elif item.get_closest_marker("own_v2_stack"):
+        elif item.get_closest_marker("fixed_generation"):
             item.add_marker(ran_already)
 
 
