@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import shlex
 import signal
 import socket
@@ -28,7 +27,13 @@ from vary_region_cli import main as cli
 from vary_region_cli.jobs import RESULTS
 from vary_region_cli.masks import Rect
 
-from vary_region_local.process import STACK_START_TIMEOUT, StackProcess, StackProcessError, read_stack_file
+from vary_region_local.process import (
+    STACK_START_TIMEOUT,
+    StackProcess,
+    StackProcessError,
+    read_stack_file,
+    requested_api_version,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGINE_PROMPT = "mountains under a morning sky"
@@ -127,7 +132,7 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
     started = time.monotonic()
     stack = LocalStackProcess(state_dir)
     failure: str | None = None
-    wanted = os.environ.get("APIFRAME_API_VERSION", "").strip().lower() or "v1"
+    wanted = requested_api_version()
     try:
         info = read_stack_file(stack.stack_file)
         if info is not None and stack_is_alive(info):

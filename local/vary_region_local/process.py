@@ -88,6 +88,11 @@ class StackProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def requested_api_version() -> str:
+    """The APIFRAME generation the environment asks for (APIFRAME_API_VERSION), as the stack reads it."""
+    return os.environ.get("APIFRAME_API_VERSION", "").strip().lower() or "v1"
+
+
 def clean_environment() -> dict[str, str]:
     """The caller's environment without what could reach real services. The API generation stays:
     `APIFRAME_API_VERSION=v2 make demo` runs the demo against the simulator speaking v2."""

@@ -26,6 +26,7 @@ import yaml
 
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
+from vary_region_local.process import requested_api_version
 from vary_region_local.sqs_poller import SqsPoller
 from vary_region_local.stream_poller import StreamPoller
 
@@ -556,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-version",
         choices=("v1", "v2"),
-        default=os.environ.get("APIFRAME_API_VERSION", "").strip().lower() or "v1",
+        default=requested_api_version(),
         help="the APIFRAME generation (env APIFRAME_API_VERSION); the built-in simulator speaks it too",
     )
     parser.add_argument("--step-delay", type=float, default=0.3, help="simulator: seconds between task steps")

@@ -19,7 +19,7 @@ import pytest
 import requests
 from vary_region_local.simulator_v2 import signature
 
-from tests.builders import job_json, mask_png, new_job_id, read_json, upload_job, wait_for_status
+from tests.builders import job_json, mask_png, new_job_id, read_error_json, read_json, upload_job, wait_for_status
 from tests.e2e.conftest import StackProcess, user_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fixed_generation]
@@ -107,7 +107,7 @@ def test_a_failed_v2_job_is_failed_with_error_json(sim: V2Stack) -> None:
     item = wait_for_status(sim.table, job_id, ("FAILED",), timeout=40)
 
     assert "Content policy violation" in item["error"]["message"]
-    assert _error_json(sim, job_id)["code"] == item["error"]["code"]
+    assert read_error_json(sim.s3, sim.bucket, job_id)["error"]["code"] == item["error"]["code"]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_v2_refusals_end_the_job_with_their_own_code_and_are_not_resent(sim: V2S
     item = wait_for_status(sim.table, job_id, ("FAILED", "REJECTED"), timeout=40)
 
     assert item["error"]["code"] == code
-    assert _error_json(sim, job_id)["code"] == code
+    assert read_error_json(sim.s3, sim.bucket, job_id)["error"]["code"] == code
     assert sim.stats()["inpaint_calls"] == 1
 
 
@@ -131,7 +131,7 @@ def test_a_bad_mask_is_rejected_before_anything_is_paid_through_v2(sim: V2Stack)
 
     item = wait_for_status(sim.table, job_id, ("REJECTED",), timeout=40)
 
-    assert item["error"]["code"] == _error_json(sim, job_id)["code"]
+    assert item["error"]["code"] == read_error_json(sim.s3, sim.bucket, job_id)["error"]["code"]
     assert sim.stats()["inpaint_calls"] == 0
 
 
@@ -187,17 +187,6 @@ def test_forged_resigned_altered_or_secretless_v2_webhooks_get_401_and_replays_c
         done["updated_at"],
         done.get("percentage"),
     )
-
-
-def _error_json(sim: V2Stack, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return read_json(sim.s3, sim.bucket, f"results/{job_id}/error.json")["error"]
-        except sim.s3.exceptions.NoSuchKey:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
