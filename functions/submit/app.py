@@ -23,10 +23,6 @@ from vary_region.settings import get_settings
 
 settings = get_settings()
 submitter = wiring.job_submitter(settings)
-_TIME_NEEDED_PER_UPLOAD_MS = int(
-    (settings.submit_retry_budget_seconds + settings.apiframe_read_timeout + settings.apiframe_connect_timeout + 5)
-    * 1000
-)
 
 _OUTCOME_METRICS = {
     SubmitOutcome.SUBMITTED: "JobsSubmitted",
@@ -36,9 +32,11 @@ _OUTCOME_METRICS = {
 }
 
 
-def handle_upload(key: str) -> None:
+def handle_upload(key: str, lambda_context: LambdaContext) -> None:
     logger.remove_keys(["job_id", "task_id"])  # one batch carries many jobs: no key leaks to the next
-    result = submitter.handle_upload(key)
+    # Lambda stopping the invocation mid-call would leave a paid task nobody knows about: the
+    # submitter defers an upload, untouched, when too little time is left right before its claim.
+    result = submitter.handle_upload(key, lambda: lambda_context.get_remaining_time_in_millis() / 1000)
     logger.info("upload handled", extra={"outcome": str(result.outcome), "job_id": result.job_id})
     if result.first_seen:
         metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=1)
@@ -60,15 +58,8 @@ def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None
         logger.error("job request refused", extra={"reason": str(exc), "message_id": message.message_id})
         metrics.add_metric(name="JobRequestsRefused", unit=MetricUnit.Count, value=1)
         return
-    keys = uploaded_keys(body)
-    if keys and lambda_context.get_remaining_time_in_millis() < _TIME_NEEDED_PER_UPLOAD_MS:
-        # Too little time left for a submission with its retries: Lambda stopping mid-call would
-        # leave an outcome nobody knows. Such uploads go back to the queue, untouched.
-        for key in keys:
-            submitter.defer(key)
-        return
-    for key in keys:
-        handle_upload(key)
+    for key in uploaded_keys(body):
+        handle_upload(key, lambda_context)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -77,7 +68,7 @@ def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not is_sqs_batch(event):  # a direct S3 notification, e.g. `sam local invoke -e events/s3-put-mask.json`
         for key in uploaded_keys(event):
-            handle_upload(key)
+            handle_upload(key, context)
         return partial_batch_response([])
 
     def handle(message: QueueMessage) -> None:

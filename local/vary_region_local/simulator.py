@@ -55,6 +55,7 @@ _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL 
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
 # Ids no parent is made up for: Fetch answers 404, as the provider does for a task it never had.
 _UNKNOWN_PREFIXES = ("missing-", "ghost-", "nope")
+_DESCRIPTION = "1 a lighthouse at dusk, oil painting --ar 3:2"  # a describe task's result: text, no image
 _RUNNING_PARENT = re.compile(r"running-(\d+)-")  # running-<n>-...: finishes after n Fetch answers
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _PARTIAL_SHAPES = {
@@ -502,7 +503,8 @@ class ApiframeSimulator:
     def _implicit_parent(self, task_id: str) -> _Task | None:
         """The parent behind an id this simulator never created (call with the lock held): by prefix,
         `grid-` a finished imagine task, `failed-` a failed upscale, `running-<n>-` an upscale that
-        finishes after n Fetch answers, `missing-`/`ghost-`/`nope` none at all; any other id a
+        finishes after n Fetch answers, `describe-` a finished task with text and no image,
+        `missing-`/`ghost-`/`nope` none at all; any other id a
         finished upscale whose picture is `image_size`."""
         if task_id.startswith(_UNKNOWN_PREFIXES):
             return None
@@ -514,9 +516,12 @@ class ApiframeSimulator:
             task.result = _failed_payload(task, "simulated parent failure")
         elif running:
             task = _Task(task_id, "upscale#1", status="processing", finish_after_fetches=int(running[1]))
+        elif task_id.startswith("describe-"):
+            task = _Task(task_id, "describe", status="finished")
+            task.result = {"task_id": task_id, "task_type": "describe", "status": "finished", "content": _DESCRIPTION}
         else:
             task = _Task(task_id, "upscale#1", status="finished")
-        if task.status == "finished":
+        if task.status == "finished" and task.result is None:
             task.result = self._result_payload(task)
         self._tasks[task_id] = task
         return task

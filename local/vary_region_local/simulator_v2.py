@@ -107,6 +107,8 @@ def v2_job(view: dict[str, Any]) -> dict[str, Any]:
         if view.get("original_image_url"):
             result["gridUrl"] = view["original_image_url"]
         return job | {"status": "completed", "progress": 100, "result": result, "creditCost": V2_CREDITS.get(stage, 16)}
+    if status == "finished":  # a job whose result is no image (a describe): text only
+        return job | {"status": "completed", "progress": 100, "result": {"content": view.get("content")}}
     if status == "processing":
         return job | {"status": "processing", "progress": view.get("percentage") or 0}
     return job | {"status": "queued", "progress": 0}

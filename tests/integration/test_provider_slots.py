@@ -121,10 +121,10 @@ def test_a_held_job_wakes_up_without_reading_its_mask_while_no_slot_is_free(stac
             mask_reads.append(key)
         return real_read(key, max_bytes)
 
-    def observed_handle(key: str) -> SubmitResult:
+    def observed_handle(key: str, time_left: Any = None) -> SubmitResult:
         before = get_job(table, job_id) if key.startswith(f"inbox/{job_id}/") else None
         reads_before = len(mask_reads)
-        result = real_handle(key)
+        result = real_handle(key, time_left)
         if before and before.get("held_at") and result.outcome is SubmitOutcome.HELD:
             wake_ups.append(len(mask_reads) - reads_before)
         return result

@@ -97,6 +97,8 @@ class Settings:
     submit_ambiguity_window_seconds: int = 3600
     max_task_age_seconds: int = 6 * 3600
     stale_receipt_seconds: int = 86400
+    # The longest a job may be held back, or a chain wait between two stages, before it ends.
+    max_hold_seconds: int = 7 * 86400
     job_ttl_days: int = 90
     # None (MAX_ACTIVE_TASKS left empty): v1 takes 10, v2 the account's own maxConcurrentJobs (GET /v2/me).
     max_active_tasks: int | None = None
@@ -121,6 +123,12 @@ class Settings:
     balance_cache_seconds: int = 60
     # Where job state changes are published (EventBridge bus name or ARN).
     event_bus_name: str = "default"
+
+    @property
+    def seconds_for_paid_call(self) -> float:
+        """The longest a paid submission can take (its retries and their time-outs, and the writes
+        around it): an invocation with less left must not claim a stage."""
+        return self.submit_retry_budget_seconds + self.apiframe_read_timeout + self.apiframe_connect_timeout + 5
 
     def credits_of(self, stage: str) -> int:
         return {"imagine": self.credits_imagine, "upscale": self.credits_upscale}.get(stage, self.credits_inpaint)
@@ -193,6 +201,7 @@ class Settings:
             ),
             job_ttl_days=int(number("JOB_TTL_DAYS", defaults.job_ttl_days)),
             max_task_age_seconds=int(number("MAX_TASK_AGE_SECONDS", defaults.max_task_age_seconds)),
+            max_hold_seconds=int(number("MAX_HOLD_SECONDS", defaults.max_hold_seconds)),
             max_active_tasks=int(number("MAX_ACTIVE_TASKS", 0)) or None,
             submit_queue_url=env.get("SUBMIT_QUEUE_URL", "").strip(),
             hold_delay_seconds=int(number("HOLD_DELAY_SECONDS", defaults.hold_delay_seconds)),

@@ -157,6 +157,7 @@ def _finished_grid_url(task: TaskResult) -> str:
         )
     if task.grid_url and task.grid_url.strip():
         return task.grid_url.strip()
+    _refuse_if_finished_without_image(task)
     raise ParentNotReady("PARENT_RUNNING", f"the parent task {task.task_id} has no grid yet")
 
 
@@ -169,5 +170,18 @@ def _finished_upscale_url(task: TaskResult) -> str:
         )
     if task.image_url:
         return task.image_url
-    # Neither failed, nor a grid, nor an image yet: at work, whatever its status says.
+    _refuse_if_finished_without_image(task)
+    # Neither failed, nor finished, nor a grid, nor an image yet: at work, whatever its status says.
     raise ParentNotReady("PARENT_RUNNING", f"the parent task {task.task_id} has no image yet")
+
+
+def _refuse_if_finished_without_image(task: TaskResult) -> None:
+    """A task said to be finished with no image at all (a describe or blend-style task, or a shape this
+    adapter does not read) will never have one: waiting for it would hold the job for nothing.
+    One with some images but not the one asked for may be a partial answer, and is asked again."""
+    if task.state is TaskState.FINISHED and not (task.image_url or task.grid_url or any(task.image_urls)):
+        raise JobRejected(
+            "PARENT_HAS_NO_IMAGE",
+            f"the parent task {task.task_id} finished without an image ({task.task_type or 'task type unknown'}); "
+            "start from an imagine or upscale task",
+        )

@@ -71,6 +71,7 @@ class SubmitOutcome(StrEnum):
     FAILED = "failed"
     AMBIGUOUS = "ambiguous"
     HELD = "held"  # valid, but it must wait (no provider slot, parent still running): back through the queue
+    DEFERRED = "deferred"  # too little time left in the invocation for a paid call: back through the queue, untouched
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class _Waiting(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(f"waiting for {what}")
         self.what = what
+
+
+# The seconds left in the Lambda invocation (LambdaContext.get_remaining_time_in_millis, in seconds).
+TimeLeft = Callable[[], float]
 
 
 class Hold(Protocol):
@@ -150,13 +155,19 @@ class JobSubmitter:
         self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
 
     @tracer.capture_method(capture_response=False)
-    def handle_upload(self, key: str) -> SubmitResult:
-        """React to one uploaded object (its decoded S3 key)."""
+    def handle_upload(self, key: str, time_left: TimeLeft | None = None) -> SubmitResult:
+        """React to one uploaded object (its decoded S3 key).
+
+        time_left: the seconds left in this invocation; with too few for a paid call's worst case,
+        the upload goes back to the queue untouched (checked now, and again right before the claim).
+        """
         uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
         if uploaded is None:
             return SubmitResult(SubmitOutcome.IGNORED)
         job_id = uploaded.job_id
         logger.append_keys(job_id=job_id)
+        if not self._time_for_paid_call(time_left):
+            return self._defer(uploaded)
         existing = self._store.get(job_id)
         if existing is not None and (existing.status.is_final or existing.stage_claimed):
             ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
@@ -192,11 +203,15 @@ class JobSubmitter:
                 result = SubmitResult(SubmitOutcome.WAITING, job_id)
             else:
                 spec, mask = inputs
-                # A chain under way goes on with its open stage; a new job starts with its first.
-                under_way = existing is not None and existing.was_submitted
-                stage = existing.stage if existing is not None and under_way else spec.first_stage
+                # The job's state, never the job file (which its owner may have changed since), says
+                # whether this is its first claim: a chain under way goes on with its open stage.
+                if existing is not None and existing.was_submitted:
+                    stage, first = existing.stage, False
+                else:
+                    stage, first = spec.first_stage, True
                 logger.append_keys(stage=str(stage))
-                result = self._submit(uploaded, self._plan(stage, spec, mask, existing), spec, existing)
+                plan = self._plan(stage, first, spec, mask, existing)
+                result = self._submit(uploaded, plan, spec, existing, time_left)
         except _Waiting as waiting:
             if existing is not None and existing.was_submitted:
                 # A chain under way whose files left the inbox cannot go on: nothing would ever come back.
@@ -219,10 +234,9 @@ class JobSubmitter:
 
     # --- each stage checked before it is paid ----------------------------------------------------
 
-    def _plan(self, stage: JobStage, spec: JobSpec, mask: Mask | None, job: Job | None) -> _StagePlan:
+    def _plan(self, stage: JobStage, first: bool, spec: JobSpec, mask: Mask | None, job: Job | None) -> _StagePlan:
         """Everything free about `stage` done (parent read, mask checked and fitted); raises
         JobRejected or ParentNotReady. A chain's first stage checks the mask for the whole chain."""
-        first = stage is spec.first_stage
         if stage is JobStage.IMAGINE:
             assert spec.imagine is not None  # first_stage is IMAGINE only with it
             imagine = spec.imagine
@@ -248,7 +262,9 @@ class JobSubmitter:
         # In a chain the mask was checked against the size the upscale was going to have; it is
         # scaled to the size it has (the same, unless the provider changed its sizes).
         binary = self._mask_at(spec, mask, parent.size, MaskFit.RESIZE if spec.is_chain else spec.mask_fit)
-        prompt = spec.prompt
+        # A later stage sends the prompt the first claim recorded (and result.json shows), whatever
+        # the job file says now.
+        prompt = spec.prompt if first or job is None else job.prompt
 
         def inpaint(url: str | None, secret: str) -> InpaintRequest:
             return InpaintRequest(parent_task, binary.to_data_url(), prompt, url, secret)
@@ -455,7 +471,9 @@ class JobSubmitter:
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
 
-    def _submit(self, uploaded: InboxObject, plan: _StagePlan, spec: JobSpec, existing: Job | None) -> SubmitResult:
+    def _submit(
+        self, uploaded: InboxObject, plan: _StagePlan, spec: JobSpec, existing: Job | None, time_left: TimeLeft | None
+    ) -> SubmitResult:
         job_id = uploaded.job_id
         token = uuid.uuid4().hex
         secret = new_webhook_secret()
@@ -479,11 +497,11 @@ class JobSubmitter:
                 delay_seconds=self._credits_hold_delay(HeldReason.PROVIDER_BALANCE_LOW),
                 credits_needed=reservation.total,
             )
-        mask_key = None
-        if plan.mask is not None:
-            # Before the claim: a write that fails leaves nothing claimed, and the event is retried.
-            mask_key = ResultKeys(job_id, self._settings.results_prefix).mask
-            self._files.write_bytes(mask_key, plan.mask.data, plan.mask.media_type)
+        if not self._time_for_paid_call(time_left):
+            # Reading the parent and the inputs took the time: Lambda could stop the invocation after
+            # the claim or mid-call, leaving a paid task nobody knows about.
+            return self._defer(uploaded)
+        mask_key = ResultKeys(job_id, self._settings.results_prefix).mask if plan.mask is not None else None
         later = None if plan.first else plan.stage
         try:
             claimed = self._store.claim_submission(
@@ -519,6 +537,10 @@ class JobSubmitter:
         if plan.first and reservation is not None:
             metrics.add_metric(name="CreditsReserved", unit=MetricUnit.Count, value=reservation.total)
         try:
+            if plan.mask is not None and mask_key is not None:
+                # Only after a won claim: a delivery that lost the claim, or was held, never replaces
+                # the mask that was sent. A failed write is still before sending: the claim goes back.
+                self._store_sent_mask(mask_key, plan.mask)
             task_id = self._apiframe.submit(self._stage_request(job_id, plan, secret))
         except RequestNotSent:
             # Nothing reached APIFRAME (e.g. the API key could not be read): give the claim back so the
@@ -560,6 +582,20 @@ class JobSubmitter:
             logger.error("the paid task could not be recorded on the job; its webhook can still complete it")
         logger.info("stage submitted")
         return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
+
+    def _store_sent_mask(self, key: str, mask: BinaryMask) -> None:
+        try:
+            self._files.write_bytes(key, mask.data, mask.media_type)
+        except Exception as exc:
+            raise RequestNotSent(f"the mask could not be stored beside the results ({type(exc).__name__})") from exc
+
+    def _time_for_paid_call(self, time_left: TimeLeft | None) -> bool:
+        return time_left is None or time_left() >= self._settings.seconds_for_paid_call
+
+    def _defer(self, uploaded: InboxObject) -> SubmitResult:
+        self.defer(uploaded.key)
+        logger.info("too little time left in this invocation for a paid call; upload deferred, untouched")
+        return SubmitResult(SubmitOutcome.DEFERRED, uploaded.job_id)
 
     def _give_back(self, job_id: str, token: str, plan: _StagePlan, returned: Settlement | None) -> None:
         """The provider certainly did not take the request: the claim, its slot and (a first stage's)

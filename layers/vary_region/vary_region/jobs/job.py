@@ -46,7 +46,8 @@ class Job:
     submitted_at: str | None = None
     completed_at: str | None = None
     needs_attention: bool = False
-    held_at: str | None = None
+    held_at: str | None = None  # since when the job has been held back (its first hold; gone once claimed)
+    stage_opened_at: str | None = None  # when a chain moved on to its open stage (not set on a first stage)
     copy_failures: int = 0
     error: JobError | None = None
     result: dict[str, Any] | None = None

@@ -154,6 +154,8 @@ class Reconciler:
             # The index holds no stage: a chain between two stages is told apart on the whole item (rare).
             whole = self._store.get(job.job_id)
             if whole is not None and not whole.status.is_final and not whole.stage_claimed:
+                if self._held_too_long(whole.stage_opened_at or whole.submitted_at, now):
+                    return self._end_chain_between_stages(whole)
                 return self._hand_on_next_stage(whole)
             claimed = parse_timestamp(job.submit_claimed_at or job.updated_at)
             if now - claimed < timedelta(seconds=self._settings.submit_ambiguity_window_seconds):
@@ -167,6 +169,8 @@ class Reconciler:
             )
             self._fail(job, error, only_without_task=True)
             return "failed_ambiguous"
+        if job.held_at and self._held_too_long(job.held_at, now):
+            return self._reject_held_too_long(job)
         received = parse_timestamp(job.created_at or job.updated_at)
         if job.held_at or now - received < timedelta(seconds=self._settings.stale_receipt_seconds):
             # Held jobs are complete and wait in the queue for a slot or for the provider to come back.
@@ -178,6 +182,42 @@ class Reconciler:
         if self._ends.reject(job.job_id, error):
             metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
         return "rejected_incomplete"
+
+    def _held_too_long(self, since: str | None, now: datetime) -> bool:
+        return since is not None and now - parse_timestamp(since) > timedelta(seconds=self._settings.max_hold_seconds)
+
+    def _reject_held_too_long(self, job: Job) -> str:
+        """A job held back (no slot, no budget, a parent that never finishes...) for longer than
+        MAX_HOLD_SECONDS: nothing was paid; it ends here instead of waiting for ever."""
+        whole = self._store.get(job.job_id)  # the index holds no reason (rare: once per job)
+        reason = whole.held_reason if whole is not None and whole.held_reason else "a hold"
+        error = JobError(
+            "HELD_TOO_LONG",
+            f"held back ({reason}) since {job.held_at}, longer than MAX_HOLD_SECONDS "
+            f"({self._settings.max_hold_seconds} s); nothing was paid",
+            Stage.RECONCILE,
+        )
+        if self._ends.reject(job.job_id, error):
+            metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
+        return "rejected_held_too_long"
+
+    def _end_chain_between_stages(self, job: Job) -> str:
+        """A chain whose next stage was not claimed within MAX_HOLD_SECONDS of its opening: it fails,
+        the stages it paid for count as spent and the unspent ones go back to the budget."""
+        error = JobError(
+            "HELD_TOO_LONG",
+            f"the chain's {job.stage} stage could not start within MAX_HOLD_SECONDS "
+            f"({self._settings.max_hold_seconds} s) of the stage before it finishing"
+            + (f" (last held back: {job.held_reason})" if job.held_reason else ""),
+            Stage.RECONCILE,
+        )
+        settlement = None
+        if job.reservation is not None:
+            policy = self._settings.budget_policy
+            settlement = settle(job.reservation, job.stage, open_stage_paid=False, policy=policy)
+        if self._ends.fail(job.job_id, error, settlement, between_stages=job.stage):
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        return "failed_held_too_long"
 
     def _hand_on_next_stage(self, job: Job) -> str:
         """A chain's stage finished, but its next stage was never claimed (the wake-up was lost, or it

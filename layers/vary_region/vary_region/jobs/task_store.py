@@ -342,7 +342,8 @@ class TaskStore:
         be won. Its provider slot is given back; the next stage takes one of its own."""
         return self._update(
             job_id,
-            f"SET #stage = :to, #status = :processing, {stage.task_id_attribute} = :task, updated_at = :now "
+            f"SET #stage = :to, #status = :processing, {stage.task_id_attribute} = :task, updated_at = :now, "
+            "stage_opened_at = :now "
             "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures",
             self._open_and_claimed() + " AND task_id = :task AND " + self._stage_is(stage),
             {
@@ -395,7 +396,9 @@ class TaskStore:
         """A received job misses one of its files: `waiting_for` names it until the job moves on."""
         return self._update(
             job_id,
-            "SET waiting_for = :what",
+            # No longer held: a job that lost a file meanwhile waits for it, and the stale-receipt rule
+            # (JOB_INCOMPLETE) ends it if it never comes back.
+            "SET waiting_for = :what REMOVE held_at",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {":what": f"waiting for {what}", ":received": JobStatus.RECEIVED.value},
         )
@@ -735,6 +738,7 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         completed_at=item.get("completed_at"),
         needs_attention=bool(item.get("needs_attention", False)),
         held_at=item.get("held_at"),
+        stage_opened_at=item.get("stage_opened_at"),
         copy_failures=int(item.get("copy_failures", 0)),
         error=JobError(error["code"], error["message"], Stage(error["stage"])) if isinstance(error, dict) else None,
         result=_plain(item.get("result")),
