@@ -128,6 +128,8 @@ class ParentReader:
             target = check_image_url(url, self._allowed, self._resolver, address_allowed=self._address_allowed)
         except UnsafeImageUrl as exc:
             raise JobRejected("PARENT_IMAGE_UNREADABLE", f"the parent image URL was refused: {exc}") from None
+        except ImageCopyError as exc:  # its host's name could not be looked up just now
+            raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent image could not be read: {exc}") from None
         session, adapter = self._transport
         try:
             size, _ = read_prefix(
