@@ -102,6 +102,9 @@ class SimulatorFaults:
     image_bytes_per_second: float | None = None
     image_throttle_after_bytes: int = 0  # image_bytes_per_second caps only the bytes after these
     image_padding_bytes: int = 0  # 12 at least when set: an empty PNG chunk's own size
+    # The parent's ranged header read (the intake's, before paying) trickles at this rate; the
+    # image_* switches above model the result CDN during whole-image copies and leave it alone.
+    parent_image_bytes_per_second: float | None = None
     extra_fields: bool = False
     # A finished inpaint answered in a shape that is not a whole result (webhook and Fetch):
     # "one_image", "no_grid", "five_images", "repeated_image" or "no_images"; the whole result is
@@ -232,6 +235,7 @@ class ApiframeSimulator:
         self._images: dict[str, dict[str, bytes]] = {}  # task id -> grid, 1..4 as PNG bytes
         self._parents: dict[str, bytes] = {}
         self._stopping = threading.Event()
+        self._resets = 0  # a throttled body still being sent stops when the faults are reset
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._routes: dict[tuple[str, str], Callable[[bytes], _Response]] = {
@@ -278,6 +282,7 @@ class ApiframeSimulator:
     def reset(self) -> None:
         """Clear faults, stats and the recorded /inpaint bodies; tasks are kept."""
         with self._lock:
+            self._resets += 1
             for f in dataclasses.fields(SimulatorFaults):
                 setattr(self.faults, f.name, f.default)
             self._stats = dict.fromkeys(_STAT_NAMES, 0)
@@ -662,8 +667,14 @@ class ApiframeSimulator:
         end = min(int(wanted[2]) if wanted[2] else len(png) - 1, len(png) - 1)
         if start >= len(png):
             return _Response(416, b"", "image/png", headers={"Content-Range": f"bytes */{len(png)}"})
+        with self._lock:
+            rate = self.faults.parent_image_bytes_per_second
         return _Response(
-            206, png[start : end + 1], "image/png", headers={"Content-Range": f"bytes {start}-{end}/{len(png)}"}
+            206,
+            png[start : end + 1],
+            "image/png",
+            headers={"Content-Range": f"bytes {start}-{end}/{len(png)}"},
+            bytes_per_second=rate,
         )
 
     def _whole_image(self, path: str) -> _Response:
@@ -971,9 +982,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = response.body[: len(response.body) // 2] if response.truncate else response.body
         if response.bytes_per_second:
+            sim = self.server.sim
+            resets = sim._resets
             chunk = max(1, int(response.bytes_per_second / 20))  # about 20 writes a second
             self.wfile.write(body[: response.throttle_after])
             for start in range(response.throttle_after, len(body), chunk):
+                if sim._resets != resets or sim._stopping.is_set():
+                    # A trickle (hours, at a few bytes a second) must not outlive its test.
+                    self.close_connection = True
+                    return
                 self.wfile.write(body[start : start + chunk])
                 time.sleep(chunk / response.bytes_per_second)
         else:

@@ -8,6 +8,7 @@ Test stack limits (conftest): images up to 2 MiB, 3 s image timeout, 3 copy fail
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import boto3
@@ -220,7 +221,7 @@ def test_given_unsafe_image_url_when_copier_runs_then_refused_and_nothing_writte
 
 def test_given_unresolvable_listed_host_then_refused(stack, s3, bucket):
     def no_dns(host: str, port: int) -> list[str]:
-        raise OSError("Name or service not known")
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     prefix = f"results/{new_job_id('nodns')}/"
     copier = ImageCopier(boto3.client("s3"), bucket, [CDN], max_bytes=1024, session=NoNetwork(), resolver=no_dns)
@@ -228,6 +229,50 @@ def test_given_unresolvable_listed_host_then_refused(stack, s3, bucket):
     with pytest.raises(UnsafeImageUrl):
         copier.copy_all({"grid": "https://cdn.apiframe.pro/a.png"}, lambda name: f"{prefix}{name}.png")
     assert keys_under(s3, bucket, prefix) == []
+
+
+def dns_trying_again(host: str, port: int) -> list[str]:
+    raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+def test_given_listed_host_not_looked_up_just_now_then_the_copy_fails_to_be_retried(stack, s3, bucket):
+    prefix = f"results/{new_job_id('dns-again')}/"
+    copier = ImageCopier(
+        boto3.client("s3"), bucket, [CDN], max_bytes=1024, session=NoNetwork(), resolver=dns_trying_again
+    )
+
+    with pytest.raises(ImageCopyError) as failed:
+        copier.copy_all({"grid": "https://cdn.apiframe.pro/a.png"}, lambda name: f"{prefix}{name}.png")
+
+    assert not failed.value.permanent, "retried later, as an unreachable image host is"
+    assert keys_under(s3, bucket, prefix) == []
+
+
+def test_given_an_optional_image_whose_host_is_not_looked_up_just_now_then_the_rest_is_copied_without_it(
+    stack, sim, s3, bucket
+):
+    task = create_simulator_task(sim, stack.options.api_key)
+    prefix = f"results/{new_job_id('dns-optional')}/"
+
+    def lookups(host: str, port: int) -> list[str]:
+        assert host == "cdn.apiframe.pro", "only the optional image's host is looked up"
+        return dns_trying_again(host, port)
+
+    copier = ImageCopier(
+        boto3.client("s3"), bucket, [ImageOrigin.parse(sim.base_url), CDN], max_bytes=4 * 1024 * 1024, resolver=lookups
+    )
+
+    try:
+        copied = copier.copy_all(
+            {"grid": task["result"]["original_image_url"]},
+            lambda name: f"{prefix}{name}.png",
+            optional={"parent": "https://cdn.apiframe.pro/parent.png"},
+        )
+    except ImageCopyError as exc:
+        raise AssertionError(f"an optional image failed the whole copy: {exc}") from None
+
+    assert [image.name for image in copied] == ["grid"]
+    assert keys_under(s3, bucket, prefix) == [f"{prefix}grid.png"]
 
 
 def test_given_one_unsafe_url_among_good_ones_then_no_image_is_fetched(stack, sim, s3, bucket, provider):

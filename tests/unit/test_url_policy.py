@@ -6,7 +6,7 @@ import ipaddress
 import socket
 
 import pytest
-from vary_region.errors import UnsafeImageUrl
+from vary_region.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.results.url_policy import CheckedUrl, check_image_url, is_public_address
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
 
@@ -211,11 +211,71 @@ def test_given_allowed_host_resolving_to_public_and_private_addresses_when_check
     refused("https://cdn.apiframe.pro/1.png", resolver=FakeResolver(default=[PUBLIC_V4, "10.0.0.7"]))
 
 
-def test_given_allowed_host_that_does_not_resolve_when_checked_then_it_is_refused():
-    def failing(host: str, port: int) -> list[str]:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+def failing_lookup(error: OSError):
+    """A resolver that fails as getaddrinfo does, with `error`."""
 
-    refused("https://cdn.apiframe.pro/1.png", resolver=failing)
+    def resolver(host: str, port: int) -> list[str]:
+        raise error
+
+    return resolver
+
+
+# The answers that say the name has no address: the URL can never be fetched.
+NO_SUCH_NAME = [socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
+if hasattr(socket, "EAI_NODATA"):
+    NO_SUCH_NAME.append(socket.gaierror(socket.EAI_NODATA, "No address associated with hostname"))
+# Lookups that got no answer: the URL may well work in a moment.
+NO_ANSWER = [
+    socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    socket.gaierror(socket.EAI_FAIL, "Non-recoverable failure in name resolution"),
+    TimeoutError("timed out"),
+    OSError("network is unreachable"),
+]
+
+
+@pytest.mark.parametrize("error", NO_SUCH_NAME, ids=lambda e: f"errno{e.errno}")
+def test_given_allowed_host_that_does_not_exist_when_checked_then_it_is_refused_for_good(error):
+    refused("https://cdn.apiframe.pro/1.png", resolver=failing_lookup(error))
+
+
+@pytest.mark.parametrize("error", NO_ANSWER, ids=lambda e: f"{type(e).__name__}-{e.errno}")
+def test_given_a_lookup_that_fails_for_a_moment_when_checked_then_it_fails_like_an_unreachable_host(error):
+    with pytest.raises(ImageCopyError) as info:
+        check_image_url("https://cdn.apiframe.pro/1.png", DEFAULT_ORIGINS, failing_lookup(error))
+
+    assert not isinstance(info.value, UnsafeImageUrl), "nothing is wrong with the URL"
+    assert not info.value.permanent, "retried, as a slow or unreachable image host is"
+    assert "cdn.apiframe.pro" in str(info.value)
+
+
+@pytest.mark.parametrize(("code", "permanent"), [(socket.EAI_NONAME, True), (socket.EAI_AGAIN, False)])
+def test_given_the_system_resolver_failing_when_checked_by_default_then_only_no_such_name_is_permanent(
+    monkeypatch, code, permanent
+):
+    def getaddrinfo(*args, **kwargs):
+        raise socket.gaierror(code, "simulated")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    with pytest.raises(ImageCopyError) as info:
+        check_image_url("https://cdn.apiframe.pro/1.png", DEFAULT_ORIGINS)
+
+    assert (info.value.permanent, isinstance(info.value, UnsafeImageUrl)) == (permanent, permanent)
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [(NO_SUCH_NAME[0], True), (NO_ANSWER[0], False)],
+    ids=["no-such-name", "try-again"],
+)
+def test_given_localhost_origin_whose_lookup_fails_when_checked_then_only_no_such_name_is_permanent(error, permanent):
+    allowed = (ImageOrigin.parse("http://localhost:8123"),)
+
+    with pytest.raises(ImageCopyError) as info:
+        check_image_url("http://localhost:8123/a.png", allowed, failing_lookup(error))
+
+    assert info.value.permanent is permanent
+    assert isinstance(info.value, UnsafeImageUrl) is permanent
 
 
 # --- the local stack's explicit loopback origin ----------------------------------------------------

@@ -82,25 +82,31 @@ class ParentReader:
 
         return pinned_session(self._given_session, pool_maxsize=2)
 
-    def read(self, task_id: str) -> Parent:
+    def read(self, task_id: str, *, own_task: bool = False) -> Parent:
         """The parent, or JobRejected (nothing to inpaint), or ParentNotReady (wait and ask again).
 
-        RequestNotSent (the API key could not be read) passes through: the event is retried.
+        own_task: the task is one the job itself paid for (a chain's earlier stage), not an id the
+        user gave. RequestNotSent (the API key could not be read) passes through: the event is retried.
         """
-        image_url = _finished_upscale_url(self._task(task_id))
+        image_url = _finished_upscale_url(self._task(task_id, own_task))
         width, height = self._image_size(image_url)
         return Parent(task_id=task_id, image_url=image_url, width=width, height=height)
 
-    def read_grid(self, task_id: str) -> Parent:
+    def read_grid(self, task_id: str, *, own_task: bool = False) -> Parent:
         """A finished imagine task (the parent of a job given `index`), with its grid's size."""
-        grid_url = _finished_grid_url(self._task(task_id))
+        grid_url = _finished_grid_url(self._task(task_id, own_task))
         width, height = self._image_size(grid_url)
         return Parent(task_id=task_id, image_url=grid_url, width=width, height=height)
 
-    def _task(self, task_id: str) -> TaskResult:
+    def _task(self, task_id: str, own_task: bool) -> TaskResult:
         try:
             task = self._fetch(task_id)
         except ProviderRejected as exc:
+            if exc.status in _NOT_FOUND and own_task:
+                # The provider accepted this task for the job: it exists, whatever Fetch says now.
+                raise ParentNotReady(
+                    "PARENT_UNAVAILABLE", f"Fetch answered {exc.status} about the job's own task {task_id}"
+                ) from None
             if exc.status in _NOT_FOUND:
                 raise JobRejected(
                     "PARENT_NOT_FOUND", f"APIFRAME knows no task {task_id!r} (Fetch answered {exc.status})"
@@ -128,6 +134,8 @@ class ParentReader:
             target = check_image_url(url, self._allowed, self._resolver, address_allowed=self._address_allowed)
         except UnsafeImageUrl as exc:
             raise JobRejected("PARENT_IMAGE_UNREADABLE", f"the parent image URL was refused: {exc}") from None
+        except ImageCopyError as exc:  # its host's name could not be looked up just now
+            raise ParentNotReady("PARENT_UNAVAILABLE", f"the parent image could not be read: {exc}") from None
         session, adapter = self._transport
         try:
             size, _ = read_prefix(

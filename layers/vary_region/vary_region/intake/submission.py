@@ -248,7 +248,7 @@ class JobSubmitter:
             grid_task = spec.parent_task_id if first else (job.task_id_of(JobStage.IMAGINE) if job else None)
             if grid_task is None or spec.index is None:
                 raise JobRejected("PARENT_TASK_ID_MISSING", "the upscale stage has no imagine task to upscale")
-            grid = self._parents.read_grid(grid_task)
+            grid = self._parents.read_grid(grid_task, own_task=not first)
             logger.info("grid parent read", extra={"grid_width": grid.width, "grid_height": grid.height})
             if first:  # an upscale-1x is one quarter of its grid: the inpaint's size, known before paying
                 self._mask_at(spec, mask, (grid.width // 2, grid.height // 2), spec.mask_fit)
@@ -257,7 +257,7 @@ class JobSubmitter:
         parent_task = spec.parent_task_id if first else (job.task_id_of(JobStage.UPSCALE) if job else None)
         if parent_task is None:
             raise JobRejected("PARENT_TASK_ID_MISSING", "the inpaint stage has no upscale to inpaint")
-        parent = self._parents.read(parent_task)
+        parent = self._parents.read(parent_task, own_task=not first)
         logger.info("parent read", extra={"parent_width": parent.width, "parent_height": parent.height})
         # In a chain the mask was checked against the size the upscale was going to have; it is
         # scaled to the size it has (the same, unless the provider changed its sizes).

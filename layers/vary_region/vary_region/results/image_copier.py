@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
-from vary_region.errors import ImageCopyError, UnsafeImageUrl
+from vary_region.errors import ImageCopyError
 from vary_region.observability import logger, tracer
 from vary_region.results.url_policy import (
     AddressRule,
@@ -181,7 +181,7 @@ class ImageCopier:
                 extras[name] = check_image_url(
                     url, self._allowed, self._resolver, address_allowed=self._address_allowed
                 )
-            except UnsafeImageUrl as exc:
+            except ImageCopyError as exc:  # refused, or its host not found just now: left out either way
                 logger.warning("optional image refused", extra={"image": name, "reason": str(exc)})
         _ = self._transport  # created once, here, before the copy threads share it
         workers = min(6, len(checked) + len(extras))

@@ -107,7 +107,8 @@ def read_prefix(
     """Ask for the first `max_bytes` of target (a Range request) and read only until `parse` makes
     something of what has arrived; return that (None if it never did) and the bytes read.
 
-    The body is never read past what parse needed, nor past max_bytes, whatever the host sends.
+    The body is never read past what parse needed, nor past max_bytes, whatever the host sends; nor
+    for longer than `timeout` in all, however slowly it sends (ImageCopyError, not permanent).
     """
     deadline = time.monotonic() + timeout
     with (
@@ -127,9 +128,7 @@ def read_prefix(
             )
         head = b""
         while len(head) < max_bytes:
-            if time.monotonic() > deadline:
-                raise ImageCopyError("the image host took too long")
-            chunk = response.raw.read(min(_PREFIX_STEP, max_bytes - len(head)))
+            chunk = _read_some(response.raw, min(_PREFIX_STEP, max_bytes - len(head)), deadline)
             if not chunk:
                 break
             head += chunk
@@ -137,3 +136,23 @@ def read_prefix(
             if parsed is not None:
                 return parsed, len(head)
         return None, len(head)
+
+
+def _read_some(raw: Any, amount: int, deadline: float) -> bytes:
+    """At most `amount` bytes of the body, whatever has arrived, from one socket read that may not wait
+    past the deadline: a host trickling a byte at a time cannot hold the read longer than that.
+    (urllib3's read(amount) waits until all `amount` bytes have come, each socket read under its own
+    timeout: a trickle would keep it going for minutes.)"""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ImageCopyError("the image host took too long")
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None and (sock.gettimeout() is None or sock.gettimeout() > left):
+        sock.settimeout(left)
+    try:
+        chunk: bytes = raw.read1(amount)
+    except Exception as error:  # urllib3's timeouts and broken-connection errors
+        if time.monotonic() >= deadline:
+            raise ImageCopyError("the image host took too long") from None
+        raise ImageCopyError(f"the image read broke off ({type(error).__name__})") from None
+    return chunk

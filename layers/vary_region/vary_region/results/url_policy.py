@@ -5,6 +5,10 @@ without this check the webhook function could be pointed at the instance metadat
 anything else inside the VPC. The check resolves the host once and returns the address it
 approved; the download connects to that address and no other (see pinned_http), so a DNS answer
 that changes between check and connect (rebinding) cannot smuggle in an internal address.
+
+Only an answer refuses a URL for good: a name that does not exist, or one that names a non-public
+address. A lookup that got no answer (the resolver timed out or said "try again") says nothing
+about the URL, so it fails like an unreachable host does: an ImageCopyError that is not permanent.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from vary_region.errors import UnsafeImageUrl
+from vary_region.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.settings import ImageOrigin
 
 Resolver = Callable[[str, int], list[str]]
@@ -45,6 +49,10 @@ _REFUSED_V6 = tuple(
 # local, site-local or multicast.
 _GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# getaddrinfo's answers that the name has no address: "no such name" and, where the platform tells
+# it apart, "the name exists but has no address". Every other failure (EAI_AGAIN, EAI_FAIL, a
+# resolver that cannot be reached) is the lookup's trouble, not the URL's.
+_NO_SUCH_NAME = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None)
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -94,7 +102,8 @@ def check_image_url(
 ) -> CheckedUrl:
     """Raise UnsafeImageUrl unless url is on the allowlist and resolves only to allowed addresses.
 
-    The host is resolved here, once; the answer is the address the download connects to.
+    The host is resolved here, once; the answer is the address the download connects to. A lookup
+    that fails without saying the name does not exist raises ImageCopyError (not permanent): retry.
     """
     try:
         parts = urlsplit(url)
@@ -113,16 +122,24 @@ def check_image_url(
         return CheckedUrl(url, parts.scheme, host, port, _loopback_address(host, port, resolver))
     if _is_ip_literal(host):
         raise UnsafeImageUrl("image URLs must name a host, not an IP address")
-    try:
-        addresses = resolver(host, port)
-    except OSError:
-        raise UnsafeImageUrl(f"image host {host} does not resolve") from None
+    addresses = _resolve(host, port, resolver)
     if not addresses:
         raise UnsafeImageUrl(f"image host {host} does not resolve")
     for address in addresses:
         if not address_allowed(_parse_address(address)):
             raise UnsafeImageUrl(f"image host {host} resolves to a non-public address")
     return CheckedUrl(url, parts.scheme, host, port, addresses[0].split("%", 1)[0])
+
+
+def _resolve(host: str, port: int, resolver: Resolver) -> list[str]:
+    try:
+        return resolver(host, port)
+    except socket.gaierror as error:
+        if error.errno in _NO_SUCH_NAME:
+            raise UnsafeImageUrl(f"image host {host} does not resolve") from None
+        raise ImageCopyError(f"image host {host} could not be looked up just now ({error})") from None
+    except OSError as error:
+        raise ImageCopyError(f"image host {host} could not be looked up just now ({error})") from None
 
 
 def _parse_address(address: str) -> IPAddress:
@@ -137,10 +154,7 @@ def _loopback_address(host: str, port: int, resolver: Resolver) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    try:  # "localhost": whatever it names must be loopback too
-        addresses = resolver(host, port)
-    except OSError:
-        raise UnsafeImageUrl(f"image host {host} does not resolve") from None
+    addresses = _resolve(host, port, resolver)  # "localhost": whatever it names must be loopback too
     if not addresses or not all(_parse_address(a).is_loopback for a in addresses):
         raise UnsafeImageUrl(f"image host {host} resolves to a non-loopback address")
     return addresses[0].split("%", 1)[0]
