@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +28,7 @@ from vary_region.budget.ledger import (
     period_usage,
     reservation_from_item,
     reservation_requests,
+    settle,
 )
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.job import Job, JobStatus, timestamp
@@ -54,6 +55,37 @@ class ProviderBusy(Exception):
 
 def _lost_race(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class JudgedStage(NamedTuple):
+    """What a failure was judged on: the stage open when the job was read, and what that stage held
+    then: its task, or the claim of a submission with no task recorded yet, or neither (the chain
+    was between stages). A failure write wins only while the job still holds exactly that, so a
+    verdict about a stage the job has left (a late worker's, a stale read's) changes nothing.
+
+    task_id and claim together: the task, or that claim while the task is not recorded yet (a
+    webhook can outrun the submission's own write).
+    """
+
+    stage: JobStage
+    task_id: str | None = None
+    claim: str | None = None
+
+    def settlement(
+        self,
+        reservation: CreditReservation | None,
+        *,
+        open_stage_paid: bool,
+        provider_failed: bool = False,
+        policy: BudgetPolicy,
+    ) -> Settlement | None:
+        """The job's credits settled as of this stage: the one the failure write is pinned to, so a
+        write that loses its condition has settled nothing, and one that wins settled its own stage."""
+        if reservation is None:
+            return None
+        return settle(
+            reservation, self.stage, open_stage_paid=open_stage_paid, provider_failed=provider_failed, policy=policy
+        )
 
 
 class TaskStore:
@@ -230,6 +262,10 @@ class TaskStore:
         if slots_full:
             raise ProviderBusy(f"{self.max_active_tasks} provider tasks are already in flight")
         return True
+
+    @property
+    def budget_policy(self) -> BudgetPolicy:
+        return self._budget
 
     @property
     def max_active_tasks(self) -> int:
@@ -510,27 +546,22 @@ class TaskStore:
         job_id: str,
         error: JobError,
         now: datetime,
+        judged: JudgedStage,
         *,
-        only_without_task: bool = False,
-        between_stages: JobStage | None = None,
         settlement: Settlement | None = None,
     ) -> bool:
-        """A submitted (or claimed) job ends: the provider said no, or results could not be copied.
+        """A claimed job ends: the provider said no or failed its task, the results could not be
+        copied, its task timed out, or a chain's later stage cannot start.
 
-        only_without_task: fail it only if no task id was ever recorded (an ambiguous submission).
-        between_stages: fail it only while this later stage is open and unclaimed (never a stage
-        another delivery has claimed, and so perhaps paid for, meanwhile).
-        settlement: what the job's stages spent; the rest of its reservation goes back to its periods
-        in the same transaction.
+        judged: the stage (and its task or claim) the failure is about; the job fails only while it
+        still holds exactly that (see JudgedStage).
+        settlement: what the job's stages spent, as of `judged.stage` (JudgedStage.settlement); the
+        rest of its reservation goes back to its periods in the same transaction.
         """
-        condition = self._open_and_claimed() + (" AND attribute_not_exists(task_id)" if only_without_task else "")
-        extra: dict[str, Any] = {}
-        if between_stages is not None:
-            condition += " AND " + self._between_stages(between_stages)
-            extra = {":stage": between_stages.value}
+        condition, pinned = self._judged(judged)
         update, condition, settled, ledger = self._settling(
             "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl",
-            condition,
+            self._open_and_claimed() + " AND " + condition,
             settlement,
         )
         return self._update(
@@ -544,7 +575,7 @@ class TaskStore:
                 ":ttl": self._expiry(now),
             }
             | self._open_values()
-            | extra
+            | pinned
             | settled,
             release_slot=True,
             also=ledger,
@@ -605,6 +636,36 @@ class TaskStore:
             + " AND (task_id = :task OR (attribute_not_exists(task_id) AND (claim_stage = :stage"
             + " OR attribute_not_exists(claim_stage))))"
         )
+
+    @classmethod
+    def _judged(cls, judged: JudgedStage) -> tuple[str, dict[str, Any]]:
+        """The condition that the job still holds what a failure was judged on, and its values."""
+        values: dict[str, Any] = {":stage": judged.stage.value}
+        if judged.task_id is None and judged.claim is None:
+            return cls._between_stages(judged.stage), values
+        task = "task_id = :judged_task"
+        unrecorded = "attribute_not_exists(task_id) AND submit_claim = :judged_claim AND " + cls._claim_of_stage(
+            judged.stage
+        )
+        if judged.task_id is not None:
+            values[":judged_task"] = judged.task_id
+        if judged.claim is not None:
+            values[":judged_claim"] = judged.claim
+        if judged.claim is None:
+            held = task
+        elif judged.task_id is None:
+            held = unrecorded
+        else:  # DynamoDB refuses redundant parentheses: only these two need them
+            held = f"({task} OR ({unrecorded}))"
+        return cls._stage_is(judged.stage) + " AND " + held, values
+
+    @staticmethod
+    def _claim_of_stage(stage: JobStage) -> str:
+        """The claim is :stage's (a claim written before chains existed, on an item without a stage,
+        is its one inpaint's)."""
+        if stage is JobStage.INPAINT:
+            return "(claim_stage = :stage OR attribute_not_exists(#stage))"
+        return "claim_stage = :stage"
 
     @classmethod
     def _between_stages(cls, stage: JobStage) -> str:
