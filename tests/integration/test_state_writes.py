@@ -2,7 +2,8 @@
 that has gone stale, then:
 
 - a failure is written only while the job still holds the stage, and the task or claim, it was judged
-  on: a late verdict about a stage a chain has left fails nothing and returns no credit to the ledger.
+  on: a late verdict about a stage a chain has left fails nothing and returns no credit to the ledger;
+- a stage that moves on drops the ambiguity flag of the stage before it.
 """
 
 from __future__ import annotations
@@ -194,3 +195,23 @@ def test_a_failure_is_pinned_to_the_task_or_claim_it_was_judged_on(store, own_ta
 
     assert (get_job(own_table, job_id) or {})["status"] == "PROCESSING"
     assert store.mark_failed(job_id, error, now, JudgedStage(JobStage.INPAINT, claim="t-in-2"))
+
+
+def test_a_stage_that_moves_on_drops_the_ambiguity_flag_of_the_stage_before(store, own_table):
+    now = _fresh_now()
+    job_id = new_job_id("ambiguous-upscale")
+    assert store.record_received(job_id, now)
+    assert store.claim_submission(job_id, "t-up", "h", "grid-1", None, {}, now, stage=JobStage.UPSCALE)
+    ambiguous = JobError("SUBMIT_AMBIGUOUS", "the answer was lost", Stage.SUBMIT)
+    assert store.mark_submit_ambiguous(job_id, "t-up", ambiguous, now)
+    assert (get_job(own_table, job_id) or {})["needs_attention"] is True
+
+    # Its webhook arrived after all: the upscale exists, finished, and the chain moves on to its inpaint.
+    assert store.record_final_signal(job_id, "task-up", now, JobStage.UPSCALE)
+    assert store.advance_stage(job_id, JobStage.UPSCALE, "task-up", JobStage.INPAINT, now)
+
+    item = get_job(own_table, job_id) or {}
+    assert item["stage"] == "inpaint"
+    assert "needs_attention" not in item and "error" not in item
+    job = store.get(job_id)
+    assert job is not None and not job.needs_attention and job.error is None

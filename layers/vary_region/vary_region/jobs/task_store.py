@@ -379,7 +379,10 @@ class TaskStore:
         return self._update(
             job_id,
             f"SET #stage = :to, #status = :processing, {stage.task_id_attribute} = :task, updated_at = :now "
-            "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures",
+            # The stage before was settled by its own task: an ambiguity flag of its submission is
+            # answered, and the next stage starts unflagged.
+            "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures, "
+            "#error, needs_attention",
             self._open_and_claimed() + " AND task_id = :task AND " + self._stage_is(stage),
             {
                 ":to": to.value,
