@@ -1,9 +1,11 @@
 """Given a job table of the test's own (moto server), when a worker writes a job's state on a view of it
-that has gone stale, then:
+that has gone stale, or the answer to its write is lost, then:
 
 - a failure is written only while the job still holds the stage, and the task or claim, it was judged
   on: a late verdict about a stage a chain has left fails nothing and returns no credit to the ledger;
-- a stage that moves on drops the ambiguity flag of the stage before it.
+- a stage that moves on drops the ambiguity flag of the stage before it;
+- a write whose first attempt was applied but whose answer was lost (botocore sent it again, and the
+  condition failed on the write itself) counts as won: the job's error.json is written.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 from vary_region.budget.ledger import BudgetPolicy, periods_at, reserve
 from vary_region.errors import JobError, Stage
 from vary_region.intake.job_files import JobFiles
@@ -23,6 +28,7 @@ from vary_region.jobs.stages import JobStage, stages_from
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.results.completion import JobCompleter, UpdateOutcome
+from vary_region.results.documents import UnsuccessfulEnd
 from vary_region.settings import Settings
 
 from tests.builders import get_job, new_job_id, read_json
@@ -215,3 +221,49 @@ def test_a_stage_that_moves_on_drops_the_ambiguity_flag_of_the_stage_before(stor
     assert "needs_attention" not in item and "error" not in item
     job = store.get(job_id)
     assert job is not None and not job.needs_attention and job.error is None
+
+
+def _losing_the_first_answer(operation: str) -> tuple[Any, list[int]]:
+    """A table whose client applies the first `operation` for real, then loses its answer (a read
+    time-out), so botocore sends the same request again, as it would in Lambda."""
+    table = boto3.resource("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    lost: list[int] = []
+
+    def apply_then_lose(request: Any, **_: Any) -> None:
+        if lost:
+            return None  # the retry goes through as usual
+        lost.append(URLLib3Session().send(request).status_code)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    table.meta.client.meta.events.register(f"before-send.dynamodb.{operation}", apply_then_lose)
+    return table, lost
+
+
+@pytest.mark.parametrize(
+    ("operation", "end"),
+    [("UpdateItem", "reject"), ("TransactWriteItems", "fail")],
+    ids=["plain-update", "transaction"],
+)
+def test_a_final_write_whose_answer_was_lost_is_won_and_its_error_json_written(store, own_table, files, operation, end):
+    now = _fresh_now()
+    job_id = new_job_id(f"lost-answer-{end}")
+    assert store.record_received(job_id, now)
+    slots = store.slots_in_use()
+    if end == "fail":  # a claimed job, holding a provider slot: its failure is one transaction
+        assert store.claim_submission(job_id, "t1", "h", "parent-1", None, {}, now)
+    resource, lost = _losing_the_first_answer(operation)
+    lossy = TaskStore(resource.Table(own_table.name), max_active_tasks=1000, budget=POLICY)
+    ends = UnsuccessfulEnd(lossy, files, "results/", lambda: now)
+
+    if end == "reject":
+        won = ends.reject(job_id, JobError("MASK_BLANK", "all black", Stage.INTAKE))
+    else:
+        refused = JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT)
+        won = ends.fail(job_id, refused, JudgedStage(JobStage.INPAINT, claim="t1"), open_stage_paid=False)
+
+    assert lost == [200], "the first attempt was applied and its answer lost"
+    assert won, "the write's own first attempt is no lost race"
+    status = "REJECTED" if end == "reject" else "FAILED"
+    assert (get_job(own_table, job_id) or {})["status"] == status
+    assert read_json(boto3.client("s3"), files.bucket, f"results/{job_id}/error.json")["status"] == status
+    assert store.slots_in_use() == slots, "the slot went back once"

@@ -9,6 +9,7 @@ import math
 import random
 import re
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -691,6 +692,11 @@ class TaskStore:
 
     @staticmethod
     def _update_request(job_id: str, update: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+        # Each job write leaves its own id on the item: an answer lost and the request resent, its
+        # condition fails on the write it made itself, and the id tells so (_already_written).
+        write = "write_id = :write_id"
+        update = update.replace("SET ", f"SET {write}, ", 1) if "SET " in update else f"SET {write} {update}"
+        values = values | {":write_id": uuid.uuid4().hex}
         tokens = set(re.findall(r"[:#]\w+", update + " " + condition))
         request: dict[str, Any] = {
             "Key": {"job_id": job_id},
@@ -715,6 +721,10 @@ class TaskStore:
     ) -> bool:
         """One conditional job update; False when the condition failed (a lost race, not an error).
 
+        A condition that fails on an item that carries this update's own write id is this update's
+        earlier attempt, applied although its answer was lost (botocore sent it again): True, not a
+        lost race.
+
         release_slot: the update ends the job's claim, so the provider slot it holds (if any) is
         given back in the same transaction.
         also: unconditional updates of other items (the credit ledger's) made in the same
@@ -737,18 +747,26 @@ class TaskStore:
         if also:
             job_lost, *_ = self._transact(self._update_request(job_id, update, condition, values), *also)
             return not job_lost
+        request = self._update_request(job_id, update, condition, values)
         try:
-            self._table.update_item(**self._update_request(job_id, update, condition, values))
+            self._table.update_item(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
             if _lost_race(exc):
-                return False
+                return _already_written(request, exc.response.get("Item"))
             raise TaskStoreError(str(exc)) from exc
         return True
 
     def _transact(self, *requests: dict[str, Any]) -> list[bool]:
-        """Conditional updates, all or nothing; returns, per update, whether its condition failed."""
+        """Conditional updates, all or nothing; returns, per update, whether its condition failed.
+
+        None failed when an update's item carries that update's own write id: an earlier attempt of
+        this very transaction was applied, its answer lost (see _update).
+        """
         # The resource's client serialises plain Python values itself, as Table.update_item does.
-        items = [{"Update": dict(request, TableName=self._table.name)} for request in requests]
+        items = [
+            {"Update": dict(request, TableName=self._table.name) | _old_item_on_failed_condition(request)}
+            for request in requests
+        ]
         count = len(items)
         for attempt in range(_TRANSACTION_ATTEMPTS):
             try:
@@ -760,6 +778,12 @@ class TaskStore:
                 reasons = exc.response.get("CancellationReasons") or _reasons_from_message(str(exc))
                 codes = ([r.get("Code") for r in reasons] + [None] * count)[:count]
                 if "ConditionalCheckFailed" in codes:
+                    olds = ([r.get("Item") for r in reasons] + [None] * count)[:count]
+                    if any(
+                        code == "ConditionalCheckFailed" and _already_written(request, old)
+                        for request, code, old in zip(requests, codes, olds, strict=True)
+                    ):
+                        return [False] * count
                     return [code == "ConditionalCheckFailed" for code in codes]
                 # The slot counter and the ledger's items are hot: concurrent transactions on them
                 # conflict. Retry those.
@@ -773,7 +797,21 @@ def active_shard(job_id: str) -> str:
     return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
 
 
-def _reasons_from_message(message: str) -> list[dict[str, str]]:
+def _already_written(request: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """The item (as DynamoDB returned it on a failed condition) carries this request's own write id:
+    the update was applied by an earlier attempt of this very request (its answer lost, botocore sent
+    it again), so the failed condition is no lost race."""
+    write_id = request.get("ExpressionAttributeValues", {}).get(":write_id")
+    if write_id is None or not old:
+        return False
+    return bool(old.get("write_id") == {"S": write_id})
+
+
+def _old_item_on_failed_condition(request: dict[str, Any]) -> dict[str, str]:
+    return {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if "ConditionExpression" in request else {}
+
+
+def _reasons_from_message(message: str) -> list[dict[str, Any]]:
     """Some endpoints put the reasons only in the message: "... reasons [ConditionalCheckFailed, None]"."""
     listed = message.rsplit("[", 1)[-1].rstrip("]").split(",")
     return [{"Code": reason.strip()} for reason in listed]
