@@ -45,6 +45,7 @@ INTERNAL_FIELDS = frozenset(
         "submit_claim",
         "submit_claimed_at",
         "webhook_secret_hash",
+        "write_id",
     }
 )
 

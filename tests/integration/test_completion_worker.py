@@ -11,7 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 from vary_region.errors import JobError, Stage
 from vary_region.intake.job_files import JobFiles
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.stages import JobStage
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 
 from tests.builders import (
     final_body,
@@ -67,7 +68,9 @@ def test_given_a_copy_lease_held_then_a_second_copier_cannot_take_it_until_it_ex
     assert not store.acquire_copy_lease(job_id, "task-lease", "second", now, seconds=60)
     later = now.replace(year=now.year + 1)
     assert store.acquire_copy_lease(job_id, "task-lease", "third", later, seconds=60), "an expired lease is free"
-    store.mark_failed(job_id, JobError("TEST_CLEANUP", "test", Stage.COPY), now)
+    store.mark_failed(
+        job_id, JobError("TEST_CLEANUP", "test", Stage.COPY), now, JudgedStage(JobStage.INPAINT, "task-lease")
+    )
 
 
 class _RefusingS3:

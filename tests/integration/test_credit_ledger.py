@@ -24,7 +24,7 @@ from vary_region.budget.ledger import (
 )
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 
 from tests.builders import get_job, new_job_id
 
@@ -49,6 +49,11 @@ def _claim(store: TaskStore, job_id: str, token: str, now: datetime, first: JobS
     return store.claim_submission(
         job_id, token, "hash", "parent-1", None, {}, now, stage=first, reservation=_reservation(token, now, first)
     )
+
+
+def _judged(claim: str) -> JudgedStage:
+    """A chain from a prompt, failed on its imagine's claim (what the ledger does is what is tested)."""
+    return JudgedStage(JobStage.IMAGINE, claim=claim)
 
 
 def _usage(store: TaskStore, now: datetime) -> dict[str, tuple[int, int]]:
@@ -178,7 +183,9 @@ def test_a_task_the_provider_failed_gives_its_credits_back_when_the_policy_says_
 
     # The imagine and the upscale went through; the inpaint's task failed at the provider.
     settlement = settle(reservation, JobStage.INPAINT, open_stage_paid=True, provider_failed=True, policy=policy)
-    assert store.mark_failed(job_id, JobError("PROVIDER_TASK_FAILED", "no", Stage.PROVIDER), now, settlement=settlement)
+    assert store.mark_failed(
+        job_id, JobError("PROVIDER_TASK_FAILED", "no", Stage.PROVIDER), now, _judged("t1"), settlement=settlement
+    )
 
     assert _usage(store, now)["day"] == usage
     assert (get_job(own_table, job_id) or {})["credits_spent"] == spent
@@ -193,7 +200,9 @@ def test_a_chain_that_fails_before_a_stage_is_sent_gives_back_that_stage_and_the
     reservation = _reservation("t1", now, JobStage.IMAGINE)
 
     settlement = settle(reservation, JobStage.UPSCALE, open_stage_paid=False, policy=policy)
-    assert store.mark_failed(job_id, JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE), now, settlement=settlement)
+    assert store.mark_failed(
+        job_id, JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE), now, _judged("t1"), settlement=settlement
+    )
 
     assert _usage(store, now)["day"] == (4, 4)
     assert (get_job(own_table, job_id) or {})["credits_returned"] == 6
@@ -210,7 +219,9 @@ def test_a_settlement_of_another_reservation_changes_nothing(own_table):
     assert _claim(store, job_id, "t2", now)
 
     error = JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT)
-    assert not store.mark_failed(job_id, error, now, settlement=none_spent(stale))
+    assert not store.mark_failed(
+        job_id, error, now, JudgedStage(JobStage.INPAINT, claim="t2"), settlement=none_spent(stale)
+    )
 
     assert _usage(store, now)["day"] == (4, 0)
     assert (get_job(own_table, job_id) or {})["status"] == "RECEIVED"

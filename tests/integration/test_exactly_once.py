@@ -23,7 +23,7 @@ from vary_region.errors import JobError, RequestNotSent, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.intake.submission import JobSubmitter, SubmitOutcome
 from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.provider.api_key import api_key_reader
 from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.settings import Settings, get_settings
@@ -99,7 +99,9 @@ def _rejected(store: TaskStore) -> str:
 def _failed(store: TaskStore) -> str:
     job_id = _received(store)
     assert _claim(store, job_id, "token-1")
-    assert store.mark_failed(job_id, JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT), NOW)
+    assert store.mark_failed(
+        job_id, JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT), NOW, JudgedStage(JobStage.INPAINT, claim="token-1")
+    )
     return job_id
 
 

@@ -14,7 +14,8 @@ import boto3
 from vary_region.errors import JobError, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.reconcile import Reconciler
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.stages import JobStage
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
@@ -75,7 +76,12 @@ def test_a_running_task_younger_than_the_limit_is_left_alone(stack, sim, table):
     reconciler.run()
 
     assert get_job(table, job_id)["status"] == "SUBMITTED"
-    store.mark_failed(job_id, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), datetime.now(UTC))
+    store.mark_failed(
+        job_id,
+        JobError("TEST_CLEANUP", "test", Stage.RECONCILE),
+        datetime.now(UTC),
+        JudgedStage(JobStage.INPAINT, "ghost-task-young"),
+    )
 
 
 class _ShortContext:
@@ -153,4 +159,9 @@ def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, tabl
 
     assert report.outcomes["fetch_failed"] >= 1
     assert get_job(table, job_id)["status"] == "SUBMITTED"
-    store.mark_failed(job_id, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), datetime.now(UTC))
+    store.mark_failed(
+        job_id,
+        JobError("TEST_CLEANUP", "test", Stage.RECONCILE),
+        datetime.now(UTC),
+        JudgedStage(JobStage.INPAINT, "ghost-task-fetch-down"),
+    )

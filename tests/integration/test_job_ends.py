@@ -21,7 +21,7 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.intake.submission import JobSubmitter, SubmitOutcome
 from vary_region.jobs.reconcile import Reconciler
 from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import SLOTS_KEY, TaskStore
+from vary_region.jobs.task_store import SLOTS_KEY, JudgedStage, TaskStore
 from vary_region.settings import Settings, get_settings
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 
@@ -153,7 +153,7 @@ def test_a_chain_waiting_between_stages_longer_than_the_limit_fails_and_gives_ba
     assert read_error_json(s3, bucket, old)["error"]["code"] == "HELD_TOO_LONG"
     assert get_job(table, young)["status"] == "PROCESSING"
     assert woken == [f"inbox/{young}.json"], "a younger chain is handed on, as before"
-    store.mark_failed(young, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), now)
+    store.mark_failed(young, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), now, JudgedStage(JobStage.UPSCALE))
 
 
 # ---- a parent that finished without an image, a held job that loses a file ----------------------

@@ -10,7 +10,8 @@ import boto3
 import pytest
 from vary_region.errors import JobError, Stage
 from vary_region.intake.submission import SubmitOutcome, SubmitResult
-from vary_region.jobs.task_store import ProviderBusy, TaskStore
+from vary_region.jobs.stages import JobStage
+from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 
 from tests.builders import (
     get_job,
@@ -74,15 +75,19 @@ def test_claims_beyond_the_limit_raise_busy_until_a_job_finishes(stack):
         store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
     assert get_job(table, jobs[2]).get("submit_claim") is None, "a busy claim leaves the job untouched"
 
-    assert store.mark_failed(jobs[0], JobError("X", "test", Stage.SUBMIT), now)
+    assert store.mark_failed(jobs[0], JobError("X", "test", Stage.SUBMIT), now, _claimed("t0"))
     assert store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
     # A second terminal write for the same job must not give its slot back twice.
-    assert not store.mark_failed(jobs[0], JobError("X", "again", Stage.SUBMIT), now)
+    assert not store.mark_failed(jobs[0], JobError("X", "again", Stage.SUBMIT), now, _claimed("t0"))
     assert store.slots_in_use() == base + 2
 
     assert store.release_claim(jobs[1], "t1", now)
-    assert store.mark_failed(jobs[2], JobError("X", "test", Stage.SUBMIT), now)
+    assert store.mark_failed(jobs[2], JobError("X", "test", Stage.SUBMIT), now, _claimed("t2"))
     assert store.slots_in_use() == base
+
+
+def _claimed(token: str) -> JudgedStage:
+    return JudgedStage(JobStage.INPAINT, claim=token)
 
 
 def _take_every_free_slot(store: TaskStore, now: datetime) -> list[tuple[str, str]]:

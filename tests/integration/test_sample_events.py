@@ -9,7 +9,8 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.stages import JobStage
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.provider.webhook_auth import hash_webhook_secret
 
 from tests.builders import get_job, wait_for_job
@@ -56,7 +57,7 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     # request is tried again later and the job does not move.
     assert stack.functions["completion"].invoke(event("sqs-completion-request.json")) == {"batchItemFailures": []}
     assert get_job(table, "demo-job-1")["status"] == "PROCESSING"
-    store.mark_failed("demo-job-1", store_error(), now)
+    store.mark_failed("demo-job-1", store_error(), now, JudgedStage(JobStage.INPAINT, TASK_ID))
 
     # A job requested by an event, as the rule puts it on the submit queue: its file is written to the
     # inbox, whose notification runs it (its parent is one the simulator makes up).

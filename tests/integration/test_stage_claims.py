@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 
 from tests.builders import get_job, new_job_id
 
@@ -130,6 +130,6 @@ def test_a_chain_is_failed_between_stages_only_while_its_next_stage_is_unclaimed
     assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False)
     error = JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE)
 
-    assert not store.mark_failed(job_id, error, NOW, between_stages=JobStage.UPSCALE), "another delivery paid it"
+    assert not store.mark_failed(job_id, error, NOW, JudgedStage(JobStage.UPSCALE)), "another delivery paid it"
     assert store.release_claim(job_id, "t-up", NOW, first=False)
-    assert store.mark_failed(job_id, error, NOW, between_stages=JobStage.UPSCALE)
+    assert store.mark_failed(job_id, error, NOW, JudgedStage(JobStage.UPSCALE))

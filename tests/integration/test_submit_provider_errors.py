@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from vary_region.errors import JobError, Stage
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.stages import JobStage
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 
 from tests.builders import (
     fail_error_json_write_once,
@@ -161,7 +162,8 @@ def test_given_500_on_submit_then_never_resent_and_flagged_ambiguous(stack, sim,
     finally:
         # What the reconciler does after the ambiguity window (an hour): end the job and free its slot.
         error = JobError("SUBMIT_AMBIGUOUS", "test over", Stage.RECONCILE)
-        TaskStore(table).mark_failed(job_id, error, datetime.now(UTC), only_without_task=True)
+        claim = (get_job(table, job_id) or {}).get("submit_claim")
+        TaskStore(table).mark_failed(job_id, error, datetime.now(UTC), JudgedStage(JobStage.INPAINT, claim=claim))
 
 
 def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged_and_rescued_by_late_webhook(

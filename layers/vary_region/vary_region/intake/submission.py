@@ -27,7 +27,6 @@ from vary_region.budget.ledger import (
     none_spent,
     periods_at,
     reserve,
-    settle,
 )
 from vary_region.errors import (
     JobError,
@@ -47,7 +46,7 @@ from vary_region.intake.mask_regions import render_regions
 from vary_region.intake.parent import ParentNotReady, ParentReader
 from vary_region.jobs.job import Job, JobStatus, utc_now
 from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import ProviderBusy, TaskStore
+from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.port import Provider
 from vary_region.provider.stage_requests import (
@@ -465,8 +464,8 @@ class JobSubmitter:
     def _fail_later_stage(self, job: Job, error: JobError) -> SubmitResult:
         """A chain's later stage found unusable: earlier stages were paid, so the job FAILED (not REJECTED)."""
         job_id = job.job_id
-        settlement = _unpaid(job.reservation, job.stage, self._settings)
-        if self._ends.fail(job_id, error, between_stages=job.stage, settlement=settlement):
+        between = JudgedStage(job.stage)  # only while no delivery has claimed (and so maybe paid) it
+        if self._ends.fail(job_id, error, between, job.reservation, open_stage_paid=False):
             logger.warning("chained job failed before its next stage", extra={"error_code": error.code})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
@@ -549,7 +548,7 @@ class JobSubmitter:
             raise
         except ProviderRejected as exc:
             error = JobError(exc.code, exc.message, Stage.SUBMIT)
-            self._ends.fail(job_id, error, settlement=_unpaid(reservation, plan.stage, self._settings))
+            self._ends.fail(job_id, error, JudgedStage(plan.stage, claim=token), reservation, open_stage_paid=False)
             logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
             return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
         except SubmissionAmbiguous as exc:
@@ -632,14 +631,6 @@ class JobSubmitter:
         if not self._settings.webhook_base_url:
             return None
         return f"{self._settings.webhook_base_url}/{webhook_token(job_id, stage.value)}"
-
-
-def _unpaid(reservation: CreditReservation | None, stage: JobStage, settings: Settings) -> Settlement | None:
-    """The settlement of a job that ends before `stage` was accepted: that stage and those after it
-    cost nothing."""
-    if reservation is None:
-        return None
-    return settle(reservation, stage, open_stage_paid=False, policy=settings.budget_policy)
 
 
 __all__ = ["JobSubmitter", "ProviderUnavailable", "SubmitOutcome", "SubmitResult"]

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from vary_region.budget.ledger import settle
 from vary_region.errors import JobError, ProviderRejected, ProviderUnavailable, RequestNotSent, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, utc_now
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.apiframe import FETCH_MANY_LIMIT
 from vary_region.provider.port import Provider
@@ -131,8 +130,7 @@ class Reconciler:
                 reason = "the task never finished"
             limit = self._settings.max_task_age_seconds
             error = JobError("TASK_TIMED_OUT", f"{reason} within {limit} s", Stage.RECONCILE)
-            self._fail(job, error)
-            return "timed_out"
+            return "timed_out" if self._fail(job, error) else "moved_on"
         # Still running: record its progress, which also puts it at the back of the line.
         if result is not None and self._store.record_progress(
             job.job_id, result.task_id, result.percentage, self._clock()
@@ -167,8 +165,7 @@ class Reconciler:
                 "check the APIFRAME dashboard before resubmitting under a new job id",
                 Stage.RECONCILE,
             )
-            self._fail(job, error, only_without_task=True)
-            return "failed_ambiguous"
+            return "failed_ambiguous" if self._fail(job, error) else "moved_on"
         if job.held_at and self._held_too_long(job.held_at, now):
             return self._reject_held_too_long(job)
         received = parse_timestamp(job.created_at or job.updated_at)
@@ -211,13 +208,11 @@ class Reconciler:
             + (f" (last held back: {job.held_reason})" if job.held_reason else ""),
             Stage.RECONCILE,
         )
-        settlement = None
-        if job.reservation is not None:
-            policy = self._settings.budget_policy
-            settlement = settle(job.reservation, job.stage, open_stage_paid=False, policy=policy)
-        if self._ends.fail(job.job_id, error, settlement, between_stages=job.stage):
+        between = JudgedStage(job.stage)  # only while no delivery has claimed (and so maybe paid) it
+        if self._ends.fail(job.job_id, error, between, job.reservation, open_stage_paid=False):
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
-        return "failed_held_too_long"
+            return "failed_held_too_long"
+        return "moved_on"
 
     def _hand_on_next_stage(self, job: Job) -> str:
         """A chain's stage finished, but its next stage was never claimed (the wake-up was lost, or it
@@ -230,16 +225,23 @@ class Reconciler:
         self._wake(job.inbox_key)
         return "next_stage_handed_on"
 
-    def _fail(self, job: Job, error: JobError, *, only_without_task: bool = False) -> None:
-        """The open stage's task was (or may have been) accepted: it counts as spent."""
-        settlement = None
-        # The index's projection holds no reservation: a job that ends reads its whole item (rare).
-        whole = self._store.get(job.job_id) if job.submit_claim else None
-        if whole is not None and whole.reservation is not None:
-            policy = self._settings.budget_policy
-            settlement = settle(whole.reservation, whole.stage, open_stage_paid=True, policy=policy)
-        if self._ends.fail(job.job_id, error, settlement, only_without_task=only_without_task):
-            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+    def _fail(self, job: Job, error: JobError) -> bool:
+        """The open stage's task was (or may have been) accepted: it counts as spent.
+
+        `job` is the index's view, read before Fetch was asked: the failure is pinned to the task it
+        names (TASK_TIMED_OUT), or to its claim with no task (SUBMIT_AMBIGUOUS), at the stage that
+        task or claim belongs to. A job that moved on since (its stage finished, its next stage
+        claimed or paid) is not failed, and nothing is settled.
+        """
+        # The index's projection holds no stage nor reservation: a job that ends reads its whole item (rare).
+        whole = self._store.get(job.job_id)
+        if whole is None or whole.status.is_final:
+            return False
+        judged = JudgedStage(whole.stage, job.task_id, None if job.task_id else job.submit_claim)
+        if not self._ends.fail(job.job_id, error, judged, whole.reservation, open_stage_paid=True):
+            return False
+        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        return True
 
 
 def _is_final(result: TaskResult | None) -> bool:

@@ -9,11 +9,12 @@ import math
 import random
 import re
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,7 @@ from vary_region.budget.ledger import (
     period_usage,
     reservation_from_item,
     reservation_requests,
+    settle,
 )
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.job import Job, JobStatus, timestamp
@@ -54,6 +56,37 @@ class ProviderBusy(Exception):
 
 def _lost_race(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class JudgedStage(NamedTuple):
+    """What a failure was judged on: the stage open when the job was read, and what that stage held
+    then: its task, or the claim of a submission with no task recorded yet, or neither (the chain
+    was between stages). A failure write wins only while the job still holds exactly that, so a
+    verdict about a stage the job has left (a late worker's, a stale read's) changes nothing.
+
+    task_id and claim together: the task, or that claim while the task is not recorded yet (a
+    webhook can outrun the submission's own write).
+    """
+
+    stage: JobStage
+    task_id: str | None = None
+    claim: str | None = None
+
+    def settlement(
+        self,
+        reservation: CreditReservation | None,
+        *,
+        open_stage_paid: bool,
+        provider_failed: bool = False,
+        policy: BudgetPolicy,
+    ) -> Settlement | None:
+        """The job's credits settled as of this stage: the one the failure write is pinned to, so a
+        write that loses its condition has settled nothing, and one that wins settled its own stage."""
+        if reservation is None:
+            return None
+        return settle(
+            reservation, self.stage, open_stage_paid=open_stage_paid, provider_failed=provider_failed, policy=policy
+        )
 
 
 class TaskStore:
@@ -232,6 +265,10 @@ class TaskStore:
         return True
 
     @property
+    def budget_policy(self) -> BudgetPolicy:
+        return self._budget
+
+    @property
     def max_active_tasks(self) -> int:
         """How many provider tasks may be in flight at once (the provider-slot limit)."""
         limit = self._max_active
@@ -344,7 +381,10 @@ class TaskStore:
             job_id,
             f"SET #stage = :to, #status = :processing, {stage.task_id_attribute} = :task, updated_at = :now, "
             "stage_opened_at = :now "
-            "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures",
+            # The stage before was settled by its own task: an ambiguity flag of its submission is
+            # answered, and the next stage starts unflagged.
+            "REMOVE task_id, percentage, final_reported_at, copy_lease_until, copy_lease, copy_failures, "
+            "#error, needs_attention",
             self._open_and_claimed() + " AND task_id = :task AND " + self._stage_is(stage),
             {
                 ":to": to.value,
@@ -513,27 +553,22 @@ class TaskStore:
         job_id: str,
         error: JobError,
         now: datetime,
+        judged: JudgedStage,
         *,
-        only_without_task: bool = False,
-        between_stages: JobStage | None = None,
         settlement: Settlement | None = None,
     ) -> bool:
-        """A submitted (or claimed) job ends: the provider said no, or results could not be copied.
+        """A claimed job ends: the provider said no or failed its task, the results could not be
+        copied, its task timed out, or a chain's later stage cannot start.
 
-        only_without_task: fail it only if no task id was ever recorded (an ambiguous submission).
-        between_stages: fail it only while this later stage is open and unclaimed (never a stage
-        another delivery has claimed, and so perhaps paid for, meanwhile).
-        settlement: what the job's stages spent; the rest of its reservation goes back to its periods
-        in the same transaction.
+        judged: the stage (and its task or claim) the failure is about; the job fails only while it
+        still holds exactly that (see JudgedStage).
+        settlement: what the job's stages spent, as of `judged.stage` (JudgedStage.settlement); the
+        rest of its reservation goes back to its periods in the same transaction.
         """
-        condition = self._open_and_claimed() + (" AND attribute_not_exists(task_id)" if only_without_task else "")
-        extra: dict[str, Any] = {}
-        if between_stages is not None:
-            condition += " AND " + self._between_stages(between_stages)
-            extra = {":stage": between_stages.value}
+        condition, pinned = self._judged(judged)
         update, condition, settled, ledger = self._settling(
             "SET #status = :failed, #error = :error, completed_at = :now, updated_at = :now, expires_at = :ttl",
-            condition,
+            self._open_and_claimed() + " AND " + condition,
             settlement,
         )
         return self._update(
@@ -547,7 +582,7 @@ class TaskStore:
                 ":ttl": self._expiry(now),
             }
             | self._open_values()
-            | extra
+            | pinned
             | settled,
             release_slot=True,
             also=ledger,
@@ -610,6 +645,36 @@ class TaskStore:
         )
 
     @classmethod
+    def _judged(cls, judged: JudgedStage) -> tuple[str, dict[str, Any]]:
+        """The condition that the job still holds what a failure was judged on, and its values."""
+        values: dict[str, Any] = {":stage": judged.stage.value}
+        if judged.task_id is None and judged.claim is None:
+            return cls._between_stages(judged.stage), values
+        task = "task_id = :judged_task"
+        unrecorded = "attribute_not_exists(task_id) AND submit_claim = :judged_claim AND " + cls._claim_of_stage(
+            judged.stage
+        )
+        if judged.task_id is not None:
+            values[":judged_task"] = judged.task_id
+        if judged.claim is not None:
+            values[":judged_claim"] = judged.claim
+        if judged.claim is None:
+            held = task
+        elif judged.task_id is None:
+            held = unrecorded
+        else:  # DynamoDB refuses redundant parentheses: only these two need them
+            held = f"({task} OR ({unrecorded}))"
+        return cls._stage_is(judged.stage) + " AND " + held, values
+
+    @staticmethod
+    def _claim_of_stage(stage: JobStage) -> str:
+        """The claim is :stage's (a claim written before chains existed, on an item without a stage,
+        is its one inpaint's)."""
+        if stage is JobStage.INPAINT:
+            return "(claim_stage = :stage OR attribute_not_exists(#stage))"
+        return "claim_stage = :stage"
+
+    @classmethod
     def _between_stages(cls, stage: JobStage) -> str:
         """The open stage is :stage and nobody holds its claim: the stage before it finished."""
         return (
@@ -630,6 +695,11 @@ class TaskStore:
 
     @staticmethod
     def _update_request(job_id: str, update: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+        # Each job write leaves its own id on the item: an answer lost and the request resent, its
+        # condition fails on the write it made itself, and the id tells so (_already_written).
+        write = "write_id = :write_id"
+        update = update.replace("SET ", f"SET {write}, ", 1) if "SET " in update else f"SET {write} {update}"
+        values = values | {":write_id": uuid.uuid4().hex}
         tokens = set(re.findall(r"[:#]\w+", update + " " + condition))
         request: dict[str, Any] = {
             "Key": {"job_id": job_id},
@@ -654,6 +724,10 @@ class TaskStore:
     ) -> bool:
         """One conditional job update; False when the condition failed (a lost race, not an error).
 
+        A condition that fails on an item that carries this update's own write id is this update's
+        earlier attempt, applied although its answer was lost (botocore sent it again): True, not a
+        lost race.
+
         release_slot: the update ends the job's claim, so the provider slot it holds (if any) is
         given back in the same transaction.
         also: unconditional updates of other items (the credit ledger's) made in the same
@@ -676,18 +750,26 @@ class TaskStore:
         if also:
             job_lost, *_ = self._transact(self._update_request(job_id, update, condition, values), *also)
             return not job_lost
+        request = self._update_request(job_id, update, condition, values)
         try:
-            self._table.update_item(**self._update_request(job_id, update, condition, values))
+            self._table.update_item(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
             if _lost_race(exc):
-                return False
+                return _already_written(request, exc.response.get("Item"))
             raise TaskStoreError(str(exc)) from exc
         return True
 
     def _transact(self, *requests: dict[str, Any]) -> list[bool]:
-        """Conditional updates, all or nothing; returns, per update, whether its condition failed."""
+        """Conditional updates, all or nothing; returns, per update, whether its condition failed.
+
+        None failed when an update's item carries that update's own write id: an earlier attempt of
+        this very transaction was applied, its answer lost (see _update).
+        """
         # The resource's client serialises plain Python values itself, as Table.update_item does.
-        items = [{"Update": dict(request, TableName=self._table.name)} for request in requests]
+        items = [
+            {"Update": dict(request, TableName=self._table.name) | _old_item_on_failed_condition(request)}
+            for request in requests
+        ]
         count = len(items)
         for attempt in range(_TRANSACTION_ATTEMPTS):
             try:
@@ -699,6 +781,12 @@ class TaskStore:
                 reasons = exc.response.get("CancellationReasons") or _reasons_from_message(str(exc))
                 codes = ([r.get("Code") for r in reasons] + [None] * count)[:count]
                 if "ConditionalCheckFailed" in codes:
+                    olds = ([r.get("Item") for r in reasons] + [None] * count)[:count]
+                    if any(
+                        code == "ConditionalCheckFailed" and _already_written(request, old)
+                        for request, code, old in zip(requests, codes, olds, strict=True)
+                    ):
+                        return [False] * count
                     return [code == "ConditionalCheckFailed" for code in codes]
                 # The slot counter and the ledger's items are hot: concurrent transactions on them
                 # conflict. Retry those.
@@ -712,7 +800,21 @@ def active_shard(job_id: str) -> str:
     return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
 
 
-def _reasons_from_message(message: str) -> list[dict[str, str]]:
+def _already_written(request: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """The item (as DynamoDB returned it on a failed condition) carries this request's own write id:
+    the update was applied by an earlier attempt of this very request (its answer lost, botocore sent
+    it again), so the failed condition is no lost race."""
+    write_id = request.get("ExpressionAttributeValues", {}).get(":write_id")
+    if write_id is None or not old:
+        return False
+    return bool(old.get("write_id") == {"S": write_id})
+
+
+def _old_item_on_failed_condition(request: dict[str, Any]) -> dict[str, str]:
+    return {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if "ConditionExpression" in request else {}
+
+
+def _reasons_from_message(message: str) -> list[dict[str, Any]]:
     """Some endpoints put the reasons only in the message: "... reasons [ConditionalCheckFailed, None]"."""
     listed = message.rsplit("[", 1)[-1].rstrip("]").split(",")
     return [{"Code": reason.strip()} for reason in listed]

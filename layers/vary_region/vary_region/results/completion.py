@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from vary_region.budget.ledger import all_spent, settle
+from vary_region.budget.ledger import all_spent
 from vary_region.errors import ImageCopyError, JobError, ProviderRejected, ProviderUnavailable, Stage
 from vary_region.intake.job_files import JobFiles
 from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.jobs.job import Job, parse_timestamp, timestamp, utc_now
 from vary_region.jobs.stages import JobStage, next_stage
-from vary_region.jobs.task_store import TaskStore
+from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.provider.port import Provider
 from vary_region.provider.task_result import TaskResult, TaskState
@@ -134,7 +134,9 @@ class JobCompleter:
             message = result.error_message or ""
             if job.stage is not JobStage.INPAINT:
                 message = f"the {job.stage} task failed: {message}"
-            return self._fail(job, JobError("PROVIDER_TASK_FAILED", message, Stage.PROVIDER), provider_failed=True)
+            return self._fail(
+                job, request.task_id, JobError("PROVIDER_TASK_FAILED", message, Stage.PROVIDER), provider_failed=True
+            )
         upscale = job.stage is JobStage.UPSCALE
         incomplete = result.incomplete_reason(single_image=upscale)
         if incomplete:
@@ -142,7 +144,7 @@ class JobCompleter:
             message = (
                 f"the provider reported the {job.stage} task finished, but its result is not {expected}: {incomplete}"
             )
-            return self._fail(job, JobError("RESULT_INCOMPLETE", message, Stage.PROVIDER))
+            return self._fail(job, request.task_id, JobError("RESULT_INCOMPLETE", message, Stage.PROVIDER))
         if job.stage is not JobStage.INPAINT:
             return self._advance(job, result)
         return self._complete(job, result, deadline)
@@ -204,7 +206,7 @@ class JobCompleter:
             failures = self._store.record_copy_failure(job.job_id, lease, str(exc), self._clock())
             logger.warning("result images not copied", extra={"reason": str(exc), "copy_failures": failures})
             if exc.permanent or failures >= self._settings.copy_failures_before_failed:
-                return self._fail(job, JobError("COPY_FAILED", str(exc), Stage.COPY))
+                return self._fail(job, result.task_id, JobError("COPY_FAILED", str(exc), Stage.COPY))
             return UpdateResult(UpdateOutcome.RETRY_LATER, str(exc))
         except BaseException:
             # An unexpected failure: the next try must not wait for the lease to run out.
@@ -256,16 +258,18 @@ class JobCompleter:
             if stage in ids
         ]
 
-    def _fail(self, job: Job, error: JobError, *, provider_failed: bool = False) -> UpdateResult:
-        """The open stage's task was accepted (it is paid), unless the provider failed it and refunds."""
-        settlement = None
-        if job.reservation is not None:
-            policy = self._settings.budget_policy
-            settlement = settle(
-                job.reservation, job.stage, open_stage_paid=True, provider_failed=provider_failed, policy=policy
-            )
-        if not self._ends.fail(job.job_id, error, settlement):
-            return UpdateResult(UpdateOutcome.UNCHANGED, "the job had already finished")
+    def _fail(self, job: Job, task_id: str, error: JobError, *, provider_failed: bool = False) -> UpdateResult:
+        """The open stage's task was accepted (it is paid), unless the provider failed it and refunds.
+
+        Pinned to that stage and task as this worker read them: a job that moved on meanwhile (another
+        delivery advanced it, and its next stage may be paid) is not this verdict's to fail.
+        """
+        # A task not recorded yet (its webhook outran the submission's write) is the stage's claim's.
+        judged = JudgedStage(job.stage, task_id, None if job.task_id else job.submit_claim)
+        if not self._ends.fail(
+            job.job_id, error, judged, job.reservation, open_stage_paid=True, provider_failed=provider_failed
+        ):
+            return UpdateResult(UpdateOutcome.UNCHANGED, "the job had finished or moved on")
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("job failed", extra={"error_code": error.code})
         return UpdateResult(UpdateOutcome.FAILED, error.message)

@@ -12,8 +12,8 @@ from vary_region.intake.job_keys import ResultKeys
 from vary_region.jobs.job import Job, JobStatus, parse_timestamp
 
 if TYPE_CHECKING:  # the submit function never copies images: its cold start skips the copier
-    from vary_region.budget.ledger import Settlement
-    from vary_region.jobs.task_store import TaskStore
+    from vary_region.budget.ledger import CreditReservation, Settlement
+    from vary_region.jobs.task_store import JudgedStage, TaskStore
     from vary_region.results.image_copier import CopiedImage
 
 
@@ -31,10 +31,27 @@ class UnsuccessfulEnd:
         self._results_prefix = results_prefix
         self._clock = clock
 
-    def fail(self, job_id: str, error: JobError, settlement: Settlement | None = None, **conditions: Any) -> bool:
-        """settlement: what the job's stages spent of its reservation (the rest goes back).
-        conditions: TaskStore.mark_failed's (only_without_task, between_stages)."""
-        if not self._store.mark_failed(job_id, error, self._clock(), settlement=settlement, **conditions):
+    def fail(
+        self,
+        job_id: str,
+        error: JobError,
+        judged: JudgedStage,
+        reservation: CreditReservation | None = None,
+        *,
+        open_stage_paid: bool,
+        provider_failed: bool = False,
+    ) -> bool:
+        """judged: the stage (and its task or claim) the failure is about: the job fails only while it
+        holds exactly that, and its reservation is settled as of that stage.
+        open_stage_paid: that stage's task was (or may have been) accepted, so its credits are spent
+        (unless the provider failed it and the policy says the provider refunds it)."""
+        settlement = judged.settlement(
+            reservation,
+            open_stage_paid=open_stage_paid,
+            provider_failed=provider_failed,
+            policy=self._store.budget_policy,
+        )
+        if not self._store.mark_failed(job_id, error, self._clock(), judged, settlement=settlement):
             return False
         if settlement is not None:
             count_settled(settlement)
