@@ -109,7 +109,7 @@ def test_given_file_over_the_size_limit_when_parsed_then_spec_too_large():
 
 
 def test_given_default_limits_and_a_300k_file_when_parsed_then_spec_too_large():
-    assert rejected_code(parse_job_spec, doc(parent_task_id="p", pad="x" * 300_000)) == "SPEC_TOO_LARGE"
+    assert rejected_code(parse_job_spec, doc(parent_task_id="p", prompt="x" * 300_000)) == "SPEC_TOO_LARGE"
 
 
 @pytest.mark.parametrize(
@@ -129,6 +129,62 @@ def test_given_non_utf8_bytes_when_parsed_then_spec_not_utf8(raw):
     [b"{parent_task_id: 'p'}", b'{"parent_task_id": "p",}', b'{"parent_task_id": "p"', b"not json", b"\xef\xbb\xbf{"],
 )
 def test_given_invalid_json_when_parsed_then_spec_invalid_json(raw):
+    assert rejected_code(parse_job_spec, raw) == "SPEC_INVALID_JSON"
+
+
+@pytest.mark.parametrize(
+    ("raw", "token"),
+    [
+        (b'{"parent_task_id": "p", "metadata": {"score": NaN}}', "NaN"),
+        (b'{"parent_task_id": "p", "metadata": {"limit": Infinity}}', "Infinity"),
+        (b'{"parent_task_id": "p", "metadata": {"floor": [1, -Infinity]}}', "-Infinity"),
+        (b'{"parent_task_id": "p", "metadata": {"big": 1e999}}', "1e999"),
+        (b'{"parent_task_id": "p", "index": NaN}', "NaN"),
+    ],
+)
+def test_given_a_number_json_has_not_when_parsed_then_spec_invalid_json_names_it(raw, token):
+    with pytest.raises(JobRejected) as info:
+        parse_job_spec(raw)
+
+    assert info.value.error.code == "SPEC_INVALID_JSON"
+    assert token in info.value.error.message
+
+
+def test_given_nan_in_an_inline_job_when_parsed_then_spec_invalid_json():
+    raw = doc(parent_task_id="p1", mask=data_url(mask_png()))[:-1] + b', "metadata": {"x": NaN}}'
+    assert rejected_code(parse_inline_job, raw, LIMITS, MAX_MASK) == "SPEC_INVALID_JSON"
+
+
+@pytest.mark.parametrize("depth", [33, 5_000, 200_000])
+def test_given_nesting_past_the_limit_when_parsed_then_spec_invalid_json_without_recursing(depth):
+    raw = b'{"parent_task_id": "p", "metadata": {"deep": ' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"}}"
+
+    with pytest.raises(JobRejected) as info:
+        parse_job_spec(raw, Limits(max_spec_bytes=1024 * 1024))
+
+    assert info.value.error.code == "SPEC_INVALID_JSON"
+    assert f"{depth} levels" in info.value.error.message
+
+
+def test_given_nesting_at_the_limit_when_parsed_then_metadata_keeps_it():
+    raw = b'{"parent_task_id": "p", "metadata": {"deep": ' + b"[" * 30 + b"]" * 30 + b"}}"  # 32 levels
+
+    deep = parse_job_spec(raw).metadata["deep"]
+
+    for _ in range(29):
+        (deep,) = deep
+    assert deep == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"parent_task_id": "p", "metadata": {"x": "\\ud800"}}',  # an unpaired surrogate: no UTF-8 for it
+        b'{"parent_task_id": "p", "metadata": {"n": ' + b"9" * 5000 + b"}}",  # past Python's int digits
+    ],
+    ids=["lone-surrogate", "5000-digit-integer"],
+)
+def test_given_json_no_document_can_be_written_from_when_parsed_then_spec_invalid_json(raw):
     assert rejected_code(parse_job_spec, raw) == "SPEC_INVALID_JSON"
 
 

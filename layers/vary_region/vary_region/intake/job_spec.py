@@ -14,6 +14,7 @@ from vary_region.errors import JobRejected
 from vary_region.intake.mask import MaskFit
 from vary_region.intake.mask_regions import MaskRegions, Units, parse_mask_regions
 from vary_region.jobs.stages import JobStage
+from vary_region.strict_json import JsonRefused, loads
 
 # APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -140,11 +141,9 @@ def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> d
     except UnicodeDecodeError:
         raise JobRejected("SPEC_NOT_UTF8", "the job file is not valid UTF-8") from None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JobRejected(
-            "SPEC_INVALID_JSON", f"the job file is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
+        document = loads(text)
+    except JsonRefused as refused:  # NaN, Infinity and nesting past MAX_DEPTH included
+        raise JobRejected("SPEC_INVALID_JSON", f"the job file is not valid JSON ({refused.reason})") from None
     if not isinstance(document, dict):
         raise JobRejected("SPEC_NOT_OBJECT", "the job file must hold a JSON object")
     return document
@@ -241,6 +240,6 @@ def _metadata(value: Any, limits: Limits) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise JobRejected("METADATA_INVALID", "`metadata` must be a JSON object")
-    if len(json.dumps(value, ensure_ascii=False).encode()) > limits.max_metadata_bytes:
+    if len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode()) > limits.max_metadata_bytes:
         raise JobRejected("METADATA_TOO_LARGE", f"`metadata` is larger than {limits.max_metadata_bytes} bytes")
     return value
