@@ -349,3 +349,17 @@ def test_a_deeply_nested_queue_body_is_refused_once_not_retried(stack, s3, bucke
     settle_stack(stack, stack.simulator)
     assert not any(r.getMessage() == "queue message failed" for r in caplog.records)
     assert keys_under(s3, bucket, f"inbox/{job_id}") == []
+
+
+def test_a_requested_job_with_a_misspelt_key_is_rejected_with_the_near_miss(stack, tap, sim, s3, bucket, monkeypatch):
+    provider = ProviderRecorder.install(sim, monkeypatch)
+    job_id = new_job_id("requested-typo")
+    request = _request(job_id)
+    request["promt"] = request.pop("prompt")
+
+    _put_requested(stack, request)
+
+    error = tap.wait_for(job_id, "REJECTED")["detail"]["error"]
+    assert error["code"] == "SPEC_UNKNOWN_KEY" and "did you mean 'prompt'?" in error["message"]
+    assert read_error_json(s3, bucket, job_id)["error"] == error
+    assert provider.inpaint_calls(job_id) == 0

@@ -112,6 +112,15 @@ BAD_JOBS = {
         _inline({"parent_task_id": "p-1", "mask": MASK_URL}, b', "metadata": ' + NESTED_100K),
         "100001 levels",
     ),
+    # A misspelt optional key would be a paid job without it.
+    "typo-promt": BadJob(
+        "SPEC_UNKNOWN_KEY", _folder(job_json(prompt=None, promt="a red balloon")), "did you mean 'prompt'?"
+    ),
+    "inline-typo-mask-fit": BadJob(
+        "SPEC_UNKNOWN_KEY",
+        _inline({"parent_task_id": "p-1", "mask": MASK_URL, "mask_fitt": "resize"}),
+        "did you mean 'mask_fit'?",
+    ),
     "inline-broken-data-url": BadJob(
         "MASK_DATA_URL_INVALID",
         _inline({"parent_task_id": "p-inline", "mask": "data:image/png;base64,iVBORw0KGgo!!not*base64"}),

@@ -13,6 +13,7 @@ from typing import Any
 from vary_region.errors import JobRejected
 from vary_region.intake.mask import MaskFit
 from vary_region.intake.mask_regions import MaskRegions, Units, parse_mask_regions
+from vary_region.intake.spec_keys import IMAGINE_KEYS, JOB_KEYS, refuse_unknown_keys
 from vary_region.jobs.stages import JobStage
 from vary_region.strict_json import JsonRefused, loads
 
@@ -150,6 +151,7 @@ def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> d
 
 
 def _spec_from_document(document: dict[str, Any], limits: Limits) -> JobSpec:
+    refuse_unknown_keys(document, JOB_KEYS, "the job file")
     imagine, index = _imagine(document.get("imagine"), document.get("index"), limits)
     if imagine is not None and document.get("parent_task_id") is not None:
         raise JobRejected(
@@ -190,6 +192,7 @@ def _imagine(value: Any, top_index: Any, limits: Limits) -> tuple[ImagineSpec | 
         return None, index
     if not isinstance(value, dict):
         raise JobRejected("IMAGINE_INVALID", '`imagine` must be an object: {"prompt": "...", "index": "1"}')
+    refuse_unknown_keys(value, IMAGINE_KEYS, "`imagine`")
     prompt = _prompt(value.get("prompt"), limits)
     if prompt is None:
         raise JobRejected("IMAGINE_INVALID", "`imagine.prompt` is required: the prompt of the grid to make")
