@@ -50,7 +50,9 @@ class JobEvents:
             "QueueArn"
         ]
         pattern = {"source": [SOURCE], "detail-type": [STATE_CHANGE], "detail": {"job_id": [job_id]}}
-        rule_arn = self._events.put_rule(Name=self.name, EventBusName=bus, EventPattern=json.dumps(pattern))["RuleArn"]
+        rule_arn = self._events.put_rule(
+            Name=self.name, EventBusName=bus, EventPattern=json.dumps(pattern, allow_nan=False)
+        )["RuleArn"]
         policy = {
             "Version": "2012-10-17",
             "Statement": [
@@ -63,7 +65,9 @@ class JobEvents:
                 }
             ],
         }
-        self._sqs.set_queue_attributes(QueueUrl=self._queue_url, Attributes={"Policy": json.dumps(policy)})
+        self._sqs.set_queue_attributes(
+            QueueUrl=self._queue_url, Attributes={"Policy": json.dumps(policy, allow_nan=False)}
+        )
         self._events.put_targets(Rule=self.name, EventBusName=bus, Targets=[{"Id": "watch", "Arn": queue_arn}])
 
     def wait(self, seconds: float) -> Iterator[dict[str, Any]]:

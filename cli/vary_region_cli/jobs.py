@@ -138,7 +138,7 @@ def existing_job_keys(target: Target, job_id: str) -> list[str]:
 
 
 def _json_bytes(document: dict[str, Any]) -> bytes:
-    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 # --- the job item ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vary_region import strict_json
+
 from vary_region_cli import jobs
 from vary_region_cli.config import CliError, Settings, Target, resolve, settings_from_env
 from vary_region_cli.masks import MaskError, Rect, check_mask_file, parse_size, rectangle_mask_png, region_document
@@ -249,9 +251,9 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--metadata is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        value = strict_json.loads(text)
+    except strict_json.JsonRefused as exc:  # the pipeline would reject the job for it (SPEC_INVALID_JSON)
+        raise CliError(f"--metadata is not valid JSON ({exc.reason})") from None
     if not isinstance(value, dict):
         raise CliError('--metadata must be a JSON object, like \'{"customer": "acme"}\'')
     return value
@@ -336,7 +338,7 @@ def cmd_usage(args: argparse.Namespace, target: Target) -> int:
         raise CliError("--limit must be positive")
     report = usage.read_usage(target)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2), flush=True)
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False), flush=True)
     else:
         print(usage.render(report, args.limit), flush=True)
     return EXIT_OK
@@ -346,7 +348,7 @@ def cmd_status(args: argparse.Namespace, target: Target) -> int:
     jobs.check_job_id(args.job_id)
     item = jobs.require_item(target, args.job_id)
     shown = item if args.raw else jobs.public_fields(item)
-    print(json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False), flush=True)
+    print(json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False), flush=True)
     waiting = jobs.waiting_for(target, args.job_id, item)
     if waiting:
         _note(f"job {args.job_id} is {item.get('status')}: {waiting}")

@@ -13,6 +13,7 @@ from typing import Any
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
 from vary_region.errors import JobRejected
 from vary_region.intake.mask import MAX_SIDE, MIN_SIDE, validate_mask
+from vary_region.intake.mask_regions import TOO_SMALL, parse_mask_regions
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit
 
@@ -49,7 +50,13 @@ def region_document(rects: list[str], ellipses: list[str], polygons: list[str], 
         if len(values) < 6 or len(values) % 2:
             raise MaskError(f"--polygon {text!r}: give at least three X,Y points")
         regions.append({"polygon": [values[i : i + 2] for i in range(0, len(values), 2)]})
-    return {"regions": regions, "units": units}
+    document = {"regions": regions, "units": units}
+    try:
+        parse_mask_regions(document)  # the pipeline's own check: refused here, before anything is uploaded
+    except JobRejected as exc:
+        hint = "; with this command: --units fraction" if exc.error.code == TOO_SMALL and units == "px" else ""
+        raise MaskError(f"{exc.error.message} (the pipeline would reject the job as {exc.error.code}{hint})") from None
+    return document
 
 
 def _numbers(text: str, count: int | None, shape: str) -> list[float | int]:

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
 from vary_region.events.requested import JobRequestInvalid, requested_job
 from vary_region.intake.s3_notifications import uploaded_keys
-from vary_region.intake.submission import SubmitOutcome
+from vary_region.intake.submission import SubmitOutcome, SubmitResult
 from vary_region.lambda_events import (
     QueueMessage,
     is_sqs_batch,
@@ -20,6 +20,7 @@ from vary_region.lambda_events import (
 )
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.settings import get_settings
+from vary_region.strict_json import JsonRefused
 
 settings = get_settings()
 submitter = wiring.job_submitter(settings)
@@ -38,6 +39,10 @@ def handle_upload(key: str, lambda_context: LambdaContext) -> None:
     # submitter defers an upload, untouched, when too little time is left right before its claim.
     result = submitter.handle_upload(key, lambda: lambda_context.get_remaining_time_in_millis() / 1000)
     logger.info("upload handled", extra={"outcome": str(result.outcome), "job_id": result.job_id})
+    _count(result)
+
+
+def _count(result: SubmitResult) -> None:
     if result.first_seen:
         metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=1)
     if result.outcome in _OUTCOME_METRICS:
@@ -46,8 +51,17 @@ def handle_upload(key: str, lambda_context: LambdaContext) -> None:
 
 @tracer.capture_method(capture_response=False)
 def record_handler(message: QueueMessage, lambda_context: LambdaContext) -> None:
-    body = message.json_body()
     try:
+        try:
+            body = message.json_body()
+        except JsonRefused as refused:
+            # No redelivery makes it JSON: never retried. A job request readable enough to name its job
+            # (only its numbers refused) is REJECTED, as its file would be; any other is refused below.
+            unreadable = requested_job(refused.parsed)
+            if unreadable is None:
+                raise JobRequestInvalid(f"the message is not valid JSON ({refused.reason})") from None
+            _count(submitter.refuse_request(unreadable, refused.reason))
+            return
         requested = requested_job(body)
         if requested is not None:
             # Its file goes into the inbox; that upload's own notification starts the job, once.

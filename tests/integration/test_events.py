@@ -17,6 +17,7 @@ import pytest
 
 from tests.builders import (
     ProviderRecorder,
+    get_job,
     keys_under,
     mask_png,
     new_job_id,
@@ -300,3 +301,65 @@ def test_a_request_whose_job_id_names_no_job_is_refused_once_not_retried(stack, 
     assert not said("queue message failed"), "refused, not failed: the message is not delivered again"
     # Exactly the key it would have written: other tests leave keys such as inbox/a/b/c.json behind.
     assert f"inbox/{job_id}.json" not in keys_under(s3, bucket, "inbox/")
+
+
+def _send_to_queue(stack: Any, body: str) -> None:
+    boto3.client("sqs").send_message(QueueUrl=stack.info.queue_url, MessageBody=body)
+
+
+def test_a_requested_job_with_nan_is_rejected_at_once_and_no_file_of_it_is_written(
+    stack, tap, sim, s3, table, bucket, caplog, monkeypatch
+):
+    """EventBridge refuses such a detail itself; a plain queue body carries it to the submit function."""
+    provider = ProviderRecorder.install(sim, monkeypatch)
+    caplog.set_level("INFO", logger="vary-region")
+    job_id = new_job_id("requested-nan")
+
+    body = json.dumps(_request(job_id))[:-1] + ', "metadata": {"score": NaN}}'
+    _send_to_queue(stack, body)
+    _send_to_queue(stack, body)  # delivered twice, as SQS may
+
+    rejected = tap.wait_for(job_id, "REJECTED")
+    assert rejected["detail"]["error"]["code"] == "SPEC_INVALID_JSON"
+    assert "NaN" in rejected["detail"]["error"]["message"]
+    assert wait_for_job(table, job_id)["error"]["code"] == "SPEC_INVALID_JSON"
+    assert read_error_json(s3, bucket, job_id)["error"]["code"] == "SPEC_INVALID_JSON"
+    settle_stack(stack, sim)
+    assert keys_under(s3, bucket, f"inbox/{job_id}") == [], "never written with NaN in it"
+    assert provider.inpaint_calls(job_id) == 0
+    assert not any(r.getMessage() == "queue message failed" for r in caplog.records), "handled once, not retried"
+    assert tap.statuses(job_id).count("REJECTED") == 1, "the second delivery changed nothing"
+    assert get_job(table, job_id)["updated_at"] == rejected["detail"]["updated_at"]
+
+
+def test_a_deeply_nested_queue_body_is_refused_once_not_retried(stack, s3, bucket, caplog):
+    settle_stack(stack, stack.simulator)
+    caplog.set_level("INFO", logger="vary-region")
+    job_id = new_job_id("requested-deep")
+
+    _send_to_queue(stack, json.dumps(_request(job_id))[:-1] + ', "metadata": ' + "[" * 50_000 + "]" * 50_000 + "}")
+
+    def refused() -> bool:
+        return any(
+            r.getMessage() == "job request refused" and "levels deep" in getattr(r, "reason", "")
+            for r in caplog.records
+        )
+
+    wait_until(refused, 20, message="the body refused")
+    settle_stack(stack, stack.simulator)
+    assert not any(r.getMessage() == "queue message failed" for r in caplog.records)
+    assert keys_under(s3, bucket, f"inbox/{job_id}") == []
+
+
+def test_a_requested_job_with_a_misspelt_key_is_rejected_with_the_near_miss(stack, tap, sim, s3, bucket, monkeypatch):
+    provider = ProviderRecorder.install(sim, monkeypatch)
+    job_id = new_job_id("requested-typo")
+    request = _request(job_id)
+    request["promt"] = request.pop("prompt")
+
+    _put_requested(stack, request)
+
+    error = tap.wait_for(job_id, "REJECTED")["detail"]["error"]
+    assert error["code"] == "SPEC_UNKNOWN_KEY" and "did you mean 'prompt'?" in error["message"]
+    assert read_error_json(s3, bucket, job_id)["error"] == error
+    assert provider.inpaint_calls(job_id) == 0

@@ -47,6 +47,7 @@ class BadJob:
 
     code: str
     files: tuple[tuple[str, bytes, str | None], ...]
+    says: str = ""  # words the error's message must hold
 
 
 def _folder(
@@ -56,12 +57,16 @@ def _folder(
     return ((mask_name, mask, mask_type), ("job.json", spec, "application/json"))
 
 
-def _inline(document: dict) -> tuple[tuple[str, bytes, str | None], ...]:
-    return ((".json", json.dumps(document).encode(), "application/json"),)
+def _inline(document: dict, tail: bytes = b"") -> tuple[tuple[str, bytes, str | None], ...]:
+    """`tail`: raw JSON text put in before the closing brace (what json.dumps would not write)."""
+    body = json.dumps(document).encode()
+    return ((".json", body[:-1] + tail + b"}" if tail else body, "application/json"),)
 
 
 GOOD_SPEC = job_json()
 TRUNCATED_PNG = mask_png()[: len(mask_png()) // 2]
+MASK_URL = "data:image/png;base64," + base64.b64encode(mask_png()).decode()
+NESTED_100K = b"[" * 100_000 + b"]" * 100_000  # 200 KB, within the job file's 256 KiB
 
 BAD_JOBS = {
     "malformed-json": BadJob("SPEC_INVALID_JSON", _folder(b'{"parent_task_id": "p-1", ')),
@@ -89,6 +94,33 @@ BAD_JOBS = {
         ),
     ),
     "inline-without-mask": BadJob("MASK_MISSING", _inline({"parent_task_id": "p-inline", "prompt": "a kite"})),
+    # Not JSON as RFC 8259 has it: every event and document of the job would be invalid JSON too.
+    "metadata-nan": BadJob(
+        "SPEC_INVALID_JSON", _folder(b'{"parent_task_id": "p-1", "metadata": {"score": NaN}}'), "NaN"
+    ),
+    "inline-infinity": BadJob(
+        "SPEC_INVALID_JSON",
+        _inline({"parent_task_id": "p-1", "mask": MASK_URL}, b', "metadata": {"x": -Infinity}'),
+        "-Infinity",
+    ),
+    # Nesting the parser would recurse into until the interpreter gives up.
+    "deeply-nested": BadJob(
+        "SPEC_INVALID_JSON", _folder(b'{"parent_task_id": "p-1", "metadata": ' + NESTED_100K + b"}"), "100001 levels"
+    ),
+    "inline-deeply-nested": BadJob(
+        "SPEC_INVALID_JSON",
+        _inline({"parent_task_id": "p-1", "mask": MASK_URL}, b', "metadata": ' + NESTED_100K),
+        "100001 levels",
+    ),
+    # A misspelt optional key would be a paid job without it.
+    "typo-promt": BadJob(
+        "SPEC_UNKNOWN_KEY", _folder(job_json(prompt=None, promt="a red balloon")), "did you mean 'prompt'?"
+    ),
+    "inline-typo-mask-fit": BadJob(
+        "SPEC_UNKNOWN_KEY",
+        _inline({"parent_task_id": "p-1", "mask": MASK_URL, "mask_fitt": "resize"}),
+        "did you mean 'mask_fit'?",
+    ),
     "inline-broken-data-url": BadJob(
         "MASK_DATA_URL_INVALID",
         _inline({"parent_task_id": "p-inline", "mask": "data:image/png;base64,iVBORw0KGgo!!not*base64"}),
@@ -113,7 +145,7 @@ def test_given_bad_input_when_uploaded_then_job_rejected_with_code_and_nothing_i
     assert item["status"] == "REJECTED", item
     assert item["error"]["code"] == case.code
     assert item["error"]["stage"] == "intake"
-    assert item["error"]["message"]
+    assert item["error"]["message"] and case.says in item["error"]["message"]
     error_doc = json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json"))
     assert error_doc == {"job_id": job_id, "status": "REJECTED", "error": dict(item["error"])}
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]

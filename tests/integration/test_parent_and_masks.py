@@ -94,6 +94,15 @@ REJECTIONS = {
         "MASK_REGIONS_INVALID",
         lambda: (regions_spec(parent_id(), {"regions": [{"polygon": [[0, 0], [5, 5]]}]}), None),
     ),
+    # Fractions without "units": "fraction" would be paid for as a one-pixel mask.
+    "fractions-given-as-pixels": (
+        "MASK_REGIONS_TOO_SMALL",
+        lambda: (regions_spec(parent_id(), {"regions": [{"rect": [0.3, 0.1, 0.4, 0.5]}]}), None),
+    ),
+    "region-under-a-thousandth-of-the-parent": (  # 225 of 640x384 pixels: 0.09 %
+        "MASK_REGIONS_TOO_SMALL",
+        lambda: (regions_spec(parent_id(), {"regions": [{"rect": [100, 100, 15, 15]}]}), None),
+    ),
     "regions-and-a-mask-file": (
         "MASK_AMBIGUOUS",
         lambda: (regions_spec(parent_id(), {"regions": [{"rect": [0, 0, 10, 10]}]}), mask_png(PARENT_SIZE)),
@@ -124,6 +133,8 @@ def test_given_unusable_parent_or_mask_when_uploaded_then_rejected_with_code_and
         assert (stored["ETag"], stored["Body"].read()) == (etags[key], body)
     if code == "PARENT_IS_GRID":
         assert "index" in item["error"]["message"]
+    if code == "MASK_REGIONS_TOO_SMALL":
+        assert '"units": "fraction"' in item["error"]["message"]
     if code == "MASK_SIZE_MISMATCH":
         assert "512x512" in item["error"]["message"] and "640x384" in item["error"]["message"]
 

@@ -257,3 +257,38 @@ def test_submit_refuses_an_all_black_mask_file_and_uploads_nothing(
     error = capsys.readouterr().err
     assert "the mask selects nothing" in error and "MASK_BLANK" in error and "white marks the region" in error
     assert target.s3.listings == 0  # refused before even looking at the bucket
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--rect", "0.3,0.1,0.4,0.5"], ["MASK_REGIONS_TOO_SMALL", "--units fraction"]),
+        (["--ellipse", "0.5,0.5,0.2,0.1", "--units", "px"], ["MASK_REGIONS_TOO_SMALL", "--units fraction"]),
+        (["--rect", "0.3,0.1,0.01,0.05", "--units", "fraction"], ["MASK_REGIONS_TOO_SMALL", "0.050%"]),
+        (["--rect", "0.8,0.1,0.4,0.5", "--units", "fraction"], ["MASK_REGIONS_INVALID", "outside"]),
+        (["--rect", "100,100,200,200", "--metadata", '{"score": NaN}'], ["--metadata is not valid JSON", "NaN"]),
+    ],
+    ids=["fractions-as-pixels", "explicit-px", "fraction-too-small", "fraction-outside", "metadata-nan"],
+)
+def test_submit_refuses_what_the_pipeline_would_reject_and_uploads_nothing(
+    argv: list[str], words: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = fake_target()
+    monkeypatch.setattr(cli, "resolve", lambda settings: target)
+
+    code = cli.main(["submit", "--parent-task-id", "p", *argv])
+
+    assert code == cli.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert all(word in error for word in words), error
+    assert target.s3.listings == 0  # refused before even looking at the bucket
+
+
+def test_submit_with_units_fraction_sends_the_regions_in_fractions(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "resolve", lambda settings: fake_target())
+    monkeypatch.setattr(cli.jobs, "submit_job", lambda target, job_id, document, *a, **k: sent.append(document) or [])
+
+    assert cli.main(["submit", "--parent-task-id", "p", "--rect", "0.3,0.1,0.4,0.5", "--units", "fraction"]) == 0
+
+    assert sent[0]["mask"] == {"regions": [{"rect": [0.3, 0.1, 0.4, 0.5]}], "units": "fraction"}

@@ -58,10 +58,46 @@ def test_given_utf8_bom_when_parsed_then_job_is_accepted():
     assert (spec.parent_task_id, spec.prompt) == ("bom-parent", "café")
 
 
-def test_given_unknown_fields_when_parsed_then_they_are_ignored():
-    spec = parse_job_spec(doc(parent_task_id="p1", prompt="x", colour="blue", nested={"a": [1, 2]}, n=None))
+def test_given_every_documented_key_when_parsed_then_none_is_refused():
+    regions = {"regions": [{"rect": [0.1, 0.1, 0.5, 0.5]}], "units": "fraction"}
+    imagine = {"prompt": "a lighthouse", "index": "2", "aspect_ratio": "3:2"}
+    inline = {"prompt": "hat", "metadata": {"any": {"keys": ["at", "all"]}}, "mask_fit": "resize"}
 
-    assert spec == JobSpec(parent_task_id="p1", prompt="x", metadata={})
+    assert parse_job_spec(doc(parent_task_id="g1", index="3", mask=regions, **inline)).index == "3"
+    assert parse_job_spec(doc(imagine=imagine, mask=regions, **inline)).imagine is not None
+    spec, _ = parse_inline_job(doc(parent_task_id="p1", mask=data_url(mask_png()), **inline), LIMITS, MAX_MASK)
+    assert spec.metadata == {"any": {"keys": ["at", "all"]}}, "metadata stays free-form"
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (doc(parent_task_id="p1", promt="a red balloon"), "key 'promt' (did you mean 'prompt'?) in the job file"),
+        (doc(parentTaskId="p1"), "'parentTaskId' (did you mean 'parent_task_id'?)"),
+        (doc(parent_task_id="p1", Prompt="x"), "'Prompt' (did you mean 'prompt'?)"),
+        (doc(parent_task_id="p1", mask_fitt="resize"), "'mask_fitt' (did you mean 'mask_fit'?)"),
+        (doc(parent_task_id="p1", colour="blue", n=None), "unknown keys 'colour', 'n' in the job file"),
+        (doc(imagine={"prompt": "x", "aspect": "16:9"}), "'aspect' (did you mean 'aspect_ratio'?) in `imagine`"),
+        (doc(parent_task_id="p1", task_token="AAAA"), "unknown key 'task_token'"),  # not built yet
+    ],
+)
+def test_given_an_unknown_key_when_parsed_then_spec_unknown_key_names_it_and_the_near_miss(raw, words):
+    with pytest.raises(JobRejected) as info:
+        parse_job_spec(raw)
+
+    assert info.value.error.code == "SPEC_UNKNOWN_KEY"
+    assert words in info.value.error.message
+    assert "it takes only " in info.value.error.message, "and names the keys it takes"
+
+
+def test_given_an_unknown_key_beside_other_mistakes_when_parsed_then_the_unknown_key_is_named_first():
+    # A misspelt key may be the reason another one seems missing: it is the mistake to tell.
+    assert rejected_code(parse_job_spec, doc(parent_taskid="p1", prompt=7)) == "SPEC_UNKNOWN_KEY"
+
+
+def test_given_an_inline_job_with_an_unknown_key_when_parsed_then_spec_unknown_key():
+    raw = doc(parent_task_id="p1", promt="hat", mask=data_url(mask_png()))
+    assert rejected_code(parse_inline_job, raw, LIMITS, MAX_MASK) == "SPEC_UNKNOWN_KEY"
 
 
 @pytest.mark.parametrize(
@@ -109,7 +145,7 @@ def test_given_file_over_the_size_limit_when_parsed_then_spec_too_large():
 
 
 def test_given_default_limits_and_a_300k_file_when_parsed_then_spec_too_large():
-    assert rejected_code(parse_job_spec, doc(parent_task_id="p", pad="x" * 300_000)) == "SPEC_TOO_LARGE"
+    assert rejected_code(parse_job_spec, doc(parent_task_id="p", prompt="x" * 300_000)) == "SPEC_TOO_LARGE"
 
 
 @pytest.mark.parametrize(
@@ -132,12 +168,68 @@ def test_given_invalid_json_when_parsed_then_spec_invalid_json(raw):
     assert rejected_code(parse_job_spec, raw) == "SPEC_INVALID_JSON"
 
 
+@pytest.mark.parametrize(
+    ("raw", "token"),
+    [
+        (b'{"parent_task_id": "p", "metadata": {"score": NaN}}', "NaN"),
+        (b'{"parent_task_id": "p", "metadata": {"limit": Infinity}}', "Infinity"),
+        (b'{"parent_task_id": "p", "metadata": {"floor": [1, -Infinity]}}', "-Infinity"),
+        (b'{"parent_task_id": "p", "metadata": {"big": 1e999}}', "1e999"),
+        (b'{"parent_task_id": "p", "index": NaN}', "NaN"),
+    ],
+)
+def test_given_a_number_json_has_not_when_parsed_then_spec_invalid_json_names_it(raw, token):
+    with pytest.raises(JobRejected) as info:
+        parse_job_spec(raw)
+
+    assert info.value.error.code == "SPEC_INVALID_JSON"
+    assert token in info.value.error.message
+
+
+def test_given_nan_in_an_inline_job_when_parsed_then_spec_invalid_json():
+    raw = doc(parent_task_id="p1", mask=data_url(mask_png()))[:-1] + b', "metadata": {"x": NaN}}'
+    assert rejected_code(parse_inline_job, raw, LIMITS, MAX_MASK) == "SPEC_INVALID_JSON"
+
+
+@pytest.mark.parametrize("depth", [33, 5_000, 200_000])
+def test_given_nesting_past_the_limit_when_parsed_then_spec_invalid_json_without_recursing(depth):
+    raw = b'{"parent_task_id": "p", "metadata": {"deep": ' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"}}"
+
+    with pytest.raises(JobRejected) as info:
+        parse_job_spec(raw, Limits(max_spec_bytes=1024 * 1024))
+
+    assert info.value.error.code == "SPEC_INVALID_JSON"
+    assert f"{depth} levels" in info.value.error.message
+
+
+def test_given_nesting_at_the_limit_when_parsed_then_metadata_keeps_it():
+    raw = b'{"parent_task_id": "p", "metadata": {"deep": ' + b"[" * 30 + b"]" * 30 + b"}}"  # 32 levels
+
+    deep = parse_job_spec(raw).metadata["deep"]
+
+    for _ in range(29):
+        (deep,) = deep
+    assert deep == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"parent_task_id": "p", "metadata": {"x": "\\ud800"}}',  # an unpaired surrogate: no UTF-8 for it
+        b'{"parent_task_id": "p", "metadata": {"n": ' + b"9" * 5000 + b"}}",  # past Python's int digits
+    ],
+    ids=["lone-surrogate", "5000-digit-integer"],
+)
+def test_given_json_no_document_can_be_written_from_when_parsed_then_spec_invalid_json(raw):
+    assert rejected_code(parse_job_spec, raw) == "SPEC_INVALID_JSON"
+
+
 @pytest.mark.parametrize("raw", [b"[]", b'[{"parent_task_id": "p"}]', b'"p"', b"42", b"null", b"true"])
 def test_given_json_that_is_not_an_object_when_parsed_then_spec_not_object(raw):
     assert rejected_code(parse_job_spec, raw) == "SPEC_NOT_OBJECT"
 
 
-@pytest.mark.parametrize("raw", [b"{}", doc(prompt="x"), doc(parent_task_id=None), doc(parentTaskId="p")])
+@pytest.mark.parametrize("raw", [b"{}", doc(prompt="x"), doc(parent_task_id=None)])
 def test_given_no_parent_task_id_when_parsed_then_parent_task_id_missing(raw):
     assert rejected_code(parse_job_spec, raw) == "PARENT_TASK_ID_MISSING"
 

@@ -16,6 +16,7 @@ from vary_region.lambda_events import (
     partial_batch_response,
     queue_messages,
 )
+from vary_region.strict_json import JsonRefused
 
 
 def _http_api_event(body: str | None, is_base64: bool = False, **extra) -> dict:
@@ -91,6 +92,14 @@ def test_given_an_sqs_batch_then_each_message_keeps_its_id_and_body():
     assert messages[0].json_body() == {"a": 1}
     with pytest.raises(ValueError):
         messages[1].json_body()
+
+
+@pytest.mark.parametrize("body", ['{"job_id": "j", "metadata": {"x": NaN}}', "[" * 50_000 + "]" * 50_000])
+def test_given_a_body_with_nan_or_deep_nesting_then_it_is_refused_not_read(body):
+    (message,) = queue_messages(_sqs_event(body))
+
+    with pytest.raises(JsonRefused):
+        message.json_body()
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_given_each_shape_when_parsed_then_typed_regions_come_back():
 
 
 def test_given_no_units_when_parsed_then_pixels_are_meant():
-    assert parse_mask_regions({"regions": [{"rect": [0, 0, 1, 1]}]}).units is Units.PX
+    assert parse_mask_regions({"regions": [{"rect": [0, 0, 10, 10]}]}).units is Units.PX
 
 
 @pytest.mark.parametrize(
@@ -48,8 +48,9 @@ def test_given_no_units_when_parsed_then_pixels_are_meant():
         ({"regions": "rect"}, "non-empty"),
         ([{"rect": [0, 0, 1, 1]}], "must be an object"),
         ({"regions": [{"rect": [0, 0, 1, 1]}], "units": "cm"}, "units"),
-        ({"regions": [{"rect": [0, 0, 1, 1]}], "feather": 3}, "unknown field"),
+        ({"regions": [{"rect": [0, 0, 1, 1]}], "units": "fractions"}, "(did you mean 'fraction'?)"),
         ({"regions": [{"square": [0, 0, 1]}]}, "region 0: unknown shape"),
+        ({"regions": [{"rectangle": [0, 0, 1]}]}, "unknown shape 'rectangle' (did you mean 'rect'?)"),
         ({"regions": [{"rect": [0, 0, 1, 1], "ellipse": [1, 1, 1, 1]}]}, "region 0"),
         ({"regions": [{"rect": [0, 0, 1, 1]}, {"rect": [0, 0, 1]}]}, "region 1: must be rect"),
         ({"regions": [{"rect": [0, 0, "10", 10]}]}, "not a number"),
@@ -116,3 +117,79 @@ def test_given_regions_that_overlap_when_rendered_then_their_union_is_white():
     image = pixels({"regions": [{"rect": [0, 0, 20, 20]}, {"rect": [10, 10, 20, 20]}]})
     assert image.getbbox() == (0, 0, 30, 30)
     assert image.getpixel((25, 5)) == 0 and image.getpixel((15, 15)) == 255
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"regions": [{"rect": [0, 0, 10, 10]}], "feather": 3}, "unknown key 'feather' in `mask`"),
+        ({"regions": [{"rect": [0, 0, 0.5, 0.5]}], "unit": "fraction"}, "'unit' (did you mean 'units'?)"),
+        ({"region": [{"rect": [0, 0, 10, 10]}]}, "'region' (did you mean 'regions'?)"),
+    ],
+)
+def test_given_an_unknown_key_in_the_mask_object_when_parsed_then_spec_unknown_key_with_the_near_miss(value, words):
+    with pytest.raises(JobRejected) as info:
+        parse_mask_regions(value)
+    assert info.value.error.code == "SPEC_UNKNOWN_KEY"
+    assert words in info.value.error.message
+
+
+# --- regions that cover almost nothing: most often fractions given without "units": "fraction" -----
+
+
+def too_small(value, size=(1024, 1024)) -> str:
+    with pytest.raises(JobRejected) as info:
+        render_regions(parse_mask_regions(value), size)
+    assert info.value.error.code == "MASK_REGIONS_TOO_SMALL"
+    return info.value.error.message
+
+
+@pytest.mark.parametrize(
+    "regions",
+    [
+        [{"rect": [0.3, 0.1, 0.4, 0.5]}],
+        [{"rect": [0, 0, 1, 1]}],
+        [{"ellipse": [0.5, 0.5, 0.2, 0.1]}, {"polygon": [[0.1, 0.1], [0.9, 0.1], [0.5, 0.8]]}],
+    ],
+    ids=["fraction-rect", "unit-square", "ellipse-and-polygon"],
+)
+def test_given_pixel_regions_whose_every_coordinate_is_between_0_and_1_when_parsed_then_too_small_with_the_hint(
+    regions,
+):
+    with pytest.raises(JobRejected) as info:
+        parse_mask_regions({"regions": regions})  # refused before the parent is even read
+    assert info.value.error.code == "MASK_REGIONS_TOO_SMALL"
+    assert '"units": "fraction"' in info.value.error.message
+
+
+def test_given_the_same_numbers_in_fractions_when_rendered_then_they_are_drawn():
+    image = pixels({"regions": [{"rect": [0.3, 0.1, 0.4, 0.5]}], "units": "fraction"}, (1000, 1000))
+    assert image.getbbox() == (300, 100, 700, 600)
+
+
+def test_given_pixel_regions_under_a_thousandth_of_the_parent_when_rendered_then_too_small():
+    # 32x32 = 1024 pixels: just under 0.1 % of 1024x1024 (1048.6); refused only once the size is known.
+    parsed = parse_mask_regions({"regions": [{"rect": [100, 100, 32, 32]}]})
+
+    message = too_small({"regions": [{"rect": [100, 100, 32, 32]}]})
+
+    assert "1024x1024" in message and '"units": "fraction"' in message
+    assert render_regions(parsed, (1000, 1000)).width == 1000, "1024 pixels of 1000x1000 are enough"
+
+
+def test_given_several_small_regions_when_rendered_then_their_areas_add_up():
+    small = {"rect": [0, 0, 30, 30]}  # 900 pixels each: 0.086 % of 1024x1024 alone
+    too_small({"regions": [small]})
+
+    image = pixels({"regions": [small, {"rect": [50, 50, 30, 30]}]}, (1024, 1024))
+
+    assert image.getbbox() == (0, 0, 80, 80)
+
+
+def test_given_fraction_regions_under_a_thousandth_when_parsed_then_too_small_before_any_size_is_known():
+    with pytest.raises(JobRejected) as info:
+        parse_mask_regions({"regions": [{"rect": [0.5, 0.5, 0.03, 0.03]}], "units": "fraction"})  # 0.09 %
+    assert info.value.error.code == "MASK_REGIONS_TOO_SMALL"
+    assert "0.090%" in info.value.error.message and "units" not in info.value.error.message
+
+    assert parse_mask_regions({"regions": [{"rect": [0.5, 0.5, 0.04, 0.03]}], "units": "fraction"})

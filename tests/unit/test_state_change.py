@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
-from vary_region.events.requested import JobRequestInvalid, requested_job
+from vary_region import strict_json
+from vary_region.events.requested import JobRequestInvalid, RequestedJob, requested_job
 from vary_region.events.state_change import MAX_ENTRY_BYTES, SOURCE, STATE_CHANGE, state_change
 
 BUCKET = "jobs-bucket"
@@ -120,6 +121,30 @@ def test_an_entry_over_eventbridges_limit_leaves_its_metadata_out():
     assert len(entry["Detail"]) < MAX_ENTRY_BYTES
     detail = json.loads(entry["Detail"])
     assert detail["metadata"] is None and detail["metadata_truncated"] is True and detail["job_id"] == "job-1"
+
+
+def test_an_item_stored_with_nan_in_its_metadata_still_makes_an_event_of_strict_json():
+    """An item from before NaN was refused at intake: its event is still valid JSON (a NaN reads as null)."""
+    old = JOB | {"status": "RECEIVED", "metadata_json": '{"score": NaN, "order": 7}'}
+    change = state_change(record(old, name="INSERT"), BUCKET)
+    assert change is not None
+
+    detail = strict_json.loads(change.entry("bus")["Detail"])
+
+    assert detail["metadata"] == {"score": None, "order": 7}
+
+
+def test_an_entry_refuses_to_write_nan_rather_than_put_invalid_json():
+    change = state_change(record(JOB | {"status": "RECEIVED"}, name="INSERT"), BUCKET)
+    assert change is not None
+
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        change._replace(detail=change.detail | {"metadata": {"x": float("nan")}}).entry("bus")
+
+
+def test_a_requested_job_file_is_never_written_with_nan():
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        RequestedJob("req-1", {"job_id": "req-1", "metadata": {"x": float("inf")}}).job_file()
 
 
 def test_a_job_requested_by_an_event_is_read_from_the_whole_event_or_the_bare_body():

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vary_region.strict_json import loads
+
 
 class MalformedEvent(ValueError):
     """The event is not the shape this function is wired to receive."""
@@ -59,7 +61,7 @@ def http_response(status: int, payload: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "statusCode": status,
         "headers": {"Content-Type": "application/json"},
-        "body": json.dumps(payload, separators=(",", ":")),
+        "body": json.dumps(payload, separators=(",", ":"), allow_nan=False),
         "isBase64Encoded": False,
     }
 
@@ -72,7 +74,8 @@ class QueueMessage:
     body: str
 
     def json_body(self) -> Any:
-        return json.loads(self.body)
+        """The body as strict JSON; JsonRefused (a ValueError) when it is not (NaN, nesting past the limit)."""
+        return loads(self.body)
 
 
 def is_sqs_batch(event: Any) -> bool:

@@ -5,6 +5,10 @@ Its detail is a job file plus `job_id` (the caller's idempotency key). The submi
 unchanged, as the job's inline file `inbox/<job_id>.json` (only if no such file exists) and handles
 that upload: from there it is a job like any other, with the same checks, the same error records and
 the same one paid submission, and its file stays in the inbox for the record.
+
+A body that is not strict JSON (NaN or Infinity in it, nesting past strict_json.MAX_DEPTH) is never
+written: a request still readable enough to name its job is REJECTED `SPEC_INVALID_JSON` at once
+(JobSubmitter.refuse_request), any other is refused like a request without a job id.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class RequestedJob(NamedTuple):
     def job_file(self) -> bytes:
         """The inline job file: the request's detail as the caller sent it, `job_id` left out."""
         body = {name: value for name, value in self.document.items() if name != "job_id"}
-        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 class JobRequestInvalid(ValueError):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from vary_region.strict_json import read_stored
+
 SOURCE = "vary-region"
 STATE_CHANGE = "Vary Region Job State Change"
 JOB_REQUESTED = "Vary Region Job Requested"
@@ -29,11 +31,11 @@ class StateChange(NamedTuple):
     detail: dict[str, Any]
 
     def entry(self, bus_name: str) -> dict[str, Any]:
-        detail = json.dumps(self.detail, ensure_ascii=False, separators=(",", ":"))
+        detail = json.dumps(self.detail, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         if _entry_bytes(detail) > MAX_ENTRY_BYTES:
             # Large metadata is referenced, not inlined: result.json (and the item) keep all of it.
             slim = dict(self.detail, metadata=None, metadata_truncated=True)
-            detail = json.dumps(slim, ensure_ascii=False, separators=(",", ":"))
+            detail = json.dumps(slim, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return {
             "Source": SOURCE,
             "DetailType": STATE_CHANGE,
@@ -108,7 +110,7 @@ def _metadata(raw: Any) -> Any:
     if not isinstance(raw, str) or not raw:
         return {}
     try:
-        return json.loads(raw)
+        return read_stored(raw)  # an item from before NaN was refused: its event is still valid JSON
     except ValueError:
         return {}
 

@@ -24,12 +24,16 @@ class HeldJobQueue:
         base = self._delay if delay_seconds is None else delay_seconds
         delay = min(900, base + random.randint(0, max(1, base // 2)))
         self._sqs.send_message(
-            QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}), DelaySeconds=delay
+            QueueUrl=self._queue_url,
+            MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}, allow_nan=False),
+            DelaySeconds=delay,
         )
 
     def wake(self, key: str) -> None:
         """Hand a chained job's next stage to the submit function now (its stage before finished)."""
-        self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}))
+        self._sqs.send_message(
+            QueueUrl=self._queue_url, MessageBody=json.dumps({HELD_JOB_FIELD: {"key": key}}, allow_nan=False)
+        )
 
 
 def held_job_key(message: Any) -> str | None:

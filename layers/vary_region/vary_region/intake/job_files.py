@@ -68,7 +68,7 @@ class JobFiles:
         self._s3.put_object(
             Bucket=self._bucket,
             Key=key,
-            Body=json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"),
+            Body=json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8"),
             ContentType="application/json",
         )
 

@@ -13,7 +13,9 @@ from typing import Any
 from vary_region.errors import JobRejected
 from vary_region.intake.mask import MaskFit
 from vary_region.intake.mask_regions import MaskRegions, Units, parse_mask_regions
+from vary_region.intake.spec_keys import IMAGINE_KEYS, JOB_KEYS, refuse_unknown_keys
 from vary_region.jobs.stages import JobStage
+from vary_region.strict_json import JsonRefused, loads
 
 # APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -140,17 +142,16 @@ def _load_document(raw: bytes, limits: Limits, max_size: int | None = None) -> d
     except UnicodeDecodeError:
         raise JobRejected("SPEC_NOT_UTF8", "the job file is not valid UTF-8") from None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JobRejected(
-            "SPEC_INVALID_JSON", f"the job file is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
+        document = loads(text)
+    except JsonRefused as refused:  # NaN, Infinity and nesting past MAX_DEPTH included
+        raise JobRejected("SPEC_INVALID_JSON", f"the job file is not valid JSON ({refused.reason})") from None
     if not isinstance(document, dict):
         raise JobRejected("SPEC_NOT_OBJECT", "the job file must hold a JSON object")
     return document
 
 
 def _spec_from_document(document: dict[str, Any], limits: Limits) -> JobSpec:
+    refuse_unknown_keys(document, JOB_KEYS, "the job file")
     imagine, index = _imagine(document.get("imagine"), document.get("index"), limits)
     if imagine is not None and document.get("parent_task_id") is not None:
         raise JobRejected(
@@ -191,6 +192,7 @@ def _imagine(value: Any, top_index: Any, limits: Limits) -> tuple[ImagineSpec | 
         return None, index
     if not isinstance(value, dict):
         raise JobRejected("IMAGINE_INVALID", '`imagine` must be an object: {"prompt": "...", "index": "1"}')
+    refuse_unknown_keys(value, IMAGINE_KEYS, "`imagine`")
     prompt = _prompt(value.get("prompt"), limits)
     if prompt is None:
         raise JobRejected("IMAGINE_INVALID", "`imagine.prompt` is required: the prompt of the grid to make")
@@ -241,6 +243,6 @@ def _metadata(value: Any, limits: Limits) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise JobRejected("METADATA_INVALID", "`metadata` must be a JSON object")
-    if len(json.dumps(value, ensure_ascii=False).encode()) > limits.max_metadata_bytes:
+    if len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode()) > limits.max_metadata_bytes:
         raise JobRejected("METADATA_TOO_LARGE", f"`metadata` is larger than {limits.max_metadata_bytes} bytes")
     return value

@@ -1,8 +1,10 @@
 """Masks given as shapes in job.json: `"mask": {"regions": [...], "units": "px" | "fraction"}`.
 
 Parsed and checked when the job file is read (before the parent is even fetched), rendered once the
-parent's real size is known: white inside any region, black elsewhere. Every problem is
-`MASK_REGIONS_INVALID`, its message naming the region (by index, from 0) and what is wrong with it.
+parent's real size is known: white inside any region, black elsewhere. Every problem with a shape is
+`MASK_REGIONS_INVALID`, its message naming the region (by index, from 0) and what is wrong with it;
+regions that cover almost nothing of the image are `MASK_REGIONS_TOO_SMALL` (most often fractions
+given without `"units": "fraction"`, which in pixels are a one-pixel mask).
 
 A shape must lie wholly inside the image (edges included: a rect may end exactly at the width);
 a region reaching outside it is a mistake in its numbers, not something to clip silently.
@@ -16,12 +18,17 @@ from typing import Any, NamedTuple
 
 from vary_region.errors import JobRejected
 from vary_region.intake.mask import MAX_SIDE, BinaryMask, encode_png
+from vary_region.intake.spec_keys import MASK_KEYS, did_you_mean, refuse_unknown_keys
 
 # Value types are NamedTuples, not frozen dataclasses: they are built at every cold start of the
 # submit function, where a frozen dataclass costs about 0.5 ms to build and a NamedTuple 0.1 ms.
 MAX_REGIONS = 100
 MAX_POLYGON_POINTS = 1000
 _CODE = "MASK_REGIONS_INVALID"
+TOO_SMALL = "MASK_REGIONS_TOO_SMALL"
+# The least share of the image the regions may cover (0.1 %: about 32x32 pixels of a 1024x1024 upscale).
+MIN_COVERED = 0.001
+_FRACTION_HINT = 'for fractions 0..1 of the image\'s width and height, set "units": "fraction"'
 
 
 class Units(StrEnum):
@@ -64,12 +71,11 @@ def parse_mask_regions(value: Any) -> MaskRegions:
     """Check the shapes' form and every bound that does not need the parent's size."""
     if not isinstance(value, dict):
         raise _invalid('must be an object like {"regions": [...], "units": "px"}')
-    unknown = sorted(set(value) - {"regions", "units"})
-    if unknown:
-        raise _invalid(f"unknown field {unknown[0]!r} (only `regions` and `units`)")
+    refuse_unknown_keys(value, MASK_KEYS, "`mask`")
     units_value = value.get("units", Units.PX.value)
     if units_value not in (Units.PX.value, Units.FRACTION.value):
-        raise _invalid(f'`units` must be "px" or "fraction", not {units_value!r}')
+        hint = did_you_mean(units_value, [units.value for units in Units]) if isinstance(units_value, str) else ""
+        raise _invalid(f'`units` must be "px" or "fraction", not {units_value!r}{hint}')
     units = Units(units_value)
     regions = value.get("regions")
     if not isinstance(regions, list) or not regions:
@@ -77,8 +83,14 @@ def parse_mask_regions(value: Any) -> MaskRegions:
     if len(regions) > MAX_REGIONS:
         raise _invalid(f"at most {MAX_REGIONS} regions, not {len(regions)}")
     parsed = MaskRegions(tuple(_region(region, index, units) for index, region in enumerate(regions)), units)
+    if units is Units.PX and all(number <= 1 for region in parsed.regions for number in _coordinates(region)):
+        raise JobRejected(
+            TOO_SMALL,
+            f"every coordinate is between 0 and 1, which in pixels is a mask of a pixel or two; {_FRACTION_HINT}",
+        )
     if units is Units.FRACTION:
         check_bounds(parsed, (1, 1))  # fractions need no parent to be checked against it
+        check_coverage(parsed, (1, 1))  # nor to know their share of its area (before a chain pays its imagine)
     return parsed
 
 
@@ -95,11 +107,28 @@ def check_bounds(mask: MaskRegions, size: tuple[int, int]) -> None:
             )
 
 
+def check_coverage(mask: MaskRegions, size: tuple[int, int]) -> None:
+    """MASK_REGIONS_TOO_SMALL unless the regions may cover MIN_COVERED of an image of `size`.
+
+    Their areas are summed (a polygon by its bounding box): an upper bound of what is drawn, so only
+    regions that certainly cover too little are refused, and a share in fractions is the same at any
+    size (the parse-time check of a chain agrees with the check at the parent's real size)."""
+    image = 1.0 if mask.units is Units.FRACTION else float(size[0]) * float(size[1])
+    covered = sum(_area(region) for region in mask.regions) / image
+    if covered < MIN_COVERED:
+        pixels = f" of {size[0]}x{size[1]} pixels" if mask.units is Units.PX else ""
+        hint = f"; {_FRACTION_HINT}" if mask.units is Units.PX else ""
+        raise JobRejected(
+            TOO_SMALL, f"the regions cover {covered:.3%} of the image{pixels}, under the {MIN_COVERED:.1%} needed{hint}"
+        )
+
+
 def render_regions(mask: MaskRegions, size: tuple[int, int]) -> BinaryMask:
     """The regions drawn at the parent's size: white (255) inside any of them, black (0) elsewhere."""
     from PIL import Image, ImageDraw
 
     check_bounds(mask, size)
+    check_coverage(mask, size)
     width, height = size
     sx, sy = (float(width), float(height)) if mask.units is Units.FRACTION else (1.0, 1.0)
     image = Image.new("L", size, 0)
@@ -135,7 +164,8 @@ def _region(region: Any, index: int, units: Units) -> Region:
         return Ellipse(cx, cy, rx, ry)
     if shape == "polygon":
         return _polygon(value, index, units)
-    raise _invalid(f"unknown shape {shape!r} (rect, ellipse or polygon)", index)
+    hint = did_you_mean(shape, ("rect", "ellipse", "polygon"))
+    raise _invalid(f"unknown shape {shape!r}{hint}; the shapes are rect, ellipse and polygon", index)
 
 
 def _polygon(value: Any, index: int, units: Units) -> Polygon:
@@ -175,6 +205,21 @@ def _numbers(value: Any, count: int, form: str, index: int, units: Units) -> tup
             raise _invalid(f"{form} holds {item:g}, beyond {beyond}", index)
         numbers.append(float(item))
     return tuple(numbers)
+
+
+def _coordinates(region: Region) -> tuple[float, ...]:
+    if isinstance(region, Polygon):
+        return tuple(number for point in region.points for number in point)
+    return tuple(region)
+
+
+def _area(region: Region) -> float:
+    if isinstance(region, Rect):
+        return region.w * region.h
+    if isinstance(region, Ellipse):
+        return math.pi * region.rx * region.ry
+    left, top, right, bottom = _extent(region)
+    return (right - left) * (bottom - top)
 
 
 def _extent(region: Region) -> tuple[float, float, float, float]:

@@ -395,16 +395,41 @@ class JobSubmitter:
         """A job requested by an event: its file is written once as inbox/<job_id>.json (never over an
         existing one), and from there it is an upload like any other: that upload's notification
         starts it. False: the file was there already (a redelivery, or the id was taken)."""
+        key = self._request_key(requested)
+        written = self._files.write_new(key, requested.job_file(), "application/json")
+        if not written:
+            logger.info("the requested job's file exists already: a redelivery, nothing to do", extra={"key": key})
+        return written
+
+    def refuse_request(self, requested: RequestedJob, reason: str) -> SubmitResult:
+        """A requested job whose body is not strict JSON (NaN, Infinity): no file of it can be written,
+        so it is REJECTED here, as its file would be, while its id names no other job. JobRequestInvalid
+        when the id cannot be its own."""
+        key = self._request_key(requested)
+        job_id = requested.job_id
+        logger.append_keys(job_id=job_id)
+        existing = self._store.get(job_id)
+        if existing is not None and existing.status.is_final:  # a redelivery, or a finished job's id: no change
+            ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
+            return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+        if existing is not None or self._files.object_size(key) is not None:
+            raise JobRequestInvalid(f"the job id {job_id!r} belongs to another job, and this request is not valid JSON")
+        first_seen = self._store.record_received(job_id, self._clock())
+        if not first_seen:
+            raise JobRequestInvalid(f"the job id {job_id!r} was taken meanwhile, and this request is not valid JSON")
+        error = JobError("SPEC_INVALID_JSON", f"the requested job is not valid JSON ({reason})", Stage.INTAKE)
+        return replace(self._reject(job_id, error), first_seen=True)
+
+    def _request_key(self, requested: RequestedJob) -> str:
+        """inbox/<job_id>.json, where a requested job's file is written; JobRequestInvalid when the id
+        cannot name a job, or names a job folder's."""
         key = f"{self._settings.inbox_prefix}{requested.job_id}.json"
         uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
         if uploaded is None or uploaded.kind is not InboxObjectKind.INLINE or uploaded.job_id != requested.job_id:
             raise JobRequestInvalid(f"the job id {requested.job_id[:200]!r} cannot name a job (see the job id rules)")
         if self._files.list_job_folder(requested.job_id):
             raise JobRequestInvalid(f"the job id {requested.job_id!r} belongs to a job folder in the inbox already")
-        written = self._files.write_new(key, requested.job_file(), "application/json")
-        if not written:
-            logger.info("the requested job's file exists already: a redelivery, nothing to do", extra={"key": key})
-        return written
+        return key
 
     def _load_inputs(self, uploaded: InboxObject) -> tuple[JobSpec, Mask | None] | None:
         """The job's checked inputs; the mask is None when job.json gives it as regions."""

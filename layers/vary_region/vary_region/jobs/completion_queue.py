@@ -26,7 +26,9 @@ class CompletionRequest:
     attempt: int = 1
 
     def to_message(self) -> str:
-        return json.dumps({_FIELD: {"job_id": self.job_id, "task_id": self.task_id, "attempt": self.attempt}})
+        return json.dumps(
+            {_FIELD: {"job_id": self.job_id, "task_id": self.task_id, "attempt": self.attempt}}, allow_nan=False
+        )
 
     @classmethod
     def from_message(cls, body: Any) -> CompletionRequest | None:

@@ -34,6 +34,7 @@ from vary_region.budget.ledger import (
 from vary_region.errors import JobError, Stage
 from vary_region.jobs.job import Job, JobStatus, timestamp
 from vary_region.jobs.stages import CHAIN, JobStage, parse_stage
+from vary_region.strict_json import read_stored
 
 # Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
 # of a few shards, so no single index partition takes every open job's writes (each progress update
@@ -228,7 +229,7 @@ class TaskStore:
             values |= {
                 ":parent": parent_task_id,
                 ":prompt": prompt,
-                ":metadata": json.dumps(metadata, ensure_ascii=False),
+                ":metadata": json.dumps(metadata, ensure_ascii=False, allow_nan=False),
                 ":received": JobStatus.RECEIVED.value,
                 ":inbox": inbox_key,
             }
@@ -832,7 +833,7 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         percentage=int(item["percentage"]) if item.get("percentage") is not None else None,
         parent_task_id=item.get("parent_task_id"),
         prompt=item.get("prompt"),
-        metadata=json.loads(item["metadata_json"]) if item.get("metadata_json") else {},
+        metadata=read_stored(item["metadata_json"]) if item.get("metadata_json") else {},
         webhook_secret_hash=item.get("webhook_secret_hash"),
         submit_claim=item.get("submit_claim"),
         submit_claimed_at=item.get("submit_claimed_at"),
