@@ -418,6 +418,8 @@ def test_a_budget_held_job_says_until_the_next_day_and_status_and_watch_tell_it(
     line, timed_out = out.splitlines()
     assert code == 2 and "RECEIVED  " in line and f"({BUDGET_WORDS}; until 2901-03-11T00:00:00Z" in line
     assert f"is still RECEIVED, {BUDGET_WORDS}; until 2901-03-11T00:00:00Z" in timed_out
+    _, out, _ = _cli(stack, "usage")
+    assert any(line.startswith(f"{held} ") and line.endswith("2901-03-11 00:00:00") for line in out.splitlines()), out
 
     written = item["updated_at"]
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD  # a wake-up the same day: nothing written
