@@ -49,11 +49,11 @@ INTERNAL_FIELDS = frozenset(
 )
 # Why a valid job waits in the queue (`held_reason`, written by the submit function), in words.
 HELD_REASONS = {
-    "PROVIDER_SLOTS_FULL": "every provider slot is taken (MaxActiveTasks tasks in flight)",
-    "PROVIDER_UNAVAILABLE": "APIFRAME did not take the request for now (rate limit, outage or unreachable)",
+    "PROVIDER_SLOTS_FULL": "every provider slot is taken, MaxActiveTasks tasks are in flight",
+    "PROVIDER_UNAVAILABLE": "APIFRAME did not take the request for now: a rate limit, an outage, or unreachable",
     "PARENT_RUNNING": "its parent task is still running",
-    "PARENT_UNAVAILABLE": "its parent task or image cannot be read for now (Fetch or the image host unreachable)",
-    "BUDGET_EXCEEDED": "the credit budget (the daily or monthly limit) has no room left for its chain",
+    "PARENT_UNAVAILABLE": "its parent task or image cannot be read for now: Fetch or the image host is unreachable",
+    "BUDGET_EXCEEDED": "the daily or monthly credit limit has no room left for its chain",
     "PROVIDER_BALANCE_LOW": "the APIFRAME account's credits cannot cover its chain",
 }
 

@@ -234,7 +234,7 @@ HELD = {
     "held_until": "2026-12-02T00:00:00.000Z",
     "credits_needed": 10,
 }
-BUDGET_WORDS = "held: the credit budget (the daily or monthly limit) has no room left for its chain (BUDGET_EXCEEDED)"
+BUDGET_WORDS = "held: the daily or monthly credit limit has no room left for its chain (BUDGET_EXCEEDED)"
 
 
 @pytest.mark.parametrize(
