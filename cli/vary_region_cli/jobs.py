@@ -48,6 +48,15 @@ INTERNAL_FIELDS = frozenset(
         "write_id",
     }
 )
+# Why a valid job waits in the queue (`held_reason`, written by the submit function), in words.
+HELD_REASONS = {
+    "PROVIDER_SLOTS_FULL": "every provider slot is taken, MaxActiveTasks tasks are in flight",
+    "PROVIDER_UNAVAILABLE": "APIFRAME did not take the request for now: a rate limit, an outage, or unreachable",
+    "PARENT_RUNNING": "its parent task is still running",
+    "PARENT_UNAVAILABLE": "its parent task or image cannot be read for now: Fetch or the image host is unreachable",
+    "BUDGET_EXCEEDED": "the daily or monthly credit limit has no room left for its chain",
+    "PROVIDER_BALANCE_LOW": "the APIFRAME account's credits cannot cover its chain",
+}
 
 
 # --- job ids ---------------------------------------------------------------------------------
@@ -192,6 +201,39 @@ def waiting_for(target: Target, job_id: str, item: dict[str, Any] | None) -> str
     return None
 
 
+def held_note(item: dict[str, Any] | None, now: datetime | None = None) -> str | None:
+    """Why an open job is held back in the queue, in words, and until when: for the budget, the
+    start of its next period (`held_until`); otherwise about when it is tried again. None: not held."""
+    if item is None or item.get("status") in FINAL or not item.get("held_at") or item.get("waiting_for"):
+        return None
+    code = item.get("held_reason")
+    if not code:
+        return "held back in the queue"  # held before reasons were recorded
+    note = f"held: {HELD_REASONS.get(str(code), 'held back in the queue')} ({code})"
+    until = _moment(item.get("held_until"))
+    if until is None:
+        return note
+    shown = f"{until:%Y-%m-%dT%H:%M:%SZ}"
+    if (now or datetime.now(UTC)) >= until:
+        # Only a change of cause or of the budget's period is written: a job held for a slot or
+        # the balance keeps its first retry time while it is tried again and again.
+        return f"{note}; tried again regularly since {shown}"
+    if code == "BUDGET_EXCEEDED":
+        # A day that opens on the 1st opens a month too: the later of the two full periods is named.
+        period = "month" if until.day == 1 else "day"
+        return f"{note}; until {shown}, when the next UTC {period}'s budget opens (sooner if credits are given back)"
+    return f"{note}; next try about {shown}"
+
+
+def _moment(value: Any) -> datetime | None:
+    """The pipeline's ISO 8601 UTC timestamps (2026-12-02T00:00:00.000Z) as datetimes; None if not one."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else None
+
+
 def plain(value: Any) -> Any:
     """DynamoDB numbers come back as Decimal, sets as sets: make them JSON-ready."""
     if isinstance(value, Decimal):
@@ -242,6 +284,10 @@ def list_jobs(
 # --- watch -----------------------------------------------------------------------------------
 
 
+# What a new line of `watch` is printed for: progress, and what the job waits for (a file, or its hold).
+_WATCHED = ("status", "stage", "percentage", "waiting_for", "held_at", "held_reason", "held_until")
+
+
 @dataclass(frozen=True)
 class WatchResult:
     status: str  # a final status, or "TIMEOUT"
@@ -255,7 +301,9 @@ def progress_bar(percentage: float, width: int = 24) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def status_line(item: dict[str, Any] | None, elapsed: float, waiting: str | None = None) -> str:
+def status_line(
+    item: dict[str, Any] | None, elapsed: float, waiting: str | None = None, now: datetime | None = None
+) -> str:
     if item is None:
         return f"{progress_bar(0)}    -  WAITING     {elapsed:5.1f}s  (the pipeline has not picked the job up yet)"
     status = str(item.get("status", "?"))
@@ -269,6 +317,9 @@ def status_line(item: dict[str, Any] | None, elapsed: float, waiting: str | None
     note = f"  (needs attention: {error.get('code')})" if item.get("needs_attention") and error else ""
     if waiting:
         note += f"  ({waiting})"
+    held = held_note(item, now)
+    if held:
+        note += f"  ({held})"
     return f"{progress_bar(pct_value)} {pct_text}  {status:<10}  {elapsed:5.1f}s{task}{note}"
 
 
@@ -300,13 +351,16 @@ def watch_job(
                     f"job {job_id!r} not found: no item in table {target.table} "
                     f"and nothing under s3://{target.bucket}/{INBOX}"
                 )
-        state = None if item is None else tuple(item.get(k) for k in ("status", "stage", "percentage", "waiting_for"))
+        state = None if item is None else tuple(item.get(k) for k in _WATCHED)
         if state != shown:  # one inbox listing per change of state (the pipeline's word included), not per poll
             waiting = waiting_for(target, job_id, item)
         line = status_line(item, elapsed, waiting)
         final = item is not None and item.get("status") in FINAL
         if tty:
             columns = shutil.get_terminal_size((100, 20)).columns
+            held = held_note(item)
+            if held and state != shown:  # whole, once per change: the redrawn line is cut to the terminal's width
+                out.write("\r" + held.ljust(columns - 1) + "\n")
             out.write("\r" + line[: columns - 1].ljust(columns - 1))
             if final:
                 out.write("\n")
@@ -368,7 +422,10 @@ def _as_item(state: dict[str, Any]) -> dict[str, Any]:
     """An event's detail in the item's shape (`results` is the item's `result`)."""
     if "sequence" not in state:
         return state
-    return dict(state, result=state.get("results"))
+    # A held job's event carries `held_reason` (and `held_until`), never `held_at`.
+    return dict(
+        state, result=state.get("results"), held_at=state.get("updated_at") if state.get("held_reason") else None
+    )
 
 
 # --- get -------------------------------------------------------------------------------------
@@ -390,7 +447,7 @@ def download_results(target: Target, job_id: str, out_dir: Path) -> list[Path]:
     if item is not None and item.get("status") not in FINAL:
         # Result images are copied before the job completes: never hand out half a result.
         pct = f" {item['percentage']}%" if item.get("percentage") is not None else ""
-        waiting = waiting_for(target, job_id, item)
+        waiting = waiting_for(target, job_id, item) or held_note(item)
         raise CliError(
             f"job {job_id!r} has no results yet (status {item.get('status')}{pct})"
             + (f", {waiting}" if waiting else "")

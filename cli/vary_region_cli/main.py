@@ -277,8 +277,9 @@ def cmd_watch(args: argparse.Namespace, target: Target) -> int:
     item = result.item or {}
     if result.status == "TIMEOUT":
         where = f"still {item.get('status')}" if item else "not picked up by the pipeline yet"
-        if result.waiting_for:
-            where += f", {result.waiting_for}"
+        waiting = result.waiting_for or jobs.held_note(item)
+        if waiting:
+            where += f", {waiting}"
         print(f"timed out after {result.elapsed:.0f}s: job {args.job_id} is {where}", flush=True)
         return EXIT_TIMEOUT
     if result.status == "COMPLETED":
@@ -349,7 +350,7 @@ def cmd_status(args: argparse.Namespace, target: Target) -> int:
     item = jobs.require_item(target, args.job_id)
     shown = item if args.raw else jobs.public_fields(item)
     print(json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False), flush=True)
-    waiting = jobs.waiting_for(target, args.job_id, item)
+    waiting = jobs.waiting_for(target, args.job_id, item) or jobs.held_note(item)
     if waiting:
         _note(f"job {args.job_id} is {item.get('status')}: {waiting}")
     return EXIT_OK

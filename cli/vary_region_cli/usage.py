@@ -27,6 +27,7 @@ class HeldJob:
     reason: str
     credits: int | None
     held_at: str | None
+    held_until: str | None = None  # for the budget: the start of the full period that opens last
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,13 @@ class Usage:
                 for u in self.periods
             ],
             "held_for_credits": [
-                {"job_id": job.job_id, "reason": job.reason, "credits": job.credits, "held_at": job.held_at}
+                {
+                    "job_id": job.job_id,
+                    "reason": job.reason,
+                    "credits": job.credits,
+                    "held_at": job.held_at,
+                    "held_until": job.held_until,
+                }
                 for job in self.held
             ],
         }
@@ -88,7 +95,7 @@ def held_for_credits(target: Target) -> list[HeldJob]:
     for start in range(0, len(held_ids), _BATCH_GET_LIMIT):
         keys = [{"job_id": {"S": job_id}} for job_id in held_ids[start : start + _BATCH_GET_LIMIT]]
         request: dict[str, Any] = {
-            table: {"Keys": keys, "ProjectionExpression": "job_id, held_reason, credits_needed, held_at"}
+            table: {"Keys": keys, "ProjectionExpression": "job_id, held_reason, credits_needed, held_at, held_until"}
         }
         while request:
             answer = target.dynamodb.batch_get_item(RequestItems=request)
@@ -96,8 +103,8 @@ def held_for_credits(target: Target) -> list[HeldJob]:
                 reason = item.get("held_reason", {}).get("S")
                 if reason in CREDIT_REASONS:
                     credits = item.get("credits_needed", {}).get("N")
-                    held_at = item.get("held_at", {}).get("S")
-                    jobs.append(HeldJob(item["job_id"]["S"], reason, int(credits) if credits else None, held_at))
+                    held_at, until = item.get("held_at", {}).get("S"), item.get("held_until", {}).get("S")
+                    jobs.append(HeldJob(item["job_id"]["S"], reason, int(credits) if credits else None, held_at, until))
             request = answer.get("UnprocessedKeys") or {}
     return sorted(jobs, key=lambda job: job.held_at or "")
 
@@ -123,10 +130,17 @@ def render(usage: Usage, limit: int) -> str:
     summary = ", ".join(f"{reason} {count}" for reason, count in by_reason.items() if count)
     lines.append(f"\n{len(usage.held)} jobs held for credits ({summary}), needing {needed} credits")
     shown = [
-        [job.job_id, job.reason, str(job.credits) if job.credits is not None else "?", short_time(job.held_at)]
+        [
+            job.job_id,
+            job.reason,
+            str(job.credits) if job.credits is not None else "?",
+            short_time(job.held_at),
+            short_time(job.held_until) if job.reason == "BUDGET_EXCEEDED" else "-",  # the balance: once topped up
+        ]
         for job in usage.held[:limit]
     ]
-    lines.append(format_table(shown, ["JOB ID", "REASON", "CREDITS", "HELD SINCE (UTC)"]))
+    header = ["JOB ID", "REASON", "CREDITS", "HELD SINCE (UTC)", "UNTIL (UTC)"]
+    lines.append(format_table(shown, header))
     if len(usage.held) > limit:
         lines.append(f"... and {len(usage.held) - limit} more (--limit)")
     return "\n".join(lines)

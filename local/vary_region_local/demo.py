@@ -6,6 +6,9 @@ chained job from a prompt (imagine -> upscale-1x -> inpaint) with its region giv
 in fractions, watch each stage, and download the results into demo-output/<job-id>/ with their
 contact sheet. It checks that only the masked region changed (against the parent.png and mask.png
 the pipeline stored), and stops the stack again, also when something fails.
+
+A stack whose credit budget has no room for the chain would hold the job (or reject it) until the
+budget's next period: the demo says so, and how to go on, before it submits anything.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vary_region_cli import main as cli
+from vary_region_cli.config import Settings, resolve
 from vary_region_cli.jobs import RESULTS
 from vary_region_cli.masks import Rect
 
@@ -67,6 +71,53 @@ def stack_is_alive(info: dict[str, Any]) -> bool:
             return True
     except OSError:
         return False
+
+
+def budget_problem(stack_file: Path, info: dict[str, Any], *, started_here: bool) -> str | None:
+    """Why the stack's credit budget cannot take the demo's chain now, and how to go on; None: it can.
+
+    The limits and prices are the stack's own (stack.json's `budget`), the credits reserved today
+    and this month the ledger's (what `vary-region usage` shows)."""
+    from vary_region.settings import GENERATIONS
+    from vary_region_cli.usage import read_usage
+
+    usage = read_usage(resolve(Settings(stack_file=stack_file)))
+    budget = info.get("budget") or {}  # a stack.json from before it: the ledger's last limits, default prices
+    prices = budget.get("credits") or {}
+    chain = sum(prices.values()) if prices else sum(GENERATIONS[info.get("apiframe_api_version", "v1")][1])
+    if started_here:
+        restart = "run it again as"
+        command = "make demo"
+    else:
+        restart = "stop that stack (Ctrl-C where `make local` runs) and start it again as"
+        command = "make local"
+    # The month first: when both periods are full, the job waits for the month's end.
+    for usage_of in sorted(usage.periods, key=lambda u: u.period.next_opens, reverse=True):
+        kind = str(usage_of.period.kind)
+        adjective = "daily" if kind == "day" else "monthly"
+        limit = int(budget.get(f"{adjective}_credit_limit", usage_of.limit))
+        if not limit:
+            continue
+        setting = f"{adjective.upper()}_CREDIT_LIMIT"
+        higher = f"`{setting}={max(2 * limit, 10 * chain)} {command}` (0: no limit)"
+        what = f"the demo's chain (imagine, upscale-1x, inpaint) costs {chain} credits"
+        if chain > limit:
+            return (
+                f"{what}, more than the whole {adjective} limit of {limit} ({setting}): its job would be REJECTED "
+                f"(BUDGET_EXCEEDED). Nothing was submitted. To go on, {restart} {higher}"
+            )
+        if usage_of.reserved + chain > limit:
+            opens = f"{usage_of.period.next_opens:%Y-%m-%dT%H:%M:%SZ}"
+            held = sum(1 for job in usage.held if job.reason == "BUDGET_EXCEEDED")
+            queue = f"; {held} job{'s are' if held != 1 else ' is'} held for the budget already" if held else ""
+            fate = "REJECTED" if budget.get("over_budget") == "reject" else f"held until {opens}"
+            return (
+                f"the local stack's credit budget is spent: this UTC {kind}'s limit ({setting}) is {limit} credits, "
+                f"{usage_of.reserved} are reserved, and {what}{queue}. Its job would be {fate} (BUDGET_EXCEEDED). "
+                f"Nothing was submitted. To go on, wait until {opens}, when the next UTC {kind}'s budget opens; "
+                f"or {restart} {higher}: a new stack's ledger starts empty"
+            )
+    return None
 
 
 def shown_path(path: Path) -> Path:
@@ -148,6 +199,7 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
                     f"stop it first, or run the demo with APIFRAME_API_VERSION={running}"
                 )
             print(f"Using the local stack that is already running ({shown_path(stack.stack_file)}).")
+            started_here = False
         else:
             print(f"Starting the local stack: python -m vary_region_local.stack (log: {shown_path(stack.log_path)})")
             info = stack.start()
@@ -157,7 +209,12 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
                 f"webhook {info['webhook_url']}",
                 flush=True,
             )
+            started_here = True
         run = Cli(stack.stack_file)
+        problem = budget_problem(stack.stack_file, info, started_here=started_here)
+        if problem is not None:
+            run.run("usage")  # what the user would look at: the periods and the jobs held for credits
+            raise DemoError(problem)
 
         code, output = run.run(
             "submit",

@@ -52,6 +52,9 @@ class StackInfo:
     simulator: bool
     api_key_secret_id: str
     event_bus_name: str
+    # The budget the functions run with (limits, OVER_BUDGET, each stage's price): `make demo` checks
+    # that a running stack has room for its chain before it submits anything.
+    budget: dict[str, Any]
 
 
 @dataclass
@@ -204,6 +207,7 @@ class LocalStack:
             simulator=self.simulator is not None,
             api_key_secret_id=secret_id,
             event_bus_name=opts.event_bus_name,
+            budget=_budget(),
         )
         if opts.state_dir is not None:
             opts.state_dir.mkdir(parents=True, exist_ok=True)
@@ -511,6 +515,18 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535; 0 = any free port)")
     return port
+
+
+def _budget() -> dict[str, Any]:
+    from vary_region.settings import get_settings
+
+    settings = get_settings()  # the functions' own, read from the environment start() set
+    return {
+        "daily_credit_limit": settings.daily_credit_limit,
+        "monthly_credit_limit": settings.monthly_credit_limit,
+        "over_budget": settings.over_budget,
+        "credits": {stage: settings.credits_of(stage) for stage in ("imagine", "upscale", "inpaint")},
+    }
 
 
 def _stop_unstarted(stack: LocalStack) -> None:

@@ -36,6 +36,7 @@ STACK_KEYS = {
     "simulator",
     "api_key_secret_id",
     "event_bus_name",
+    "budget",
 }
 RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "mask.png", "parent.png", "result.json"]
 IMAGES = ["1.png", "2.png", "3.png", "4.png", "grid.png"]

@@ -12,6 +12,8 @@ ledger starts empty. What happens after the submission (webhooks, completion) is
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -371,4 +373,96 @@ def test_a_held_job_whose_limit_was_lowered_below_its_cost_is_rejected(settings,
 
     assert result.outcome is SubmitOutcome.REJECTED
     assert (get_job(table, chain) or {})["error"]["code"] == "BUDGET_EXCEEDED"
+    wait_for_job(table, first, timeout=30)
+
+
+# --- what a held job says: why, and until when ------------------------------------------------------
+
+
+def _clock_on(moment: datetime) -> Clock:
+    """A clock at `moment`: centuries past every other test's clock, so its month's ledger is its own."""
+    clock = Clock()
+    clock.offset = moment - datetime.now(UTC)
+    return clock
+
+
+def _cli(stack: Any, *args: str) -> tuple[int, str, str]:
+    """`vary-region ARGS` against the stack's table, as a user runs it (it reads the real clock)."""
+    info = stack.info
+    where = ["--bucket", info.bucket, "--table", info.table, "--endpoint-url", info.aws_endpoint_url]
+    command = [sys.executable, "-m", "vary_region_cli.main", *where, "--region", info.region, *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+BUDGET_WORDS = "held: the daily or monthly credit limit has no room left for its chain (BUDGET_EXCEEDED)"
+
+
+def test_a_budget_held_job_says_until_the_next_day_and_status_and_watch_tell_it(
+    stack, settings, sim, s3, table, bucket
+):
+    clock, holds = _clock_on(datetime(2901, 3, 10, 12, 0, tzinfo=UTC)), Holds()
+    submitter = _submitter(settings, clock, holds, daily_credit_limit=INPAINT)
+    first, held = new_job_id("fills-the-day"), new_job_id("held-till-tomorrow")
+    assert submitter.handle_upload(_upload(s3, bucket, first)).outcome is SubmitOutcome.SUBMITTED
+    key = _upload(s3, bucket, held)
+
+    assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
+
+    item = get_job(table, held) or {}
+    assert (item.get("held_reason"), item.get("held_until")) == ("BUDGET_EXCEEDED", "2901-03-11T00:00:00.000Z")
+    code, out, err = _cli(stack, "status", held)
+    assert code == 0 and json.loads(out).get("held_until") == "2901-03-11T00:00:00.000Z"
+    assert f"is RECEIVED: {BUDGET_WORDS}; until 2901-03-11T00:00:00Z, when the next UTC day's budget opens" in err
+    code, out, _ = _cli(stack, "watch", held, "--timeout", "0.3", "--interval", "0.1")
+    line, timed_out = out.splitlines()
+    assert code == 2 and "RECEIVED  " in line and f"({BUDGET_WORDS}; until 2901-03-11T00:00:00Z" in line
+    assert f"is still RECEIVED, {BUDGET_WORDS}; until 2901-03-11T00:00:00Z" in timed_out
+    _, out, _ = _cli(stack, "usage")
+    assert any(line.startswith(f"{held} ") and line.endswith("2901-03-11 00:00:00") for line in out.splitlines()), out
+
+    written = item["updated_at"]
+    assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD  # a wake-up the same day: nothing written
+    assert (get_job(table, held) or {})["updated_at"] == written
+
+    clock.next_day()  # another job takes the new day's room before the held one wakes
+    assert submitter.handle_upload(_upload(s3, bucket, new_job_id("fills-day-two"))).outcome is SubmitOutcome.SUBMITTED
+    assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
+    assert (get_job(table, held) or {}).get("held_until") == "2901-03-12T00:00:00.000Z", "a new day, still full"
+
+    clock.next_day()
+    assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
+    done = wait_for_job(table, held, timeout=30)
+    assert done["status"] == "COMPLETED" and "held_until" not in done and "held_at" not in done
+
+
+@pytest.mark.parametrize(
+    ("daily", "monthly", "until", "period"),
+    [
+        (INPAINT, 10 * INPAINT, "2902-05-11T00:00:00.000Z", "day"),  # the day is full, the month is not
+        (0, INPAINT, "2903-06-01T00:00:00.000Z", "month"),
+        (INPAINT, INPAINT, "2904-07-01T00:00:00.000Z", "month"),  # both full: the day's turn would not do
+    ],
+    ids=["day-full", "month-full", "both-full"],
+)
+def test_a_budget_held_job_waits_until_the_full_period_that_opens_last(
+    stack, settings, sim, s3, table, bucket, daily, monthly, until, period
+):
+    year, month = int(until[:4]), int(until[5:7]) - (period == "month")
+    clock, holds = _clock_on(datetime(year, month, 10, 12, 0, tzinfo=UTC)), Holds()
+    submitter = _submitter(settings, clock, holds, daily_credit_limit=daily, monthly_credit_limit=monthly)
+    first, held = new_job_id("fills-the-period"), new_job_id("held")
+    assert submitter.handle_upload(_upload(s3, bucket, first)).outcome is SubmitOutcome.SUBMITTED
+    key = _upload(s3, bucket, held)
+
+    assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
+
+    item = get_job(table, held) or {}
+    assert (item.get("held_reason"), item.get("held_until")) == ("BUDGET_EXCEEDED", until)
+    _, _, err = _cli(stack, "status", held)
+    assert f"{BUDGET_WORDS}; until {until[:19]}Z, when the next UTC {period}'s budget opens" in err
+    if period == "month":  # the day turns, the month is still full: the job stays held, nothing is written
+        clock.next_day()
+        assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
+        assert get_job(table, held) == item
     wait_for_job(table, first, timeout=30)

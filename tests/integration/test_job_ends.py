@@ -187,7 +187,7 @@ def test_a_held_job_that_loses_a_file_is_no_longer_held_and_the_stale_receipt_ru
     assert submitter.handle_upload(key).outcome is SubmitOutcome.WAITING  # the held message's wake-up
 
     item = get_job(table, job_id)
-    assert "held_at" not in item, "waiting for a file is not a hold"
+    assert "held_at" not in item and "held_until" not in item, "waiting for a file is not a hold"
     assert item["waiting_for"].startswith("waiting for the mask file")
     reconciler, _, _ = reconciler_at(stack, datetime.now(UTC) + timedelta(days=1, minutes=1))
     reconciler.run()

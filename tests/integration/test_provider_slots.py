@@ -3,13 +3,14 @@ a held job's wake-ups stay cheap while no slot is free."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 from vary_region.errors import JobError, Stage
 from vary_region.intake.submission import SubmitOutcome, SubmitResult
+from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 
@@ -150,3 +151,38 @@ def test_a_held_job_wakes_up_without_reading_its_mask_while_no_slot_is_free(stac
     assert item["status"] == "COMPLETED", item
     assert len(mask_reads) >= 2, "once a slot could be free, the inputs were read and validated again"
     assert sim.stats()["tasks_created"] == 1
+
+
+def test_a_job_held_for_a_slot_says_about_when_it_is_tried_again_and_its_claim_clears_it(
+    stack, sim, s3, table, bucket, monkeypatch
+):
+    settle_stack(stack, sim)
+    store = TaskStore(table, max_active_tasks=stack.options.max_active_tasks)
+    now = datetime.now(UTC)
+    job_id = new_job_id("held-until")
+    submitter = stack.functions["submit"].module.submitter
+    real_handle = submitter.handle_upload
+    holds: list[dict[str, Any]] = []  # the item after each time the job was held
+
+    def observed_handle(key: str, time_left: Any = None) -> SubmitResult:
+        result = real_handle(key, time_left)
+        if result.job_id == job_id and result.outcome is SubmitOutcome.HELD:
+            holds.append(get_job(table, job_id) or {})
+        return result
+
+    monkeypatch.setattr(submitter, "handle_upload", observed_handle)
+    taken = _take_every_free_slot(store, now)
+    try:
+        upload_job(s3, bucket, job_id)
+        wait_until(lambda: len(holds) >= 3, 30, message="the job held, then woken twice")
+    finally:
+        _give_slots_back(store, taken, now)
+
+    first = holds[0]
+    assert first.get("held_reason") == "PROVIDER_SLOTS_FULL" and first.get("held_until"), first
+    # The stack's hold delay is 1 s: the first retry is due a second after the job was held.
+    delay = parse_timestamp(first["held_until"]) - parse_timestamp(first["held_at"])
+    assert timedelta(seconds=1) <= delay < timedelta(seconds=3)
+    assert [item.get("held_until") for item in holds[:3]] == [first["held_until"]] * 3, "wake-ups write nothing"
+    item = wait_for_job(table, job_id, timeout=30)
+    assert item["status"] == "COMPLETED" and "held_until" not in item and "held_at" not in item

@@ -10,11 +10,13 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from vary_region.errors import JobError, Stage
+from vary_region.intake.submission import SubmitOutcome
+from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
@@ -54,6 +56,21 @@ def _upload(stack: Any, s3: Any, bucket: str, table: Any, job_id: str) -> list[s
     wait_for_queue_drained(stack)
     put_files(s3, bucket, [(keys[1], job_json(), "application/json")])
     return keys
+
+
+def _items_when_held(stack: Any, table: Any, job_id: str, monkeypatch: Any) -> list[dict[str, Any]]:
+    """The job's item right after each time the submit function held it back."""
+    submitter = stack.functions["submit"].module.submitter
+    real_handle, items = submitter.handle_upload, []
+
+    def observed(key: str, time_left: Any = None) -> Any:
+        result = real_handle(key, time_left)
+        if result.job_id == job_id and result.outcome is SubmitOutcome.HELD:
+            items.append(get_job(table, job_id))
+        return result
+
+    monkeypatch.setattr(submitter, "handle_upload", observed)
+    return items
 
 
 @contextmanager
@@ -112,10 +129,11 @@ def test_given_transient_provider_errors_then_submit_retries_within_budget_and_j
 
 
 def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job_completes_once_it_ends(
-    stack, sim, s3, table, bucket
+    stack, sim, s3, table, bucket, monkeypatch
 ):
     sim.set_faults(server_error_next=100, server_error_status=503)
     job_id = new_job_id("outage")
+    held = _items_when_held(stack, table, job_id, monkeypatch)
     _upload(stack, s3, bucket, table, job_id)
 
     wait_until(lambda: sim.stats()["inpaint_calls"] >= 1, 15, message="a first /inpaint call")
@@ -132,11 +150,15 @@ def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job
     assert item["status"] == "RECEIVED", item
     assert "task_id" not in item
     assert sim.stats()["tasks_created"] == 0
+    # Held in the queue, the item said why and about when it would be tried again (the stack's 1 s).
+    assert held and held[0].get("held_reason") == "PROVIDER_UNAVAILABLE" and held[0].get("held_until"), held
+    assert parse_timestamp(held[0]["held_until"]) - parse_timestamp(held[0]["held_at"]) == timedelta(seconds=1)
 
     sim.set_faults(server_error_next=0)
     item = wait_for_job(table, job_id, timeout=20)
 
     assert item["status"] == "COMPLETED", item
+    assert "held_until" not in item
     wait_for_queue_drained(stack)
     assert sim.stats()["tasks_created"] == 1
     assert len(sim.inpaint_requests) == 1

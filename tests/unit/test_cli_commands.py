@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shlex
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,134 @@ def test_status_of_a_job_missing_a_file_says_so_on_stderr(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["status"] == "RECEIVED"  # stdout stays plain JSON
     assert "job job-1 is RECEIVED: waiting for the job file inbox/job-1/job.json" in captured.err
+
+
+# --- held jobs -----------------------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 16, 15, 3, tzinfo=UTC)
+HELD = {
+    "job_id": "job-1",
+    "status": "RECEIVED",
+    "held_at": "2026-12-01T16:15:03.120Z",
+    "held_reason": "BUDGET_EXCEEDED",
+    "held_until": "2026-12-02T00:00:00.000Z",
+    "credits_needed": 10,
+}
+BUDGET_WORDS = "held: the daily or monthly credit limit has no room left for its chain (BUDGET_EXCEEDED)"
+
+
+@pytest.mark.parametrize(
+    ("held_until", "period"),
+    [("2026-12-02T00:00:00.000Z", "day"), ("2027-01-01T00:00:00.000Z", "month")],
+)
+def test_a_job_held_for_the_budget_says_why_and_until_the_next_period(held_until: str, period: str) -> None:
+    note = jobs.held_note(HELD | {"held_until": held_until}, NOW)
+    assert note == (
+        f"{BUDGET_WORDS}; until {held_until[:19]}Z, when the next UTC {period}'s budget opens "
+        "(sooner if credits are given back)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("PROVIDER_SLOTS_FULL", "every provider slot is taken"),
+        ("PROVIDER_UNAVAILABLE", "APIFRAME did not take the request for now"),
+        ("PARENT_RUNNING", "its parent task is still running"),
+        ("PARENT_UNAVAILABLE", "its parent task or image cannot be read for now"),
+        ("PROVIDER_BALANCE_LOW", "the APIFRAME account's credits cannot cover its chain"),
+    ],
+)
+def test_every_other_hold_says_why_and_about_when_it_is_tried_again(reason: str, words: str) -> None:
+    item = HELD | {"held_reason": reason, "held_until": "2026-12-01T16:15:33.120Z"}
+    note = jobs.held_note(item, NOW) or ""
+    assert note.startswith(f"held: {words}") and f"({reason}); next try about 2026-12-01T16:15:33Z" in note
+    # Later wake-ups of a job held for a slot write nothing: past its first retry it says so, not a stale time.
+    later = jobs.held_note(item, NOW + timedelta(minutes=5)) or ""
+    assert later.endswith(f"({reason}); tried again regularly since 2026-12-01T16:15:33Z")
+
+
+def test_only_an_open_held_job_has_a_hold_to_tell() -> None:
+    assert jobs.held_note(None, NOW) is None
+    assert jobs.held_note({"status": "RECEIVED"}, NOW) is None
+    assert jobs.held_note(HELD | {"status": "COMPLETED"}, NOW) is None
+    # A job that lost a file waits for it, whatever hold it had before: that is what it needs.
+    assert jobs.held_note(HELD | {"waiting_for": "waiting for the job file inbox/job-1/job.json"}, NOW) is None
+    assert jobs.held_note(HELD | {"held_reason": None, "held_until": None}, NOW) == "held back in the queue"
+    # A chain between stages is held too (PROCESSING, its next stage unclaimed).
+    assert (jobs.held_note(HELD | {"status": "PROCESSING", "held_reason": "PARENT_RUNNING"}, NOW) or "").startswith(
+        "held: its parent task is still running"
+    )
+
+
+def test_status_of_a_held_job_says_why_and_until_when_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = HELD | {"held_until": "2999-12-02T00:00:00.000Z"}  # ahead of the real clock the command reads
+    monkeypatch.setattr(jobs, "require_item", lambda *a: dict(held))
+    assert cli.main(["status", "job-1", *AWS]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["held_until"] == "2999-12-02T00:00:00.000Z"  # stdout stays the item's JSON
+    assert f"job job-1 is RECEIVED: {BUDGET_WORDS}; until 2999-12-02T00:00:00Z, when the next UTC day's" in captured.err
+
+
+def test_watch_shows_a_held_job_and_a_new_line_when_its_hold_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = HELD | {"held_reason": "PROVIDER_SLOTS_FULL", "held_until": "2999-01-01T00:00:31.000Z"}
+    budget = HELD | {"held_until": "2999-12-02T00:00:00.000Z"}
+    items = iter([slots, slots, budget, budget, budget])
+    monkeypatch.setattr(jobs, "get_item", lambda *a: next(items))
+    now = iter(float(i) for i in range(100))
+    out = io.StringIO()
+    result = jobs.watch_job(
+        fake_target(), "job-1", timeout=4, interval=1, out=out, clock=lambda: next(now), sleep=lambda s: None
+    )
+    assert result.status == "TIMEOUT"
+    first, second = out.getvalue().splitlines()
+    assert "RECEIVED" in first and "(held: every provider slot is taken" in first
+    assert "next try about 2999-01-01T00:00:31Z" in first
+    assert f"({BUDGET_WORDS}; until 2999-12-02T00:00:00Z" in second
+
+
+def test_watch_on_a_terminal_prints_the_whole_hold_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    held = HELD | {"held_until": "2999-12-02T00:00:00.000Z"}
+    monkeypatch.setattr(jobs, "get_item", lambda *a: dict(held))
+    monkeypatch.setattr(jobs.shutil, "get_terminal_size", lambda fallback: os.terminal_size((80, 24)))
+    now = iter(float(i) for i in range(100))
+    out = Terminal()
+    jobs.watch_job(
+        fake_target(), "job-1", timeout=3, interval=1, out=out, clock=lambda: next(now), sleep=lambda s: None
+    )
+    whole = [line.strip("\r ") for line in out.getvalue().split("\n") if BUDGET_WORDS in line]
+    assert len(whole) == 1 and whole[0].startswith(BUDGET_WORDS) and "until 2999-12-02T00:00:00Z" in whole[0]
+
+
+def test_a_watch_timeout_of_a_held_job_says_why_it_waits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = HELD | {"held_until": "2999-12-02T00:00:00.000Z"}
+    monkeypatch.setattr(jobs, "watch_job", lambda *a, **k: jobs.WatchResult("TIMEOUT", held, 5.0))
+    assert cli.main(["watch", "job-1", "--timeout", "5", *AWS]) == cli.EXIT_TIMEOUT
+    assert (
+        f"timed out after 5s: job job-1 is still RECEIVED, {BUDGET_WORDS}; until 2999-12-02T00:00:00Z"
+        in capsys.readouterr().out
+    )
+
+
+def test_watch_by_events_shows_the_hold_an_event_carries() -> None:
+    detail = {
+        "job_id": "job-1",
+        "status": "RECEIVED",
+        "sequence": "100",
+        "updated_at": "2026-12-01T16:15:03.120Z",
+        "held_reason": "BUDGET_EXCEEDED",
+        "held_until": "2999-12-02T00:00:00.000Z",
+    }
+    line = jobs.status_line(jobs._as_item(detail), 1.0, now=NOW)
+    assert f"({BUDGET_WORDS}; until 2999-12-02T00:00:00Z" in line
 
 
 # --- masks ---------------------------------------------------------------------------------------

@@ -94,6 +94,20 @@ def test_a_job_held_back_is_an_event_with_its_reason_and_so_is_a_new_reason():
     assert other is not None and other.detail["held_reason"] == "PROVIDER_SLOTS_FULL"
 
 
+def test_a_held_jobs_event_says_until_when_it_is_held():
+    held = JOB | {"status": "RECEIVED", "held_at": "2026-12-01T12:00:01.000Z", "held_reason": "BUDGET_EXCEEDED"}
+    until = held | {"held_until": "2026-12-02T00:00:00.000Z"}
+
+    change = state_change(record(until, JOB | {"status": "RECEIVED"}), BUCKET)
+    before = state_change(record(held, JOB | {"status": "RECEIVED"}), BUCKET)  # held before held_until existed
+    claimed = state_change(record(JOB | {"status": "SUBMITTED", "held_until": "x"}, until), BUCKET)
+
+    assert change is not None and change.detail.get("held_until") == "2026-12-02T00:00:00.000Z"
+    assert change.detail["held_reason"] == "BUDGET_EXCEEDED"
+    assert before is not None and "held_until" not in before.detail
+    assert claimed is not None and "held_until" not in claimed.detail, "only a held job's event has it"
+
+
 @pytest.mark.parametrize(
     "rec",
     [

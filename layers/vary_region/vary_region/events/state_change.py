@@ -92,6 +92,8 @@ def _detail(item: dict[str, Any], old: dict[str, Any], bucket: str, sequence: st
     }
     if item.get("held_reason") and status == "RECEIVED" and item.get("held_at"):
         detail["held_reason"] = item["held_reason"]
+        if item.get("held_until"):  # the budget's next period, or about when it is tried again
+            detail["held_until"] = item["held_until"]
     error = item.get("error")
     if status in ("FAILED", "REJECTED") and isinstance(error, dict):
         detail["error"] = {"code": error.get("code"), "message": error.get("message"), "stage": error.get("stage")}

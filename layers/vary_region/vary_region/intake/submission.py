@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -44,7 +44,7 @@ from vary_region.intake.job_spec import JobSpec, Limits, MaskObject, parse_inlin
 from vary_region.intake.mask import BinaryMask, Mask, MaskFit, fit_mask, normalise_media_type, validate_mask
 from vary_region.intake.mask_regions import render_regions
 from vary_region.intake.parent import ParentNotReady, ParentReader
-from vary_region.jobs.job import Job, JobStatus, utc_now
+from vary_region.jobs.job import Job, JobStatus, timestamp, utc_now
 from vary_region.jobs.stages import JobStage, stages_from
 from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 from vary_region.observability import MetricUnit, logger, metrics, tracer
@@ -185,13 +185,16 @@ class JobSubmitter:
             # Likewise for a job held for credits: a read of the ledger's two items, or of the balance.
             short = self._still_short_of_credits(existing)
             if short is not None:
+                reason, until = short
                 return self._hold_back(
                     self._hold,
                     uploaded,
                     "still short of credits; job held back again",
-                    short,
-                    already_held=True,
-                    delay_seconds=self._credits_hold_delay(short),
+                    reason,
+                    # Written again only when the budget's date moved (a new day, still full): once a period.
+                    already_held=until is None or existing.held_until == timestamp(until),
+                    delay_seconds=self._credits_hold_delay(reason),
+                    until=until,
                 )
         first_seen = existing is None and self._store.record_received(job_id, self._clock())
         try:
@@ -306,10 +309,11 @@ class JobSubmitter:
             return False
         return self._store.slots_in_use() >= self._store.max_active_tasks
 
-    def _still_short_of_credits(self, job: Job) -> HeldReason | None:
+    def _still_short_of_credits(self, job: Job) -> tuple[HeldReason, datetime | None] | None:
         """A job held for budget or for the provider's balance, whose cost was recorded when it was
-        held: the reason it must still wait, or None. As for slots, the claim's conditional
-        reservation, not this read, is the guard against overspending."""
+        held: the reason it must still wait (with, for the budget, when the last full period ends),
+        or None. As for slots, the claim's conditional reservation, not this read, is the guard
+        against overspending."""
         needed = job.credits_needed
         if needed is None or job.held_at is None or job.status is not JobStatus.RECEIVED or job.submit_claim:
             return None  # not held now (held_reason is only the last cause): the whole path decides
@@ -317,9 +321,10 @@ class JobSubmitter:
             usage = self._store.credit_usage(periods_at(self._clock()))
             if any(period.limit and needed > period.limit for period in usage):
                 return None  # the limit was lowered below the chain's cost: the claim rejects it
-            return HeldReason.BUDGET_EXCEEDED if any(not period.room_for(needed) for period in usage) else None
+            full = [period.period.next_opens for period in usage if not period.room_for(needed)]
+            return (HeldReason.BUDGET_EXCEEDED, max(full)) if full else None
         if job.held_reason == HeldReason.PROVIDER_BALANCE_LOW and self._balance_too_low(needed):
-            return HeldReason.PROVIDER_BALANCE_LOW
+            return HeldReason.PROVIDER_BALANCE_LOW, None
         return None
 
     def _credits_hold_delay(self, reason: HeldReason) -> int:
@@ -353,6 +358,7 @@ class JobSubmitter:
             HeldReason.BUDGET_EXCEEDED,
             delay_seconds=self._credits_hold_delay(HeldReason.BUDGET_EXCEEDED),
             credits_needed=credits_needed,
+            until=over.period.next_opens,  # the full period (the month's, when both are) ends
         )
 
     def _hold_back(
@@ -366,12 +372,22 @@ class JobSubmitter:
         stage: JobStage | None = None,
         delay_seconds: int | None = None,
         credits_needed: int | None = None,
+        until: datetime | None = None,
     ) -> SubmitResult:
+        """until: when the job can go (the budget's next period); by default, when it is next tried."""
         hold(uploaded.key, delay_seconds)
         if not already_held:  # a wake-up that changes nothing writes nothing (table and index alike)
-            self._store.mark_held(uploaded.job_id, self._clock(), reason, stage, credits_needed=credits_needed)
+            now = self._clock()
+            until = until or self._next_try(now, delay_seconds)
+            self._store.mark_held(uploaded.job_id, now, reason, stage, credits_needed=credits_needed, held_until=until)
         logger.info(message)
         return SubmitResult(SubmitOutcome.HELD, uploaded.job_id)
+
+    def _next_try(self, now: datetime, delay_seconds: int | None) -> datetime:
+        """About when a held job is tried again: its queue message's delay (the queue adds up to
+        half as much again, and a slot-held job's later wake-ups do not write it anew)."""
+        delay = self._settings.hold_delay_seconds if delay_seconds is None else delay_seconds
+        return now + timedelta(seconds=delay)
 
     def _read_mask_object(self, mask: MaskObject) -> Mask:
         """A mask the job names by URI: only inside the jobs bucket's inbox, read under this function's
@@ -585,7 +601,9 @@ class JobSubmitter:
             if self._hold is None:
                 raise
             self._hold(uploaded.key)
-            self._store.mark_held(job_id, self._clock(), HeldReason.PROVIDER_UNAVAILABLE, later)
+            now = self._clock()
+            held_until = self._next_try(now, None)
+            self._store.mark_held(job_id, now, HeldReason.PROVIDER_UNAVAILABLE, later, held_until=held_until)
             logger.warning("APIFRAME unavailable; job held back for a later attempt")
             return SubmitResult(SubmitOutcome.HELD, job_id)
         except Exception as exc:

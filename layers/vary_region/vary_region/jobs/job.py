@@ -59,6 +59,7 @@ class Job:
     parent_image_url: str | None = None  # the inpaint's parent image, copied beside the results
     mask_key: str | None = None  # the mask as sent, stored before the inpaint was claimed
     held_reason: str | None = None
+    held_until: str | None = None  # a held job: when it goes again (the budget's next period) or is next tried
     reservation: CreditReservation | None = None  # the chain's credits, set aside at the first claim
     credits_needed: int | None = None  # a job held for budget: what its chain costs
 

@@ -240,10 +240,10 @@ class TaskStore:
                     values[f":{name}"] = value
                 update += ", credits_needed = :credits_needed"
                 values[":credits_needed"] = reservation.total
-            update += " REMOVE expires_at, held_at, waiting_for"
+            update += " REMOVE expires_at, held_at, held_until, waiting_for"
         else:
             # Once per stage: `stage` only moves forward, and claim_stage becomes this stage only here.
-            update += " REMOVE held_at"
+            update += " REMOVE held_at, held_until"
             condition = self._open_and_claimed() + " AND " + self._between_stages(stage)
             values |= self._open_values()
         job_update = self._update_request(job_id, update, condition, values)
@@ -257,7 +257,8 @@ class TaskStore:
         job_lost, slots_full, *periods_full = self._transact(job_update, take_slot, *(r for _, r in ledger))
         if job_lost:
             return False
-        for (period, _), full in zip(ledger, periods_full, strict=True):
+        # The last to open of the full periods (the month's, when both are full): the job waits for it.
+        for (period, _), full in reversed(list(zip(ledger, periods_full, strict=True))):
             if full:  # before the slot: a job over budget waits longer than one waiting for a slot
                 assert reservation is not None
                 raise OverBudget(period, self._budget.limit_of(period.kind), reservation.total)
@@ -439,7 +440,7 @@ class TaskStore:
             job_id,
             # No longer held: a job that lost a file meanwhile waits for it, and the stale-receipt rule
             # (JOB_INCOMPLETE) ends it if it never comes back.
-            "SET waiting_for = :what REMOVE held_at",
+            "SET waiting_for = :what REMOVE held_at, held_until",
             "#status = :received AND attribute_not_exists(submit_claim)",
             {":what": f"waiting for {what}", ":received": JobStatus.RECEIVED.value},
         )
@@ -452,10 +453,11 @@ class TaskStore:
         stage: JobStage | None = None,
         *,
         credits_needed: int | None = None,
+        held_until: datetime | None = None,
     ) -> bool:
         """The job is complete and valid but waits in the queue (no provider slot, provider down,
         parent still running, no room in the budget); `reason`, when given, is kept as `held_reason`:
-        the last cause.
+        the last cause, and `held_until` as `held_until`: when it goes again or is next tried.
 
         stage: a later stage of a chain, waiting for its claim (the job is under way already).
         credits_needed: a job held for budget: its chain's cost, so its wake-ups can check the
@@ -469,6 +471,9 @@ class TaskStore:
         if credits_needed is not None:
             update += ", credits_needed = :needed"
             values[":needed"] = credits_needed
+        if held_until is not None:
+            update += ", held_until = :until"
+            values[":until"] = timestamp(held_until)
         update += " REMOVE waiting_for"  # held means whole: nothing is missing any more
         condition = "#status = :received AND attribute_not_exists(submit_claim)"
         if stage is not None:
@@ -853,6 +858,7 @@ def _job_from_item(item: dict[str, Any]) -> Job:
         parent_image_url=item.get("parent_image_url"),
         mask_key=item.get("mask_key"),
         held_reason=item.get("held_reason"),
+        held_until=item.get("held_until"),
         reservation=reservation_from_item(item),
         credits_needed=int(item["credits_needed"]) if item.get("credits_needed") is not None else None,
     )
