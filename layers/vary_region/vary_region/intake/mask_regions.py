@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from vary_region.errors import JobRejected
-from vary_region.intake.mask import MAX_SIDE, BinaryMask, encode_png
+from vary_region.intake.mask import MAX_SIDE, BinaryMask, check_parent_size, encode_png
 
 # Value types are NamedTuples, not frozen dataclasses: they are built at every cold start of the
 # submit function, where a frozen dataclass costs about 0.5 ms to build and a NamedTuple 0.1 ms.
@@ -99,6 +99,7 @@ def render_regions(mask: MaskRegions, size: tuple[int, int]) -> BinaryMask:
     """The regions drawn at the parent's size: white (255) inside any of them, black (0) elsewhere."""
     from PIL import Image, ImageDraw
 
+    check_parent_size(size)
     check_bounds(mask, size)
     width, height = size
     sx, sy = (float(width), float(height)) if mask.units is Units.FRACTION else (1.0, 1.0)
