@@ -9,7 +9,9 @@ Sections, in order (each one's servers are stopped before the next starts, so th
 3. import time: cold import of each handler module against `import boto3`, on the layer as its
    Makefile builds it (and the same layer without bytecode);
 4. mask step: checking and binarising a mask file, and rendering regions, for a 2048x2048 parent;
-5. pipeline: jobs through the whole local stack, the simulator at zero delay; then jobs whose every
+5. mask memory: peak RSS of the submit function's mask step for every form of mask file at the
+   largest size the rules allow, each in a subprocess, against the function's MemorySize;
+6. pipeline: jobs through the whole local stack, the simulator at zero delay; then jobs whose every
    webhook was lost, recovered by the reconciler.
 The exit status is 0 whenever the benchmarks ran, met targets or not: the table says which.
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import copy_bench, import_bench, mask_bench, pipeline_bench
+from bench import copy_bench, import_bench, mask_bench, mask_memory, pipeline_bench
 from bench.report import Section, render_table, write_results
 from bench.servers import running_servers
 
@@ -42,6 +44,7 @@ class Profile:
     paced_jobs: int
     recovery_jobs: int
     jobs_timeout_seconds: float
+    mask_side: int | None  # the mask memory section's largest side (None: the rules' own)
 
 
 FULL = Profile(
@@ -53,6 +56,7 @@ FULL = Profile(
     paced_jobs=40,
     recovery_jobs=500,
     jobs_timeout_seconds=240,
+    mask_side=None,
 )
 SMOKE = Profile(
     copy=copy_bench.CopySettings(
@@ -63,6 +67,7 @@ SMOKE = Profile(
     paced_jobs=3,
     recovery_jobs=5,
     jobs_timeout_seconds=60,
+    mask_side=256,
 )
 
 
@@ -82,6 +87,8 @@ def run(profile: Profile) -> list[Section]:
         sections.append(import_bench.run(profile.import_repeats, Path(scratch)))
     _log("mask step: a 2048x2048 mask file checked and binarised, regions rendered at 2048x2048")
     sections.append(mask_bench.mask_step())
+    _log("mask memory: every form of mask file at its largest, checked, fitted and sent, each in a subprocess")
+    sections.append(mask_memory.run(profile.mask_side, one_process=profile.mask_side is not None))
     _log(f"pipeline: {profile.jobs} jobs through the local stack, then {profile.recovery_jobs} with every webhook lost")
     sections.append(
         pipeline_bench.run(profile.jobs, profile.paced_jobs, profile.recovery_jobs, profile.jobs_timeout_seconds)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import mask_memory
+
 # The benchmarks start stacks of their own, always APIFRAME v1: the suite's v2 pass would repeat this.
 pytestmark = pytest.mark.fixed_generation
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,9 @@ FIGURES = {
     *(f"import_{name}_{kind}" for name in FUNCTIONS for kind in ("ms", "ratio", "no_bytecode_ms")),
     "mask_file_ms",
     "mask_regions_ms",
+    "mask_memory_at_rest_mib",
+    "mask_memory_regions_mib",
+    *(f"mask_memory_{form.key}{kind}" for form in mask_memory.FORMS for kind in ("_mib", "_naive_mib")),
     "pipeline_jobs_completed",
     "pipeline_jobs_per_second",
     "pipeline_publish_p50_ms",
@@ -50,6 +55,8 @@ JUDGED = {
     "pipeline_webhook_answer_p95_ms",
     "pipeline_recovery_jobs_per_minute",
     *(f"import_{n}_ratio" for n in FUNCTIONS),
+    "mask_memory_regions_mib",
+    *(f"mask_memory_{form.key}_mib" for form in mask_memory.FORMS),
 }
 
 

@@ -15,6 +15,14 @@ What is sent to APIFRAME is always that black-and-white image as a PNG at the pa
 
 Pillow is imported inside the functions that decode, draw or resize: the handlers' import (their cold
 start) never loads it, and the completion, webhook and reconciler functions never need it.
+
+Memory: the submit function has 512 MB. Decoding is the one full-size step that cannot be avoided
+(Pillow keeps 1, 2 or 4 bytes a pixel by mode; progressive and multi-scan JPEGs also hold their
+coefficients, WebP's decoder three more copies), so what a mask's form would take decoded is
+estimated from its header and capped (`MAX_DECODED_BYTES`, else `MASK_TOO_LARGE`) before anything is
+decoded. Everything after is done in strips of rows or on one bit a pixel: the black-and-white
+result is kept packed (8 MB at 8192x8192), never as a full-size copy per colour band.
+`make bench` measures the peak of every form at its largest (bench/mask_memory.py).
 """
 
 from __future__ import annotations
@@ -39,6 +47,20 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"  # the empty IEND chunk and i
 _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 _FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# What one decoded pixel takes in Pillow, by mode (every mode not named: 4 bytes, "RGB" included).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# The decode's peak, measured in bench/mask_memory.py, beside the image itself: libwebp's decoder
+# holds two canvases and hands Pillow a third copy; a JPEG's coefficients (2 bytes each, 64 per 8x8
+# block of each component) are held whole when it has several scans (progressive, or a sequential
+# file with more than one: the header does not say, so every JPEG is counted as if it had).
+_WEBP_COPIES = 4
+_JPEG_COEFFICIENT_BYTES = 2
+# At most this much decoded: with the Python runtime and the layer's imports (about 45 MB), the
+# file's bytes (8 MB) and the step's own buffers, a mask's peak stays near half of the submit
+# function's 512 MB. 8192x8192 fits in grey, palette, 1-bit and 16-bit grey PNG and grey JPEG.
+MAX_DECODED_BYTES = 192 * 1024 * 1024
+# Binarised this many pixels at a time: a strip's copies and bands are a few MB, not the image's size.
+_STRIP_PIXELS = 1 << 20
 
 
 class MaskFit(StrEnum):
@@ -52,8 +74,8 @@ class MaskFit(StrEnum):
 class Mask:
     """A checked mask upload: its type, size and bytes (the bytes never reach logs or reprs).
 
-    `pixels` is the upload reduced to black and white (one byte a pixel, 0 or 255), kept so that
-    fitting it to the parent does not decode the file a second time.
+    `pixels` is the upload reduced to black and white, one bit a pixel (Pillow's mode "1" packing,
+    each row whole bytes), kept so that fitting it to the parent does not decode the file again.
     """
 
     media_type: str
@@ -109,20 +131,22 @@ def validate_mask(data: bytes, declared_type: str | None, max_bytes: int) -> Mas
         raise JobRejected(
             "MASK_DIMENSIONS_INVALID", f"the mask is {width}x{height}; each side must be {MIN_SIDE}..{MAX_SIDE} pixels"
         )
+    _check_decoded_size(image, media_type)
     try:
         image.load()
     except Exception:  # Pillow raises OSError, SyntaxError, ValueError... for corrupt data
         raise _truncated(media_type) from None
-    binary = binarise(image)
-    if binary.getbbox() is None:
+    pixels, selects_something = _packed_binary(image)
+    if not selects_something:
         raise JobRejected("MASK_BLANK", "the mask selects nothing: it has no white (painted) pixel")
     already_binary = (
         media_type == "image/png"
         and image.mode in ("L", "1")
         and "transparency" not in image.info
-        and not any(image.convert("L").histogram()[1:255])
+        # Mode "1" holds 0 and 255 only; an "L" image's histogram is read without a copy.
+        and (image.mode == "1" or not any(image.histogram()[1:255]))
     )
-    return Mask(media_type, width, height, data, pixels=binary.tobytes(), already_binary=already_binary)
+    return Mask(media_type, width, height, data, pixels=pixels, already_binary=already_binary)
 
 
 def fit_mask(mask: Mask, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) -> BinaryMask:
@@ -130,7 +154,6 @@ def fit_mask(mask: Mask, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) ->
     from PIL import Image
 
     width, height = size
-    binary = Image.frombytes("L", (mask.width, mask.height), mask.pixels or _pixels_of(mask))
     if (mask.width, mask.height) != size:
         if fit is not MaskFit.RESIZE:
             raise JobRejected(
@@ -138,12 +161,87 @@ def fit_mask(mask: Mask, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) ->
                 f"the mask is {mask.width}x{mask.height} but the parent image is {width}x{height}; "
                 'paint it at the parent\'s size, or set "mask_fit": "resize" to have it scaled',
             )
+        check_parent_size(size)
         # Bilinear, then the same threshold: edges land where the scaled shape's half-way line is.
-        binary = threshold(binary.resize(size, Image.Resampling.BILINEAR))
+        # Each full-size image is dropped as soon as the next exists: at most two at a time.
+        scaled = _unpacked(mask).resize(size, Image.Resampling.BILINEAR)
+        binary = threshold(scaled)
+        del scaled
         if binary.getbbox() is None:
             raise JobRejected("MASK_BLANK", f"scaled to {width}x{height}, the mask selects nothing")
         return BinaryMask(width, height, encode_png(binary))
-    return BinaryMask(width, height, mask.data if mask.already_binary else encode_png(binary))
+    if mask.already_binary:  # sent as uploaded: nothing to decode or encode
+        return BinaryMask(width, height, mask.data)
+    return BinaryMask(width, height, encode_png(_unpacked(mask)))
+
+
+def check_parent_size(size: tuple[int, int]) -> None:
+    """A mask drawn or scaled to the parent's size is a mask like any other: at most MAX_SIDE a side
+    (the parent's size comes from its header, which nothing else bounds)."""
+    width, height = size
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise JobRejected(
+            "MASK_DIMENSIONS_INVALID",
+            f"the parent image is {width}x{height}; a mask at its size would be over {MAX_SIDE} pixels a side",
+        )
+
+
+def _unpacked(mask: Mask) -> Image.Image:
+    """The black-and-white pixels as one byte a pixel ("L", 0 and 255), what the PNG is made of."""
+    from PIL import Image
+
+    bits = Image.frombytes("1", (mask.width, mask.height), mask.pixels or _pixels_of(mask))
+    return bits.convert("L")
+
+
+def decoded_bytes_per_pixel(image: Image.Image, media_type: str) -> float:
+    """What decoding this opened (not loaded) mask takes at its peak, per pixel, from its header."""
+    per_pixel = float(_BYTES_PER_PIXEL.get(image.mode, 4))
+    if media_type == "image/webp":
+        return per_pixel * _WEBP_COPIES
+    if media_type == "image/jpeg":
+        return per_pixel + _JPEG_COEFFICIENT_BYTES * _jpeg_components_per_pixel(image)
+    return per_pixel
+
+
+def _check_decoded_size(image: Image.Image, media_type: str) -> None:
+    """MASK_TOO_LARGE when decoding the file would take more than MAX_DECODED_BYTES (from the header)."""
+    width, height = image.size
+    per_pixel = decoded_bytes_per_pixel(image, media_type)
+    needed = width * height * per_pixel
+    if needed > MAX_DECODED_BYTES:
+        largest = int(MAX_DECODED_BYTES / per_pixel)
+        side = min(MAX_SIDE, int(largest**0.5))
+        raise JobRejected(
+            "MASK_TOO_LARGE",
+            f"the mask is {width}x{height} ({image.mode} {_FORMATS[media_type].replace('WEBP', 'WebP')}): "
+            f"decoding it takes {needed / 2**20:.1f} MiB, over the {MAX_DECODED_BYTES / 2**20:.0f} MiB a mask may "
+            f"take; in this form at most {largest / 1e6:.1f} megapixels (say {side}x{side}). "
+            "A grey, palette or 1-bit PNG may be 8192x8192",
+        )
+
+
+def _jpeg_components_per_pixel(image: Image.Image) -> float:
+    """Samples a pixel of this JPEG stores, all components together (subsampled ones count less)."""
+    layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
+    most = max(h for _, h, _, _ in layers) * max(v for _, _, v, _ in layers)
+    return sum(h * v for _, h, v, _ in layers) / most
+
+
+def _packed_binary(image: Image.Image) -> tuple[bytes, bool]:
+    """The image binarised strip by strip, one bit a pixel (never a full-size copy of it), and
+    whether any pixel is white."""
+    from PIL import Image
+
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // width)
+    strips = []
+    white = False
+    for top in range(0, height, rows):
+        strip = binarise(image.crop((0, top, width, min(height, top + rows))))
+        white = white or strip.getbbox() is not None
+        strips.append(strip.convert("1", dither=Image.Dither.NONE).tobytes())
+    return b"".join(strips), white
 
 
 def binarise(image: Image.Image) -> Image.Image:
@@ -220,7 +318,9 @@ def _open_plain(data: bytes, media_type: str) -> Image.Image:
 
 
 def _pixels_of(mask: Mask) -> bytes:
-    return binarise(_open(mask.data, mask.media_type)).tobytes()
+    image = _open(mask.data, mask.media_type)
+    image.load()
+    return _packed_binary(image)[0]
 
 
 def _check_container_end(data: bytes, media_type: str) -> None:

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from vary_region.errors import JobRejected
-from vary_region.intake.mask import MAX_SIDE, BinaryMask, encode_png
+from vary_region.intake.mask import MAX_SIDE, BinaryMask, check_parent_size, encode_png
 from vary_region.intake.spec_keys import MASK_KEYS, did_you_mean, refuse_unknown_keys
 
 # Value types are NamedTuples, not frozen dataclasses: they are built at every cold start of the
@@ -127,6 +127,7 @@ def render_regions(mask: MaskRegions, size: tuple[int, int]) -> BinaryMask:
     """The regions drawn at the parent's size: white (255) inside any of them, black (0) elsewhere."""
     from PIL import Image, ImageDraw
 
+    check_parent_size(size)
     check_bounds(mask, size)
     check_coverage(mask, size)
     width, height = size
