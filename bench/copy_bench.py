@@ -82,7 +82,7 @@ def _check_sizes(s3: Any, keys: list[str], size: int) -> None:
 
 def copy_time(servers: Servers, settings: CopySettings) -> Section:
     from vary_region import wiring
-    from vary_region.results.image_copier import ImageCopier
+    from vary_region.completion.image_copier import ImageCopier
     from vary_region.settings import ImageOrigin
 
     section = Section("copy time")

@@ -35,8 +35,8 @@ def _mask_file(size: tuple[int, int]) -> bytes:
 
 
 def mask_step(size: tuple[int, int] = (2048, 2048)) -> Section:
-    from vary_region.intake.mask import fit_mask, validate_mask
-    from vary_region.intake.mask_regions import parse_mask_regions, render_regions
+    from vary_region.submit.mask import fit_mask, validate_mask
+    from vary_region.submit.mask_regions import parse_mask_regions, render_regions
 
     width, height = size
     data = _mask_file(size)

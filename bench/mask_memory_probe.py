@@ -52,8 +52,8 @@ def _send(png: bytes) -> int:
 
 
 def _file_step(data: bytes, parent: tuple[int, int], resize: bool, naive: bool) -> dict[str, object]:
-    from vary_region.errors import JobRejected
-    from vary_region.intake.mask import MaskFit, fit_mask, validate_mask
+    from vary_region.core.errors import JobRejected
+    from vary_region.submit.mask import MaskFit, fit_mask, validate_mask
 
     if naive:
         from bench.baseline import naive_mask_step
@@ -70,13 +70,13 @@ def _file_step(data: bytes, parent: tuple[int, int], resize: bool, naive: bool) 
 
 
 def _regions_step(parent: tuple[int, int]) -> dict[str, object]:
-    from vary_region.intake.mask_regions import parse_mask_regions, render_regions
+    from vary_region.submit.mask_regions import parse_mask_regions, render_regions
 
     return {"rejected": None, "body_bytes": _send(render_regions(parse_mask_regions(REGIONS), parent).data)}
 
 
 def _size_of(data: bytes) -> tuple[int, int]:
-    from vary_region.intake.mask import image_header_size
+    from vary_region.submit.mask import image_header_size
 
     size = image_header_size(data)
     if size is None:

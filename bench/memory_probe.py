@@ -69,7 +69,7 @@ def copier_for(mode: str, bucket: str, image_hosts: list[str], max_bytes: int) -
         from bench.baseline import naive_copy_all
 
         return lambda sources, key_for: naive_copy_all(s3, bucket, sources, key_for)
-    from vary_region.results.image_copier import ImageCopier
+    from vary_region.completion.image_copier import ImageCopier
     from vary_region.settings import ImageOrigin
 
     copier = ImageCopier(
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.what_if_max_in_memory_chunks:
-        from vary_region.results import image_copier
+        from vary_region.completion import image_copier
 
         # boto3's TransferConfig does not take this s3transfer setting as an argument, only as an attribute.
         image_copier._TRANSFER.max_in_memory_upload_chunks = args.what_if_max_in_memory_chunks

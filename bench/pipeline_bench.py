@@ -407,8 +407,8 @@ def measure_recovery(stack: Any, table: Any, jobs: int, timeout_seconds: float) 
     not the submit path's: reconciler runs (Fetch in batches of 20, hand-over to the completion
     queue), then the completion worker (re-fetch, five copies, complete)."""
     import requests
-    from vary_region.jobs.job import timestamp
-    from vary_region.jobs.task_store import active_shard
+    from vary_region.core.job import timestamp
+    from vary_region.store.job_table import active_shard
 
     sim = stack.simulator
     prefix = f"lost-{uuid.uuid4().hex[:6]}-"

@@ -22,7 +22,7 @@ class CliError(Exception):
 
 
 @dataclass
-class Settings:
+class CliSettings:
     """What the user chose (options first, then the environment); `resolve()` fills the rest."""
 
     bucket: str | None = None
@@ -118,7 +118,7 @@ class Target:
         self.table = self.table or outputs.get("JobsTableName")
 
 
-def settings_from_env(settings: Settings, environ: Mapping[str, str] = os.environ) -> Settings:
+def settings_from_env(settings: CliSettings, environ: Mapping[str, str] = os.environ) -> CliSettings:
     """Environment fallbacks for what the options left open (boto3 reads AWS_* itself)."""
     explicitly_local = settings.local or settings.stack_file is not None
     if not explicitly_local:  # with --local the stack file wins over a VARY_REGION_BUCKET meant for AWS
@@ -142,7 +142,7 @@ def not_found_note(start: Path) -> str:
     return f"no {DEFAULT_STACK_FILE} in {start} or any folder above it"
 
 
-def resolve(settings: Settings, cwd: Path | None = None) -> Target:
+def resolve(settings: CliSettings, cwd: Path | None = None) -> Target:
     """--local or --stack-file: use the local stack. Neither, and no bucket, table, stack name or
     endpoint from anywhere: use the local stack if a .local/stack.json is found (here or in a
     parent folder). Otherwise: AWS (or --endpoint-url)."""

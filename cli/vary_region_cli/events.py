@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from vary_region.events.state_change import SOURCE, STATE_CHANGE
+from vary_region.core.event_types import SOURCE, STATE_CHANGE
 
 from vary_region_cli.config import CliError, Target
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vary_region.intake.job_keys import MASK_EXTENSIONS
+from vary_region.core.keys import MASK_EXTENSIONS
 
 from vary_region_cli.config import CliError, Target
 
@@ -69,7 +69,7 @@ def new_job_id(now: datetime | None = None) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    """The pipeline's rule: any printable name without a slash (see vary_region.intake.job_keys)."""
+    """The pipeline's rule: any printable name without a slash (see vary_region.core.keys)."""
     if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", ".."):
         raise CliError(f"invalid job id {job_id!r}: use 1..{MAX_JOB_ID_CHARS} printable characters")
     if "/" in job_id or any(unicodedata.category(ch).startswith("C") for ch in job_id):

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vary_region import strict_json
+from vary_region.core import strict_json
 
 from vary_region_cli import jobs
-from vary_region_cli.config import CliError, Settings, Target, resolve, settings_from_env
+from vary_region_cli.config import CliError, CliSettings, Target, resolve, settings_from_env
 from vary_region_cli.masks import MaskError, Rect, check_mask_file, parse_size, rectangle_mask_png, region_document
 
 PROG = "vary-region"
@@ -365,7 +365,7 @@ def _note(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    settings = Settings(
+    settings = CliSettings(
         bucket=args.bucket,
         table=args.table,
         endpoint_url=args.endpoint_url,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
-from vary_region.errors import JobRejected
-from vary_region.intake.mask import MAX_SIDE, MIN_SIDE, validate_mask
-from vary_region.intake.mask_regions import TOO_SMALL, parse_mask_regions
+from vary_region.core.errors import JobRejected
+from vary_region.submit.mask import MAX_SIDE, MIN_SIDE, validate_mask
+from vary_region.submit.mask_regions import TOO_SMALL, parse_mask_regions
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit
 

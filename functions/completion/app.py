@@ -6,8 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
+from vary_region.aws.completion_queue import CompletionRequest
 from vary_region.invocation import invocation_deadline
-from vary_region.jobs.completion_queue import CompletionRequest
 from vary_region.lambda_events import QueueMessage, process_queue_batch, queue_messages
 from vary_region.observability import logger, metrics, tracer
 from vary_region.settings import get_settings

@@ -8,9 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
-from vary_region.events.requested import JobRequestInvalid, requested_job
-from vary_region.intake.s3_notifications import uploaded_keys
-from vary_region.intake.submission import SubmitOutcome, SubmitResult
+from vary_region.core.strict_json import JsonRefused
 from vary_region.lambda_events import (
     QueueMessage,
     is_sqs_batch,
@@ -20,7 +18,9 @@ from vary_region.lambda_events import (
 )
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.settings import get_settings
-from vary_region.strict_json import JsonRefused
+from vary_region.submit.requested import JobRequestInvalid, requested_job
+from vary_region.submit.s3_notifications import uploaded_keys
+from vary_region.submit.submitter import SubmitOutcome, SubmitResult
 
 settings = get_settings()
 submitter = wiring.job_submitter(settings)

@@ -8,10 +8,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from vary_region import wiring
-from vary_region.jobs.webhook import WebhookDelivery, WebhookMalformed, WebhookUnauthorized
 from vary_region.lambda_events import HttpRequest, http_response
 from vary_region.observability import MetricUnit, logger, metrics, tracer
 from vary_region.settings import get_settings
+from vary_region.webhook.receiver import WebhookDelivery, WebhookMalformed, WebhookUnauthorized
 
 settings = get_settings()
 receiver = wiring.webhook_receiver(settings)

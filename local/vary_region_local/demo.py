@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vary_region_cli import main as cli
-from vary_region_cli.config import Settings, resolve
+from vary_region_cli.config import CliSettings, resolve
 from vary_region_cli.jobs import RESULTS
 from vary_region_cli.masks import Rect
 
@@ -81,7 +81,7 @@ def budget_problem(stack_file: Path, info: dict[str, Any], *, started_here: bool
     from vary_region.settings import GENERATIONS
     from vary_region_cli.usage import read_usage
 
-    usage = read_usage(resolve(Settings(stack_file=stack_file)))
+    usage = read_usage(resolve(CliSettings(stack_file=stack_file)))
     budget = info.get("budget") or {}  # a stack.json from before it: the ledger's last limits, default prices
     prices = budget.get("credits") or {}
     chain = sum(prices.values()) if prices else sum(GENERATIONS[info.get("apiframe_api_version", "v1")][1])

@@ -34,7 +34,7 @@ def own_table(stack: Any, request: Any) -> Iterator[Any]:
 
 @pytest.fixture()
 def store(own_table: Any) -> Any:
-    """A TaskStore over own_table, with room for every claim a test makes."""
-    from vary_region.jobs.task_store import TaskStore
+    """A JobTable over own_table, with room for every claim a test makes."""
+    from vary_region.store.job_table import JobTable
 
-    return TaskStore(own_table, max_active_tasks=1000)
+    return JobTable(own_table, max_active_tasks=1000)

@@ -21,12 +21,12 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.budget.balance import ProviderBalance
-from vary_region.budget.ledger import periods_at
-from vary_region.intake.job_files import JobFiles
-from vary_region.intake.submission import JobSubmitter, SubmitOutcome, SubmitResult
-from vary_region.jobs.task_store import TaskStore
+from vary_region.aws.job_files import JobFiles
+from vary_region.core.credits import periods_at
+from vary_region.provider.balance import ProviderBalance
 from vary_region.settings import Settings, get_settings
+from vary_region.store.job_table import JobTable
+from vary_region.submit.submitter import JobSubmitter, SubmitOutcome, SubmitResult
 from vary_region.wiring import apiframe_client, free_calls_client, parent_reader, provider_slot_limit
 from vary_region_cli.config import Target
 from vary_region_cli.usage import held_for_credits
@@ -85,7 +85,7 @@ def settings(stack: Any, sim: Any) -> Settings:
 def _submitter(settings: Settings, clock: Clock, holds: Holds | None, **budget: Any) -> JobSubmitter:
     settings = replace(settings, **budget)
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
-    store = TaskStore(table, max_active_tasks=provider_slot_limit(settings), budget=settings.budget_policy)
+    store = JobTable(table, max_active_tasks=provider_slot_limit(settings), budget=settings.budget_policy)
     files = JobFiles(boto3.client("s3"), settings.jobs_bucket, DIRECT_INBOX)
     balance = ProviderBalance(free_calls_client(settings).account_credits, settings.balance_cache_seconds)
     return JobSubmitter(
@@ -318,7 +318,7 @@ def test_the_simulator_balance_falls_as_tasks_are_accepted(settings, sim):
     before = api.account_credits()
     assert before is not None
     task = apiframe_client(settings)
-    from vary_region.provider.apiframe import ImagineRequest
+    from vary_region.provider.apiframe_v1 import ImagineRequest
 
     task.submit(ImagineRequest("a lighthouse", "1:1", None, None))
 

@@ -9,10 +9,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from vary_region.errors import JobError, Stage
-from vary_region.intake.job_files import JobFiles
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.aws.job_files import JobFiles
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.stages import JobStage
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import (
     final_body,
@@ -57,7 +57,7 @@ def test_given_a_final_webhook_while_fetch_says_running_then_the_job_stays_open_
 
 
 def test_given_a_copy_lease_held_then_a_second_copier_cannot_take_it_until_it_expires(stack):
-    store = TaskStore(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
+    store = JobTable(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
     now = datetime.now(UTC)
     job_id = new_job_id("lease")
     store.record_received(job_id, now)
@@ -69,7 +69,7 @@ def test_given_a_copy_lease_held_then_a_second_copier_cannot_take_it_until_it_ex
     later = now.replace(year=now.year + 1)
     assert store.acquire_copy_lease(job_id, "task-lease", "third", later, seconds=60), "an expired lease is free"
     store.mark_failed(
-        job_id, JobError("TEST_CLEANUP", "test", Stage.COPY), now, JudgedStage(JobStage.INPAINT, "task-lease")
+        job_id, JobError("TEST_CLEANUP", "test", ErrorStage.COPY), now, JudgedStage(JobStage.INPAINT, "task-lease")
     )
 
 
@@ -97,9 +97,9 @@ def test_given_head_object_not_found_then_the_document_is_missing(code):
 def test_given_fetch_answers_about_another_task_then_the_job_is_not_completed_with_that_result(
     stack, sim, s3, table, bucket, monkeypatch
 ):
-    from vary_region.jobs.completion_queue import CompletionRequest
+    from vary_region.aws.completion_queue import CompletionRequest
+    from vary_region.completion.worker import CompletionOutcome
     from vary_region.provider.task_result import parse_task_result
-    from vary_region.results.completion import UpdateOutcome
 
     other = start_job_in_flight(s3, bucket, table, sim, prefix="other-task")
     job = start_job_in_flight(s3, bucket, table, sim, prefix="asks-fetch")
@@ -109,7 +109,7 @@ def test_given_fetch_answers_about_another_task_then_the_job_is_not_completed_wi
 
     result = completer.complete(CompletionRequest(job.job_id, job.task_id))
 
-    assert result.outcome is UpdateOutcome.RETRY_LATER
+    assert result.outcome is CompletionOutcome.RETRY_LATER
     assert get_job(table, job.job_id)["status"] in ("SUBMITTED", "PROCESSING")
     assert keys_under(s3, bucket, f"results/{job.job_id}/") == []
     monkeypatch.undo()

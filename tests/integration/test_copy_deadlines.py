@@ -23,8 +23,8 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from vary_region.errors import ImageCopyError
-from vary_region.results.image_copier import ImageCopier, _LimitedReader
+from vary_region.completion.image_copier import ImageCopier, _LimitedReader
+from vary_region.core.errors import ImageCopyError
 from vary_region.settings import ImageOrigin
 
 from tests.builders import keys_under, new_job_id

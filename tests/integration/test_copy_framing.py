@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from vary_region.errors import ImageCopyError
-from vary_region.results.image_copier import ImageCopier
+from vary_region.completion.image_copier import ImageCopier
+from vary_region.core.errors import ImageCopyError
 from vary_region.settings import ImageOrigin
 
 from tests.builders import mask_png, new_job_id

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from vary_region.budget.ledger import (
+from vary_region.core.credits import (
     BudgetPolicy,
     CreditReservation,
     OverBudget,
@@ -22,9 +22,9 @@ from vary_region.budget.ledger import (
     reserve,
     settle,
 )
-from vary_region.errors import JobError, Stage
-from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.stages import JobStage, stages_from
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import get_job, new_job_id
 
@@ -37,15 +37,15 @@ def _fresh_now() -> datetime:
     return datetime(2030, 1, 1, 12, 0, tzinfo=UTC) + timedelta(days=next(_day_offset) * 40)
 
 
-def _store(table: Any, **policy: Any) -> TaskStore:
-    return TaskStore(table, max_active_tasks=1000, budget=BudgetPolicy(**policy))
+def _store(table: Any, **policy: Any) -> JobTable:
+    return JobTable(table, max_active_tasks=1000, budget=BudgetPolicy(**policy))
 
 
 def _reservation(token: str, now: datetime, first: JobStage = JobStage.INPAINT) -> CreditReservation:
     return reserve(stages_from(first), PRICES.__getitem__, now, token)
 
 
-def _claim(store: TaskStore, job_id: str, token: str, now: datetime, first: JobStage = JobStage.INPAINT) -> bool:
+def _claim(store: JobTable, job_id: str, token: str, now: datetime, first: JobStage = JobStage.INPAINT) -> bool:
     return store.claim_submission(
         job_id, token, "hash", "parent-1", None, {}, now, stage=first, reservation=_reservation(token, now, first)
     )
@@ -56,7 +56,7 @@ def _judged(claim: str) -> JudgedStage:
     return JudgedStage(JobStage.IMAGINE, claim=claim)
 
 
-def _usage(store: TaskStore, now: datetime) -> dict[str, tuple[int, int]]:
+def _usage(store: JobTable, now: datetime) -> dict[str, tuple[int, int]]:
     return {str(u.period.kind): (u.reserved, u.spent) for u in store.credit_usage(periods_at(now))}
 
 
@@ -175,7 +175,7 @@ def test_a_task_the_provider_failed_gives_its_credits_back_when_the_policy_says_
     own_table, return_failed, usage, spent
 ):
     policy = BudgetPolicy(daily_limit=100, return_failed_credits=return_failed)
-    store, now = TaskStore(own_table, max_active_tasks=1000, budget=policy), _fresh_now()
+    store, now = JobTable(own_table, max_active_tasks=1000, budget=policy), _fresh_now()
     job_id = new_job_id("failed")
     store.record_received(job_id, now)
     assert _claim(store, job_id, "t1", now, JobStage.IMAGINE)
@@ -184,7 +184,7 @@ def test_a_task_the_provider_failed_gives_its_credits_back_when_the_policy_says_
     # The imagine and the upscale went through; the inpaint's task failed at the provider.
     settlement = settle(reservation, JobStage.INPAINT, open_stage_paid=True, provider_failed=True, policy=policy)
     assert store.mark_failed(
-        job_id, JobError("PROVIDER_TASK_FAILED", "no", Stage.PROVIDER), now, _judged("t1"), settlement=settlement
+        job_id, JobError("PROVIDER_TASK_FAILED", "no", ErrorStage.PROVIDER), now, _judged("t1"), settlement=settlement
     )
 
     assert _usage(store, now)["day"] == usage
@@ -193,7 +193,7 @@ def test_a_task_the_provider_failed_gives_its_credits_back_when_the_policy_says_
 
 def test_a_chain_that_fails_before_a_stage_is_sent_gives_back_that_stage_and_the_rest(own_table):
     policy = BudgetPolicy(daily_limit=100)
-    store, now = TaskStore(own_table, max_active_tasks=1000, budget=policy), _fresh_now()
+    store, now = JobTable(own_table, max_active_tasks=1000, budget=policy), _fresh_now()
     job_id = new_job_id("early")
     store.record_received(job_id, now)
     assert _claim(store, job_id, "t1", now, JobStage.IMAGINE)
@@ -201,7 +201,7 @@ def test_a_chain_that_fails_before_a_stage_is_sent_gives_back_that_stage_and_the
 
     settlement = settle(reservation, JobStage.UPSCALE, open_stage_paid=False, policy=policy)
     assert store.mark_failed(
-        job_id, JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE), now, _judged("t1"), settlement=settlement
+        job_id, JobError("JOB_FILES_MISSING", "gone", ErrorStage.INTAKE), now, _judged("t1"), settlement=settlement
     )
 
     assert _usage(store, now)["day"] == (4, 4)
@@ -218,7 +218,7 @@ def test_a_settlement_of_another_reservation_changes_nothing(own_table):
     assert store.release_claim(job_id, "t1", now, returned=none_spent(stale))
     assert _claim(store, job_id, "t2", now)
 
-    error = JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT)
+    error = JobError("PROVIDER_REJECTED", "no", ErrorStage.SUBMIT)
     assert not store.mark_failed(
         job_id, error, now, JudgedStage(JobStage.INPAINT, claim="t2"), settlement=none_spent(stale)
     )

@@ -12,8 +12,8 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.events.publisher import EventPublisher, StateChangePublisher
-from vary_region.events.state_change import StateChange
+from vary_region.publisher.publisher import EventPublisher, StateChangePublisher
+from vary_region.publisher.state_change import StateChange
 
 from tests.builders import wait_until
 

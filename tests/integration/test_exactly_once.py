@@ -19,14 +19,14 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.errors import JobError, RequestNotSent, Stage
-from vary_region.intake.job_files import JobFiles
-from vary_region.intake.submission import JobSubmitter, SubmitOutcome
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.aws.job_files import JobFiles
+from vary_region.core.errors import ErrorStage, JobError, RequestNotSent
+from vary_region.core.stages import JobStage
 from vary_region.provider.api_key import api_key_reader
-from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
+from vary_region.provider.apiframe_v1 import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.settings import Settings, get_settings
+from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
 from vary_region.wiring import parent_reader, provider_slot_limit
 
 from tests.builders import (
@@ -49,13 +49,13 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 # ---- the claim's guards, one at a time, on a table of the test's own ----------------------------
 
 
-def _received(store: TaskStore) -> str:
+def _received(store: JobTable) -> str:
     job_id = new_job_id("claim")
     assert store.record_received(job_id, NOW)
     return job_id
 
 
-def _claim(store: TaskStore, job_id: str, token: str, secret_hash: str = "hash-1", parent: str = "parent-1") -> bool:
+def _claim(store: JobTable, job_id: str, token: str, secret_hash: str = "hash-1", parent: str = "parent-1") -> bool:
     return store.claim_submission(job_id, token, secret_hash, parent, "a prompt", {"n": 1}, NOW)
 
 
@@ -90,22 +90,25 @@ def test_a_claim_given_back_can_be_won_again(store, own_table):
     assert store.slots_in_use() == slots + 1
 
 
-def _rejected(store: TaskStore) -> str:
+def _rejected(store: JobTable) -> str:
     job_id = _received(store)
-    assert store.mark_rejected(job_id, JobError("MASK_BLANK", "all black", Stage.INTAKE), NOW)
+    assert store.mark_rejected(job_id, JobError("MASK_BLANK", "all black", ErrorStage.INTAKE), NOW)
     return job_id
 
 
-def _failed(store: TaskStore) -> str:
+def _failed(store: JobTable) -> str:
     job_id = _received(store)
     assert _claim(store, job_id, "token-1")
     assert store.mark_failed(
-        job_id, JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT), NOW, JudgedStage(JobStage.INPAINT, claim="token-1")
+        job_id,
+        JobError("PROVIDER_REJECTED", "no", ErrorStage.SUBMIT),
+        NOW,
+        JudgedStage(JobStage.INPAINT, claim="token-1"),
     )
     return job_id
 
 
-def _completed(store: TaskStore) -> str:
+def _completed(store: JobTable) -> str:
     job_id = _received(store)
     assert _claim(store, job_id, "token-1")
     assert store.mark_submitted(job_id, "token-1", "task-1", NOW)
@@ -172,7 +175,7 @@ def settings(stack: Any, sim: Any) -> Settings:
 def _submitter(settings: Settings, apiframe: Any) -> JobSubmitter:
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
     files = JobFiles(boto3.client("s3"), settings.jobs_bucket, DIRECT_INBOX)
-    store = TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=provider_slot_limit(settings))
+    store = JobTable(table, ttl_days=settings.job_ttl_days, max_active_tasks=provider_slot_limit(settings))
     return JobSubmitter(settings, store, files, apiframe, parent_reader(settings))
 
 

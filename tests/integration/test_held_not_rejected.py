@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 import pytest
-from vary_region.results.url_policy import IPAddress, is_public_address
+from vary_region.image_hosts.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
 from tests.builders import (

@@ -11,22 +11,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
-from vary_region.errors import JobError, Stage
-from vary_region.intake.job_files import JobFiles
-from vary_region.jobs.reconcile import Reconciler
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
-from vary_region.results.image_copier import ImageCopier
+from vary_region.aws.job_files import JobFiles
+from vary_region.completion.image_copier import ImageCopier
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.stages import JobStage
+from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import ImageOrigin
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import get_job, mask_png, new_job_id, settle_stack, upload_job, wait_for_status
 
 
-def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, TaskStore]:
+def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, JobTable]:
     """The deployed reconciler's parts, with a clock set to `moment`."""
     module = stack.functions["reconciler"].module
     settings = module.settings
-    store = TaskStore(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
+    store = JobTable(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
     return Reconciler(settings, store, live._files, live._apiframe, live._queue, clock=lambda: moment), store
 
@@ -45,7 +45,7 @@ def test_a_held_job_is_not_rejected_as_incomplete_while_an_abandoned_one_is(stac
     assert get_job(table, abandoned)["status"] == "REJECTED"
     assert get_job(table, abandoned)["error"]["code"] == "JOB_INCOMPLETE"
     assert get_job(table, held)["updated_at"] > get_job(table, held)["held_at"], "looked at: back of the line"
-    store.mark_rejected(held, JobError("TEST_CLEANUP", "test", Stage.INTAKE), datetime.now(UTC))
+    store.mark_rejected(held, JobError("TEST_CLEANUP", "test", ErrorStage.INTAKE), datetime.now(UTC))
 
 
 def test_a_task_the_provider_forgot_times_out_and_gives_its_slot_back(stack, sim, table):
@@ -78,7 +78,7 @@ def test_a_running_task_younger_than_the_limit_is_left_alone(stack, sim, table):
     assert get_job(table, job_id)["status"] == "SUBMITTED"
     store.mark_failed(
         job_id,
-        JobError("TEST_CLEANUP", "test", Stage.RECONCILE),
+        JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE),
         datetime.now(UTC),
         JudgedStage(JobStage.INPAINT, "ghost-task-young"),
     )
@@ -144,7 +144,7 @@ def test_a_gzip_encoded_image_is_stored_decoded(stack, s3, bucket):
 
 
 def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, table):
-    from vary_region.provider.apiframe import ApiframeClient, RetryPolicy
+    from vary_region.provider.apiframe_v1 import ApiframeClient, RetryPolicy
 
     seven_hours_ago = datetime.now(UTC) - timedelta(hours=7)
     reconciler, store = reconciler_at(stack, datetime.now(UTC))
@@ -161,7 +161,7 @@ def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, tabl
     assert get_job(table, job_id)["status"] == "SUBMITTED"
     store.mark_failed(
         job_id,
-        JobError("TEST_CLEANUP", "test", Stage.RECONCILE),
+        JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE),
         datetime.now(UTC),
         JudgedStage(JobStage.INPAINT, "ghost-task-fetch-down"),
     )

@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from vary_region.errors import ImageCopyError, UnsafeImageUrl
-from vary_region.results.image_copier import ImageCopier
+from vary_region.completion.image_copier import ImageCopier
+from vary_region.core.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.settings import ImageOrigin
 
 from tests.builders import (

@@ -15,14 +15,14 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.budget.ledger import reserve
-from vary_region.errors import JobError, Stage
-from vary_region.intake.job_files import JobFiles
-from vary_region.intake.submission import JobSubmitter, SubmitOutcome
-from vary_region.jobs.reconcile import Reconciler
-from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import SLOTS_KEY, JudgedStage, TaskStore
+from vary_region.aws.job_files import JobFiles
+from vary_region.core.credits import reserve
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.stages import JobStage, stages_from
+from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import Settings, get_settings
+from vary_region.store.job_table import SLOTS_KEY, JobTable, JudgedStage
+from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 
 from tests.builders import (
@@ -41,11 +41,11 @@ DIRECT_INBOX = "ends-inbox/"  # not under the stack's notification prefix (inbox
 STAGES = ("imagine", "upscale", "inpaint")
 
 
-def reconciler_at(stack: Any, moment: datetime, **overrides: Any) -> tuple[Reconciler, TaskStore, list[str]]:
+def reconciler_at(stack: Any, moment: datetime, **overrides: Any) -> tuple[Reconciler, JobTable, list[str]]:
     """The deployed reconciler's parts, with a clock set to `moment`; its hand-ons are recorded."""
     module = stack.functions["reconciler"].module
     settings = replace(module.settings, **overrides)
-    store = TaskStore(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
+    store = JobTable(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
     woken: list[str] = []
     reconciler = Reconciler(
@@ -71,7 +71,7 @@ def settings(stack: Any, sim: Any) -> Settings:
 def submitter_for(settings: Settings, holds: Holds, max_active_tasks: int | None = None) -> JobSubmitter:
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
     limit = provider_slot_limit(settings) if max_active_tasks is None else max_active_tasks
-    store = TaskStore(table, ttl_days=settings.job_ttl_days, max_active_tasks=limit, budget=settings.budget_policy)
+    store = JobTable(table, ttl_days=settings.job_ttl_days, max_active_tasks=limit, budget=settings.budget_policy)
     files = JobFiles(boto3.client("s3"), settings.jobs_bucket, DIRECT_INBOX)
     return JobSubmitter(settings, store, files, apiframe_client(settings), parent_reader(settings), hold=holds)
 
@@ -116,7 +116,7 @@ def test_a_job_held_longer_than_the_limit_is_rejected_and_one_held_less_is_not(s
     assert "PARENT_RUNNING" in ended["error"]["message"]
     assert read_error_json(s3, bucket, old)["error"]["code"] == "HELD_TOO_LONG"
     assert get_job(table, young)["status"] == "RECEIVED", "held for less than the limit: it still waits"
-    store.mark_rejected(young, JobError("TEST_CLEANUP", "test", Stage.INTAKE), now)
+    store.mark_rejected(young, JobError("TEST_CLEANUP", "test", ErrorStage.INTAKE), now)
 
 
 def test_a_chain_waiting_between_stages_longer_than_the_limit_fails_and_gives_back_its_unspent_credits(
@@ -153,7 +153,7 @@ def test_a_chain_waiting_between_stages_longer_than_the_limit_fails_and_gives_ba
     assert read_error_json(s3, bucket, old)["error"]["code"] == "HELD_TOO_LONG"
     assert get_job(table, young)["status"] == "PROCESSING"
     assert woken == [f"inbox/{young}.json"], "a younger chain is handed on, as before"
-    store.mark_failed(young, JobError("TEST_CLEANUP", "test", Stage.RECONCILE), now, JudgedStage(JobStage.UPSCALE))
+    store.mark_failed(young, JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE), now, JudgedStage(JobStage.UPSCALE))
 
 
 # ---- a parent that finished without an image, a held job that loses a file ----------------------

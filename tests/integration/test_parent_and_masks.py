@@ -261,10 +261,10 @@ def test_given_a_job_when_the_parent_size_is_read_then_only_a_ranged_read_of_the
 
 
 def test_given_parent_larger_than_the_header_read_when_read_then_it_stops_after_the_header(stack, sim, monkeypatch):
-    from vary_region.intake.mask import image_header_size
-    from vary_region.results.pinned_http import pinned_session, read_prefix
-    from vary_region.results.url_policy import check_image_url
+    from vary_region.image_hosts.pinned_http import pinned_session, read_prefix
+    from vary_region.image_hosts.url_policy import check_image_url
     from vary_region.settings import ImageOrigin
+    from vary_region.submit.mask import image_header_size
 
     parent = parent_id()
     # A noisy picture does not compress: several times the 64 KiB a ranged read may take.

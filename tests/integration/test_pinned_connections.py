@@ -16,9 +16,9 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from vary_region.errors import ImageCopyError, UnsafeImageUrl
-from vary_region.results.image_copier import ImageCopier
-from vary_region.results.url_policy import IPAddress, is_public_address
+from vary_region.completion.image_copier import ImageCopier
+from vary_region.core.errors import ImageCopyError, UnsafeImageUrl
+from vary_region.image_hosts.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
 from tests.builders import keys_under, new_job_id

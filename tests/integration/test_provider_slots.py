@@ -8,11 +8,11 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.errors import JobError, Stage
-from vary_region.intake.submission import SubmitOutcome, SubmitResult
-from vary_region.jobs.job import parse_timestamp
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.job import parse_timestamp
+from vary_region.core.stages import JobStage
+from vary_region.store.job_table import JobTable, JudgedStage, ProviderBusy
+from vary_region.submit.submitter import SubmitOutcome, SubmitResult
 
 from tests.builders import (
     get_job,
@@ -44,7 +44,7 @@ def test_burst_beyond_the_slot_limit_is_held_back_and_every_job_completes(stack,
         wait_until(lambda: sim.stats()["tasks_created"] >= limit, 60, message=f"{limit} tasks started")
         held = wait_until(lambda: _held_jobs(table, jobs), 60, message="a job held back for want of a slot")
         assert sim.stats()["tasks_created"] == limit, "no task beyond the limit while every slot is taken"
-        assert TaskStore(table).slots_in_use() == limit
+        assert JobTable(table).slots_in_use() == limit
     finally:
         release.set()
     finished = [wait_for_status(table, job_id, timeout=120) for job_id in jobs]
@@ -54,17 +54,17 @@ def test_burst_beyond_the_slot_limit_is_held_back_and_every_job_completes(stack,
     # The provider's own count of tasks running at once: the gate filled every slot, never more.
     assert sim.stats()["running_tasks_peak"] == limit
     assert sim.stats()["tasks_created"] == len(jobs)
-    wait_until(lambda: TaskStore(table).slots_in_use() == 0, 20, message="every finished job gave its slot back")
+    wait_until(lambda: JobTable(table).slots_in_use() == 0, 20, message="every finished job gave its slot back")
 
 
 def test_claims_beyond_the_limit_raise_busy_until_a_job_finishes(stack):
-    from vary_region.errors import JobError, Stage
+    from vary_region.core.errors import ErrorStage, JobError
 
     table = boto3.resource("dynamodb").Table(stack.info.table)
     # A store with its own small limit over the same table: the counter item is shared, so start
     # from whatever the other tests left (zero when they all finished).
-    base = TaskStore(table).slots_in_use()
-    store = TaskStore(table, max_active_tasks=base + 2)
+    base = JobTable(table).slots_in_use()
+    store = JobTable(table, max_active_tasks=base + 2)
     now = datetime.now(UTC)
     jobs = [new_job_id("slot") for _ in range(3)]
     for job_id in jobs:
@@ -76,14 +76,14 @@ def test_claims_beyond_the_limit_raise_busy_until_a_job_finishes(stack):
         store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
     assert get_job(table, jobs[2]).get("submit_claim") is None, "a busy claim leaves the job untouched"
 
-    assert store.mark_failed(jobs[0], JobError("X", "test", Stage.SUBMIT), now, _claimed("t0"))
+    assert store.mark_failed(jobs[0], JobError("X", "test", ErrorStage.SUBMIT), now, _claimed("t0"))
     assert store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
     # A second terminal write for the same job must not give its slot back twice.
-    assert not store.mark_failed(jobs[0], JobError("X", "again", Stage.SUBMIT), now, _claimed("t0"))
+    assert not store.mark_failed(jobs[0], JobError("X", "again", ErrorStage.SUBMIT), now, _claimed("t0"))
     assert store.slots_in_use() == base + 2
 
     assert store.release_claim(jobs[1], "t1", now)
-    assert store.mark_failed(jobs[2], JobError("X", "test", Stage.SUBMIT), now, _claimed("t2"))
+    assert store.mark_failed(jobs[2], JobError("X", "test", ErrorStage.SUBMIT), now, _claimed("t2"))
     assert store.slots_in_use() == base
 
 
@@ -91,7 +91,7 @@ def _claimed(token: str) -> JudgedStage:
     return JudgedStage(JobStage.INPAINT, claim=token)
 
 
-def _take_every_free_slot(store: TaskStore, now: datetime) -> list[tuple[str, str]]:
+def _take_every_free_slot(store: JobTable, now: datetime) -> list[tuple[str, str]]:
     """Claim placeholder jobs until the counter is full: real claims, through the real transaction."""
     taken: list[tuple[str, str]] = []
     while True:
@@ -100,20 +100,20 @@ def _take_every_free_slot(store: TaskStore, now: datetime) -> list[tuple[str, st
         try:
             assert store.claim_submission(job_id, token, "h", "p", None, {}, now)
         except ProviderBusy:
-            store.mark_rejected(job_id, JobError("TEST_FILLER", "not needed", Stage.INTAKE), now)
+            store.mark_rejected(job_id, JobError("TEST_FILLER", "not needed", ErrorStage.INTAKE), now)
             return taken
         taken.append((job_id, token))
 
 
-def _give_slots_back(store: TaskStore, taken: list[tuple[str, str]], now: datetime) -> None:
+def _give_slots_back(store: JobTable, taken: list[tuple[str, str]], now: datetime) -> None:
     for job_id, token in taken:
         assert store.release_claim(job_id, token, now)
-        store.mark_rejected(job_id, JobError("TEST_FILLER", "slot filler, not a job", Stage.INTAKE), now)
+        store.mark_rejected(job_id, JobError("TEST_FILLER", "slot filler, not a job", ErrorStage.INTAKE), now)
 
 
 def test_a_held_job_wakes_up_without_reading_its_mask_while_no_slot_is_free(stack, sim, s3, table, bucket, monkeypatch):
     settle_stack(stack, sim)
-    store = TaskStore(table, max_active_tasks=stack.options.max_active_tasks)
+    store = JobTable(table, max_active_tasks=stack.options.max_active_tasks)
     now = datetime.now(UTC)
     job_id = new_job_id("held-cheap")
     mask_key = f"inbox/{job_id}/mask.png"
@@ -157,7 +157,7 @@ def test_a_job_held_for_a_slot_says_about_when_it_is_tried_again_and_its_claim_c
     stack, sim, s3, table, bucket, monkeypatch
 ):
     settle_stack(stack, sim)
-    store = TaskStore(table, max_active_tasks=stack.options.max_active_tasks)
+    store = JobTable(table, max_active_tasks=stack.options.max_active_tasks)
     now = datetime.now(UTC)
     job_id = new_job_id("held-until")
     submitter = stack.functions["submit"].module.submitter

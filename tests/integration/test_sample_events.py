@@ -9,9 +9,9 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.core.stages import JobStage
 from vary_region.provider.webhook_auth import hash_webhook_secret
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import get_job, wait_for_job
 
@@ -40,7 +40,7 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
     assert get_job(table, "demo-chain-1")["status"] == "RECEIVED"
 
     # The webhook samples belong to demo-job-1 submitted as task 29e983ca-... with the sample secret.
-    store = TaskStore(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
+    store = JobTable(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
     now = datetime.now(UTC)
     assert store.claim_submission("demo-job-1", "tok", hash_webhook_secret("demo-webhook-secret"), "p", None, {}, now)
     assert store.mark_submitted("demo-job-1", "tok", TASK_ID, now)
@@ -74,6 +74,6 @@ def test_the_sample_events_drive_the_real_handlers(stack, table):
 
 
 def store_error() -> Any:
-    from vary_region.errors import JobError, Stage
+    from vary_region.core.errors import ErrorStage, JobError
 
-    return JobError("TEST_CLEANUP", "sample-event test", Stage.INTAKE)
+    return JobError("TEST_CLEANUP", "sample-event test", ErrorStage.INTAKE)

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.core.stages import JobStage
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import get_job, new_job_id
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-def _claim(store: TaskStore, job_id: str, token: str, stage: JobStage, *, first: bool) -> bool:
+def _claim(store: JobTable, job_id: str, token: str, stage: JobStage, *, first: bool) -> bool:
     return store.claim_submission(
         job_id, token, f"hash-{token}", None, "p", {}, NOW, stage=stage, first=first, inbox_key=f"inbox/{job_id}.json"
     )
 
 
-def _imagine_done(store: TaskStore) -> str:
+def _imagine_done(store: JobTable) -> str:
     """A job whose imagine task finished and was confirmed: its upscale stage is open, unclaimed."""
     job_id = new_job_id("chain")
     assert store.record_received(job_id, NOW)
@@ -124,11 +124,11 @@ def test_a_late_submission_write_of_a_stage_that_already_finished_gives_the_next
 
 
 def test_a_chain_is_failed_between_stages_only_while_its_next_stage_is_unclaimed(store):
-    from vary_region.errors import JobError, Stage
+    from vary_region.core.errors import ErrorStage, JobError
 
     job_id = _imagine_done(store)
     assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False)
-    error = JobError("JOB_FILES_MISSING", "gone", Stage.INTAKE)
+    error = JobError("JOB_FILES_MISSING", "gone", ErrorStage.INTAKE)
 
     assert not store.mark_failed(job_id, error, NOW, JudgedStage(JobStage.UPSCALE)), "another delivery paid it"
     assert store.release_claim(job_id, "t-up", NOW, first=False)

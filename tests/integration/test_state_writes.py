@@ -19,17 +19,17 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
-from vary_region.budget.ledger import BudgetPolicy, periods_at, reserve
-from vary_region.errors import JobError, Stage
-from vary_region.intake.job_files import JobFiles
-from vary_region.jobs.completion_queue import CompletionRequest
-from vary_region.jobs.reconcile import Reconciler
-from vary_region.jobs.stages import JobStage, stages_from
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.aws.completion_queue import CompletionRequest
+from vary_region.aws.job_files import JobFiles
+from vary_region.completion.worker import CompletionOutcome, JobCompleter
+from vary_region.core.credits import BudgetPolicy, periods_at, reserve
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.stages import JobStage, stages_from
+from vary_region.endings import JobEndings
 from vary_region.provider.task_result import TaskResult, TaskState
-from vary_region.results.completion import JobCompleter, UpdateOutcome
-from vary_region.results.documents import UnsuccessfulEnd
+from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import Settings
+from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.builders import get_job, new_job_id, read_json
 
@@ -45,8 +45,8 @@ def _fresh_now() -> datetime:
 
 
 @pytest.fixture()
-def store(own_table: Any) -> TaskStore:
-    return TaskStore(own_table, max_active_tasks=1000, budget=POLICY)
+def store(own_table: Any) -> JobTable:
+    return JobTable(own_table, max_active_tasks=1000, budget=POLICY)
 
 
 @pytest.fixture()
@@ -59,13 +59,13 @@ def files(stack: Any) -> JobFiles:
     return JobFiles(boto3.client("s3"), stack.info.bucket)
 
 
-def _usage(store: TaskStore, now: datetime) -> tuple[int, int]:
+def _usage(store: JobTable, now: datetime) -> tuple[int, int]:
     """The day's (reserved, spent)."""
     day = store.credit_usage(periods_at(now))[0]
     return day.reserved, day.spent
 
 
-def _upscale_submitted(store: TaskStore, job_id: str, now: datetime) -> None:
+def _upscale_submitted(store: JobTable, job_id: str, now: datetime) -> None:
     """A chain from an imagine grid: its upscale claimed (the chain's credits reserved) and paid."""
     assert store.record_received(job_id, now)
     reservation = reserve(stages_from(JobStage.UPSCALE), PRICES.__getitem__, now, "t-up")
@@ -75,7 +75,7 @@ def _upscale_submitted(store: TaskStore, job_id: str, now: datetime) -> None:
     assert store.mark_submitted(job_id, "t-up", "task-up", now, JobStage.UPSCALE)
 
 
-def _moved_on_to_a_paid_inpaint(store: TaskStore, job_id: str, now: datetime) -> None:
+def _moved_on_to_a_paid_inpaint(store: JobTable, job_id: str, now: datetime) -> None:
     """What another worker does meanwhile: the upscale finished, the inpaint is claimed and paid."""
     assert store.advance_stage(job_id, JobStage.UPSCALE, "task-up", JobStage.INPAINT, now)
     assert store.claim_submission(job_id, "t-in", "h2", None, None, {}, now, stage=JobStage.INPAINT, first=False)
@@ -121,7 +121,7 @@ class _Queue:
         self.requests.extend(requests)
 
 
-def _completer(settings: Settings, store: TaskStore, files: JobFiles, provider: _Provider, now: datetime) -> Any:
+def _completer(settings: Settings, store: JobTable, files: JobFiles, provider: _Provider, now: datetime) -> Any:
     return JobCompleter(settings, store, files, provider, copier=None, clock=lambda: now)  # type: ignore[arg-type]
 
 
@@ -138,7 +138,7 @@ def test_a_late_failure_of_a_stage_the_chain_has_left_fails_nothing_and_returns_
     provider = _Provider(meanwhile=lambda: _moved_on_to_a_paid_inpaint(store, job_id, now))
     result = _completer(settings, store, files, provider, now).complete(CompletionRequest(job_id, "task-up"))
 
-    assert result.outcome is UpdateOutcome.UNCHANGED, result
+    assert result.outcome is CompletionOutcome.UNCHANGED, result
     _assert_open_on_its_inpaint(own_table, job_id)
     assert _usage(store, now) == usage, "no credit goes back to the ledger for a paid inpaint"
     assert files.object_size(f"results/{job_id}/error.json") is None
@@ -146,7 +146,7 @@ def test_a_late_failure_of_a_stage_the_chain_has_left_fails_nothing_and_returns_
     # The same verdict about the task the job has now still fails it, settled as of its inpaint.
     current = _completer(settings, store, files, _Provider(), now).complete(CompletionRequest(job_id, "task-in"))
 
-    assert current.outcome is UpdateOutcome.FAILED
+    assert current.outcome is CompletionOutcome.FAILED
     item = get_job(own_table, job_id) or {}
     assert (item["status"], item["error"]["code"]) == ("FAILED", "PROVIDER_TASK_FAILED")
     assert item["credits_spent"] == {"upscale": 2}, "the upscale was paid; the failed inpaint is refunded"
@@ -174,7 +174,7 @@ def test_the_reconciler_timing_out_a_stage_the_chain_has_left_fails_nothing(stor
 
 def test_a_failure_is_pinned_to_the_task_or_claim_it_was_judged_on(store, own_table):
     now = _fresh_now()
-    error = JobError("X", "judged", Stage.RECONCILE)
+    error = JobError("X", "judged", ErrorStage.RECONCILE)
     job_id = new_job_id("pinned")
     assert store.record_received(job_id, now)
     assert store.claim_submission(job_id, "t-up", "h", "grid-1", None, {}, now, stage=JobStage.UPSCALE)
@@ -208,7 +208,7 @@ def test_a_stage_that_moves_on_drops_the_ambiguity_flag_of_the_stage_before(stor
     job_id = new_job_id("ambiguous-upscale")
     assert store.record_received(job_id, now)
     assert store.claim_submission(job_id, "t-up", "h", "grid-1", None, {}, now, stage=JobStage.UPSCALE)
-    ambiguous = JobError("SUBMIT_AMBIGUOUS", "the answer was lost", Stage.SUBMIT)
+    ambiguous = JobError("SUBMIT_AMBIGUOUS", "the answer was lost", ErrorStage.SUBMIT)
     assert store.mark_submit_ambiguous(job_id, "t-up", ambiguous, now)
     assert (get_job(own_table, job_id) or {})["needs_attention"] is True
 
@@ -252,13 +252,13 @@ def test_a_final_write_whose_answer_was_lost_is_won_and_its_error_json_written(s
     if end == "fail":  # a claimed job, holding a provider slot: its failure is one transaction
         assert store.claim_submission(job_id, "t1", "h", "parent-1", None, {}, now)
     resource, lost = _losing_the_first_answer(operation)
-    lossy = TaskStore(resource.Table(own_table.name), max_active_tasks=1000, budget=POLICY)
-    ends = UnsuccessfulEnd(lossy, files, "results/", lambda: now)
+    lossy = JobTable(resource.Table(own_table.name), max_active_tasks=1000, budget=POLICY)
+    ends = JobEndings(lossy, files, "results/", lambda: now)
 
     if end == "reject":
-        won = ends.reject(job_id, JobError("MASK_BLANK", "all black", Stage.INTAKE))
+        won = ends.reject(job_id, JobError("MASK_BLANK", "all black", ErrorStage.INTAKE))
     else:
-        refused = JobError("PROVIDER_REJECTED", "no", Stage.SUBMIT)
+        refused = JobError("PROVIDER_REJECTED", "no", ErrorStage.SUBMIT)
         won = ends.fail(job_id, refused, JudgedStage(JobStage.INPAINT, claim="t1"), open_stage_paid=False)
 
     assert lost == [200], "the first attempt was applied and its answer lost"

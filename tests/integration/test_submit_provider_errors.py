@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from vary_region.errors import JobError, Stage
-from vary_region.intake.submission import SubmitOutcome
-from vary_region.jobs.job import parse_timestamp
-from vary_region.jobs.stages import JobStage
-from vary_region.jobs.task_store import JudgedStage, TaskStore
+from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.job import parse_timestamp
+from vary_region.core.stages import JobStage
+from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.submit.submitter import SubmitOutcome
 
 from tests.builders import (
     fail_error_json_write_once,
@@ -183,9 +183,9 @@ def test_given_500_on_submit_then_never_resent_and_flagged_ambiguous(stack, sim,
         assert get_job(table, job_id)["status"] == "SUBMITTED"
     finally:
         # What the reconciler does after the ambiguity window (an hour): end the job and free its slot.
-        error = JobError("SUBMIT_AMBIGUOUS", "test over", Stage.RECONCILE)
+        error = JobError("SUBMIT_AMBIGUOUS", "test over", ErrorStage.RECONCILE)
         claim = (get_job(table, job_id) or {}).get("submit_claim")
-        TaskStore(table).mark_failed(job_id, error, datetime.now(UTC), JudgedStage(JobStage.INPAINT, claim=claim))
+        JobTable(table).mark_failed(job_id, error, datetime.now(UTC), JudgedStage(JobStage.INPAINT, claim=claim))
 
 
 def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged_and_rescued_by_late_webhook(

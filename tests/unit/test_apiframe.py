@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-import vary_region.provider.apiframe as apiframe
+import vary_region.provider.apiframe_v1 as apiframe
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -17,8 +17,8 @@ from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
 )
-from vary_region.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
-from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryPolicy
+from vary_region.core.errors import ProviderRejected, ProviderUnavailable, RequestNotSent, SubmissionAmbiguous
+from vary_region.provider.apiframe_v1 import ApiframeClient, InpaintRequest, RetryPolicy
 from vary_region.provider.task_result import TaskState
 
 BASE = "https://api.apiframe.test"

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from vary_region.errors import ProviderRejected, SubmissionAmbiguous
-from vary_region.provider.apiframe import RetryPolicy
+from vary_region.core.errors import ProviderRejected, SubmissionAmbiguous
+from vary_region.provider.apiframe_v1 import RetryPolicy
 from vary_region.provider.apiframe_v2 import ApiframeV2Client, parse_v2_job, v2_request
 from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, UpscaleRequest
 from vary_region.provider.task_result import MalformedTaskPayload, TaskState

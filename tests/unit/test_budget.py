@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from vary_region.budget.balance import ProviderBalance
-from vary_region.budget.ledger import (
+from vary_region.core.credits import (
     BudgetPolicy,
     OverBudgetAction,
     Period,
@@ -21,8 +20,9 @@ from vary_region.budget.ledger import (
     reserve,
     settle,
 )
-from vary_region.errors import ProviderUnavailable
-from vary_region.jobs.stages import JobStage, stages_from
+from vary_region.core.errors import ProviderUnavailable
+from vary_region.core.stages import JobStage, stages_from
+from vary_region.provider.balance import ProviderBalance
 from vary_region.settings import Settings, SettingsError
 
 PRICES = {JobStage.IMAGINE: 4, JobStage.UPSCALE: 2, JobStage.INPAINT: 4}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from vary_region_cli.config import CliError, Settings, find_stack_file, load_stack_file, resolve
+from vary_region_cli.config import CliError, CliSettings, find_stack_file, load_stack_file, resolve
 from vary_region_cli.main import main
 
 STACK = {
@@ -33,7 +33,7 @@ def test_the_stack_file_of_a_parent_folder_is_found_from_a_subfolder(
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
     assert find_stack_file(Path.cwd()) == stack_file.resolve()
-    for settings in (Settings(), Settings(local=True)):  # implicitly and with --local
+    for settings in (CliSettings(), CliSettings(local=True)):  # implicitly and with --local
         target = resolve(settings)
         assert target.local and target.stack_file == stack_file.resolve()
         assert (target.bucket, target.table, target.endpoint_url) == (
@@ -46,20 +46,20 @@ def test_the_stack_file_of_a_parent_folder_is_found_from_a_subfolder(
 def test_the_nearest_stack_file_wins(tmp_path: Path) -> None:
     write_stack(tmp_path)
     inner = write_stack(tmp_path / "inner", dict(STACK, bucket="inner-bucket"))
-    assert resolve(Settings(), cwd=tmp_path / "inner").bucket == "inner-bucket"
+    assert resolve(CliSettings(), cwd=tmp_path / "inner").bucket == "inner-bucket"
     assert find_stack_file(tmp_path / "inner") == inner
 
 
 def test_aws_options_do_not_look_for_a_stack_file(tmp_path: Path) -> None:
     write_stack(tmp_path)
-    target = resolve(Settings(bucket="my-bucket", table="my-table"), cwd=tmp_path)
+    target = resolve(CliSettings(bucket="my-bucket", table="my-table"), cwd=tmp_path)
     assert not target.local and target.bucket == "my-bucket" and target.searched_from is None
 
 
 def test_local_without_a_stack_file_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CliError) as raised:
-        resolve(Settings(local=True))
+        resolve(CliSettings(local=True))
     message = str(raised.value)
     assert f"no .local/stack.json in {tmp_path.resolve()} or any folder above it" in message
     assert "--stack-file" in message and "make local" in message

@@ -21,7 +21,7 @@ import json, sys
 import app
 import botocore.client
 loaded = {name: name in sys.modules for name in (
-    "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.results.image_copier",
+    "requests", "sqlite3", "aws_lambda_powertools.utilities.parameters", "vary_region.completion.image_copier",
     "aws_lambda_powertools.event_handler", "aws_lambda_powertools.utilities.data_classes",
     "aws_lambda_powertools.utilities.batch", "PIL", "vary_region.provider.account_limit",
 )}
@@ -71,7 +71,7 @@ def test_given_tracing_on_when_a_handler_is_imported_then_only_botocore_is_patch
 )
 def test_given_a_function_when_imported_then_only_the_completion_worker_loads_the_image_copier(name, loads_copier):
     # Only the completion worker copies images; the webhook and the reconciler hand tasks to it.
-    assert _probe(FUNCTIONS[name])["loaded_at_import"]["vary_region.results.image_copier"] is loads_copier
+    assert _probe(FUNCTIONS[name])["loaded_at_import"]["vary_region.completion.image_copier"] is loads_copier
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vary_region.intake.job_keys import InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.core.keys import InboxObjectKind, ResultKeys, parse_inbox_key
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import base64
 import json
 
 import pytest
-from vary_region.errors import JobRejected, Stage
-from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec, parse_mask_data_url
+from vary_region.core.errors import ErrorStage, JobRejected
+from vary_region.submit.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec, parse_mask_data_url
 
 from tests.builders import job_json, mask_png
 
@@ -18,7 +18,7 @@ MAX_MASK = 64 * 1024
 def rejected_code(call, *args) -> str:
     with pytest.raises(JobRejected) as info:
         call(*args)
-    assert info.value.error.stage is Stage.INTAKE
+    assert info.value.error.stage is ErrorStage.INTAKE
     assert info.value.error.message  # users always get a human-readable reason
     return info.value.error.code
 

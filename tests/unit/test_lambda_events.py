@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from vary_region.intake.s3_notifications import uploaded_keys
+from vary_region.core.strict_json import JsonRefused
 from vary_region.lambda_events import (
     HttpRequest,
     MalformedEvent,
@@ -16,7 +16,7 @@ from vary_region.lambda_events import (
     partial_batch_response,
     queue_messages,
 )
-from vary_region.strict_json import JsonRefused
+from vary_region.submit.s3_notifications import uploaded_keys
 
 
 def _http_api_event(body: str | None, is_base64: bool = False, **extra) -> dict:

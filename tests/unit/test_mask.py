@@ -9,9 +9,9 @@ import zlib
 
 import pytest
 from PIL import Image
-from vary_region.errors import JobRejected
-from vary_region.intake.job_spec import parse_mask_data_url
-from vary_region.intake.mask import validate_mask
+from vary_region.core.errors import JobRejected
+from vary_region.submit.job_spec import parse_mask_data_url
+from vary_region.submit.mask import validate_mask
 
 from tests.builders import mask_image, mask_png
 
@@ -424,7 +424,7 @@ def test_given_validated_mask_when_turned_into_a_data_url_then_it_round_trips(fm
 
 
 # --- every format is binarised, and checked against the parent's size ------------------------------
-from vary_region.intake.mask import MaskFit, fit_mask, image_header_size  # noqa: E402
+from vary_region.submit.mask import MaskFit, fit_mask, image_header_size  # noqa: E402
 
 
 def sent(mask_bytes: bytes, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) -> Image.Image:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import pytest
 from PIL import Image
-from vary_region.errors import JobError, JobRejected
-from vary_region.intake import mask as mask_module
-from vary_region.intake.mask import MAX_DECODED_BYTES, MaskFit, binarise, fit_mask, validate_mask
-from vary_region.intake.mask_regions import parse_mask_regions, render_regions
+from vary_region.core.errors import JobError, JobRejected
+from vary_region.submit import mask as mask_module
+from vary_region.submit.mask import MAX_DECODED_BYTES, MaskFit, binarise, fit_mask, validate_mask
+from vary_region.submit.mask_regions import parse_mask_regions, render_regions
 
 from bench import mask_memory
 from tests.builders import mask_png

@@ -8,8 +8,8 @@ import math
 
 import pytest
 from PIL import Image
-from vary_region.errors import JobRejected
-from vary_region.intake.mask_regions import Ellipse, Polygon, Rect, Units, parse_mask_regions, render_regions
+from vary_region.core.errors import JobRejected
+from vary_region.submit.mask_regions import Ellipse, Polygon, Rect, Units, parse_mask_regions, render_regions
 
 
 def invalid(value, size=(640, 384)) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from vary_region.errors import JobRejected, ProviderRejected
-from vary_region.intake.parent import ParentNotReady, ParentReader
+from vary_region.core.errors import JobRejected, ProviderRejected
 from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
+from vary_region.submit.parent import ParentNotReady, ParentReader
 
 ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))
 UPSCALE = TaskResult(

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-from vary_region.errors import UnsafeImageUrl
-from vary_region.results.pinned_http import PinnedAddressAdapter
-from vary_region.results.url_policy import CheckedUrl
+from vary_region.core.errors import UnsafeImageUrl
+from vary_region.image_hosts.pinned_http import PinnedAddressAdapter
+from vary_region.image_hosts.url_policy import CheckedUrl
 
 NAME = "cdn.example.invalid"
 

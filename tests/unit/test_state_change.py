@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
-from vary_region import strict_json
-from vary_region.events.requested import JobRequestInvalid, RequestedJob, requested_job
-from vary_region.events.state_change import MAX_ENTRY_BYTES, SOURCE, STATE_CHANGE, state_change
+from vary_region.core import strict_json
+from vary_region.publisher.state_change import MAX_ENTRY_BYTES, SOURCE, STATE_CHANGE, state_change
+from vary_region.submit.requested import JobRequestInvalid, RequestedJob, requested_job
 
 BUCKET = "jobs-bucket"
 _serializer = TypeSerializer()

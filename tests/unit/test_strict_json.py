@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 import pytest
-from vary_region.intake.job_files import JobFiles
-from vary_region.strict_json import MAX_DEPTH, JsonRefused, loads, nesting_depth, read_stored
+from vary_region.aws.job_files import JobFiles
+from vary_region.core.strict_json import MAX_DEPTH, JsonRefused, loads, nesting_depth, read_stored
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where JSON leaves the system: the functions' shared code, the handlers and the CLI.

@@ -6,8 +6,8 @@ import ipaddress
 import socket
 
 import pytest
-from vary_region.errors import ImageCopyError, UnsafeImageUrl
-from vary_region.results.url_policy import CheckedUrl, check_image_url, is_public_address
+from vary_region.core.errors import ImageCopyError, UnsafeImageUrl
+from vary_region.image_hosts.url_policy import CheckedUrl, check_image_url, is_public_address
 from vary_region.settings import DEFAULT_IMAGE_HOSTS, ImageOrigin
 
 DEFAULT_ORIGINS = tuple(ImageOrigin.parse(h) for h in DEFAULT_IMAGE_HOSTS.split(","))

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vary_region.jobs.webhook import WebhookDelivery, WebhookReceiver, WebhookUnauthorized
 from vary_region.provider.webhook_token import job_id_from_token, webhook_token
+from vary_region.webhook.receiver import WebhookDelivery, WebhookReceiver, WebhookUnauthorized
 
 
 class _Store:

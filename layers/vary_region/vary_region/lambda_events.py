@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vary_region.strict_json import loads
+from vary_region.core.strict_json import loads
 
 
 class MalformedEvent(ValueError):

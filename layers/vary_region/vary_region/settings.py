@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from vary_region.budget.ledger import BudgetPolicy
+    from vary_region.core.credits import BudgetPolicy
 
 DEFAULT_IMAGE_HOSTS = "cdn.apiframe.pro,cdn.apiframe.ai,cdn2.apiframe.ai"
 # Provider tasks in flight at once when MAX_ACTIVE_TASKS is left empty and the account says nothing.
@@ -135,7 +135,7 @@ class Settings:
 
     @property
     def budget_policy(self) -> BudgetPolicy:
-        from vary_region.budget.ledger import BudgetPolicy, OverBudgetAction
+        from vary_region.core.credits import BudgetPolicy, OverBudgetAction
 
         return BudgetPolicy(
             daily_limit=self.daily_credit_limit,

@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from vary_region.intake.job_files import JobFiles
-from vary_region.jobs.task_store import TaskStore
+from vary_region.aws.job_files import JobFiles
 from vary_region.settings import DEFAULT_MAX_ACTIVE_TASKS, Settings, SettingsError
+from vary_region.store.job_table import JobTable
 
 if TYPE_CHECKING:
-    from vary_region.events.publisher import StateChangePublisher
-    from vary_region.intake.parent import ParentReader
-    from vary_region.intake.submission import JobSubmitter
-    from vary_region.jobs.completion_queue import CompletionQueue
-    from vary_region.jobs.reconcile import Reconciler
-    from vary_region.jobs.webhook import WebhookReceiver
-    from vary_region.provider.apiframe import ApiframeClient
+    from vary_region.aws.completion_queue import CompletionQueue
+    from vary_region.completion.worker import JobCompleter
+    from vary_region.provider.apiframe_v1 import ApiframeClient
     from vary_region.provider.port import ProviderWebhooks
-    from vary_region.results.completion import JobCompleter
+    from vary_region.publisher.publisher import StateChangePublisher
+    from vary_region.reconciler.reconciler import Reconciler
+    from vary_region.submit.parent import ParentReader
+    from vary_region.submit.submitter import JobSubmitter
+    from vary_region.webhook.receiver import WebhookReceiver
 
 # Retries for AWS calls are botocore's job (standard mode); the pool fits five parallel image copies.
 _AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=20)
@@ -58,11 +58,11 @@ def s3_client() -> Any:
     return LazyClient(lambda: boto3.client("s3", config=_AWS_CONFIG))
 
 
-def task_store(settings: Settings, max_active_tasks: int | Callable[[], int] | None = None) -> TaskStore:
+def task_store(settings: Settings, max_active_tasks: int | Callable[[], int] | None = None) -> JobTable:
     """The jobs table. Only the submit function claims provider slots, so only it passes the account's
     limit (provider_slot_limit); the other functions never build a provider client for it."""
     table = LazyClient(lambda: boto3.resource("dynamodb", config=_AWS_CONFIG).Table(settings.jobs_table))
-    return TaskStore(
+    return JobTable(
         table,
         ttl_days=settings.job_ttl_days,
         max_active_tasks=max_active_tasks or settings.max_active_tasks or DEFAULT_MAX_ACTIVE_TASKS,
@@ -87,7 +87,7 @@ def provider_slot_limit(settings: Settings) -> int | Callable[[], int]:
 
 def apiframe_client(settings: Settings) -> ApiframeClient:
     """The paid calls' client, of the stack's API generation (APIFRAME_API_VERSION)."""
-    from vary_region.provider.apiframe import RetryPolicy
+    from vary_region.provider.apiframe_v1 import RetryPolicy
 
     return _provider_client(settings, RetryPolicy(budget_seconds=settings.submit_retry_budget_seconds))
 
@@ -96,14 +96,14 @@ def free_calls_client(settings: Settings) -> ApiframeClient:
     """A client of its own for the free reads (Fetch, the account): retried on every transient answer
     within a shorter budget than a paid call's, so an outage holds the job instead of eating the
     invocation."""
-    from vary_region.provider.apiframe import RetryPolicy
+    from vary_region.provider.apiframe_v1 import RetryPolicy
 
     return _provider_client(settings, RetryPolicy(budget_seconds=min(10.0, settings.submit_retry_budget_seconds)))
 
 
 def _provider_client(settings: Settings, retry: Any) -> ApiframeClient:
     from vary_region.provider.api_key import api_key_reader
-    from vary_region.provider.apiframe import ApiframeClient
+    from vary_region.provider.apiframe_v1 import ApiframeClient
 
     client_type: type[ApiframeClient] = ApiframeClient
     if settings.apiframe_api_version == "v2":
@@ -131,7 +131,7 @@ def provider_webhooks(settings: Settings) -> ProviderWebhooks:
 
 
 def parent_reader(settings: Settings, client: ApiframeClient | None = None) -> ParentReader:
-    from vary_region.intake.parent import ParentReader
+    from vary_region.submit.parent import ParentReader
 
     return ParentReader(
         (client or free_calls_client(settings)).fetch,
@@ -141,14 +141,14 @@ def parent_reader(settings: Settings, client: ApiframeClient | None = None) -> P
 
 
 def job_submitter(settings: Settings) -> JobSubmitter:
-    from vary_region.intake.held_jobs import HeldJobQueue
-    from vary_region.intake.submission import JobSubmitter
+    from vary_region.aws.submit_queue import SubmitQueue
+    from vary_region.submit.submitter import JobSubmitter
 
     hold = None
     if settings.submit_queue_url:
-        queue = HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds)
+        queue = SubmitQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds)
         hold = queue.hold
-    from vary_region.budget.balance import ProviderBalance
+    from vary_region.provider.balance import ProviderBalance
 
     files = JobFiles(s3_client(), settings.jobs_bucket)
     free_calls = free_calls_client(settings)
@@ -165,11 +165,11 @@ def job_submitter(settings: Settings) -> JobSubmitter:
 
 def submit_wake(settings: Settings) -> Callable[[str], None] | None:
     """Hands a chained job's next stage to the submit function through its queue."""
-    from vary_region.intake.held_jobs import HeldJobQueue
+    from vary_region.aws.submit_queue import SubmitQueue
 
     if not settings.submit_queue_url:
         return None
-    return HeldJobQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds).wake
+    return SubmitQueue(sqs_client(), settings.submit_queue_url, settings.hold_delay_seconds).wake
 
 
 def sqs_client() -> Any:
@@ -177,7 +177,7 @@ def sqs_client() -> Any:
 
 
 def completion_queue(settings: Settings) -> CompletionQueue:
-    from vary_region.jobs.completion_queue import CompletionQueue
+    from vary_region.aws.completion_queue import CompletionQueue
 
     if not settings.completion_queue_url:
         raise SettingsError("environment variable COMPLETION_QUEUE_URL is required")
@@ -185,8 +185,8 @@ def completion_queue(settings: Settings) -> CompletionQueue:
 
 
 def job_completer(settings: Settings) -> JobCompleter:
-    from vary_region.results.completion import JobCompleter
-    from vary_region.results.image_copier import ImageCopier
+    from vary_region.completion.image_copier import ImageCopier
+    from vary_region.completion.worker import JobCompleter
 
     s3 = s3_client()
     copier = ImageCopier(
@@ -210,20 +210,20 @@ def job_completer(settings: Settings) -> JobCompleter:
 
 
 def state_change_publisher(settings: Settings) -> StateChangePublisher:
-    from vary_region.events.publisher import EventPublisher, StateChangePublisher
+    from vary_region.publisher.publisher import EventPublisher, StateChangePublisher
 
     events = LazyClient(lambda: boto3.client("events", config=_AWS_CONFIG))
     return StateChangePublisher(EventPublisher(events, settings.event_bus_name), settings.jobs_bucket)
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:
-    from vary_region.jobs.webhook import WebhookReceiver
+    from vary_region.webhook.receiver import WebhookReceiver
 
     return WebhookReceiver(task_store(settings), completion_queue(settings), provider_webhooks(settings))
 
 
 def reconciler(settings: Settings) -> Reconciler:
-    from vary_region.jobs.reconcile import Reconciler
+    from vary_region.reconciler.reconciler import Reconciler
 
     files = JobFiles(s3_client(), settings.jobs_bucket)
     return Reconciler(

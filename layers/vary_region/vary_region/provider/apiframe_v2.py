@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vary_region.errors import ProviderRejected, RequestNotSent, SubmissionAmbiguous
+from vary_region.core.errors import ProviderRejected, RequestNotSent, SubmissionAmbiguous
 from vary_region.observability import tracer
-from vary_region.provider.apiframe import ApiframeClient, whole_number
+from vary_region.provider.apiframe_v1 import ApiframeClient, whole_number
 from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, StageRequest
 from vary_region.provider.task_result import MalformedTaskPayload, TaskResult, TaskState, parse_percentage
 from vary_region.provider.webhook_token import url_with_secret

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from vary_region.intake.job_keys import is_valid_job_id
+from vary_region.core.keys import is_valid_job_id
 
 # Marks the token form, so a URL made before tokens existed (the raw job id) is still recognised.
 _PREFIX = "j-"

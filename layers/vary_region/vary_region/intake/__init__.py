@@ -1,1 +1,0 @@
-"""From an upload under inbox/ to the job's one paid submission: keys, files, job spec, mask, claim."""
