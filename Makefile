@@ -10,13 +10,13 @@ SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
 MUTATION_ARGS ?=
 
-.PHONY: help venv demo local test unit integration test-v2 e2e check-template lint mutation bench clean
+.PHONY: help venv demo local test unit integration test-v2 e2e check-template lint mypy mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
-	@echo "make lint            ruff (lint + format check) and mypy"
+	@echo "make lint            ruff (lint, format, complexity), the import contract and mypy"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
 
@@ -63,6 +63,11 @@ check-template: venv $(SAM_VENV)/.installed
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# The dependency rule: use cases over endings over adapters over the core (pyproject.toml).
+	$(BIN)/lint-imports
+	@$(MAKE) --no-print-directory mypy
+
+mypy: venv
 	$(BIN)/mypy layers/vary_region/vary_region local/vary_region_local cli/vary_region_cli
 	@# Every function's handler is named app.py: check them one at a time so the names don't clash.
 	@for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done

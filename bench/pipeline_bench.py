@@ -408,7 +408,7 @@ def measure_recovery(stack: Any, table: Any, jobs: int, timeout_seconds: float) 
     queue), then the completion worker (re-fetch, five copies, complete)."""
     import requests
     from vary_region.core.job import timestamp
-    from vary_region.store.job_table import active_shard
+    from vary_region.store.schema import active_shard
 
     sim = stack.simulator
     prefix = f"lost-{uuid.uuid4().hex[:6]}-"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vary_region.core.credits import PeriodUsage, period_usage, periods_at
-from vary_region.store.job_table import ACTIVE_VALUES, OPEN_JOBS_INDEX
+from vary_region.store.schema import ACTIVE_VALUES, OPEN_JOBS_INDEX
 
 from vary_region_cli.config import Target
 from vary_region_cli.jobs import format_table, plain, short_time

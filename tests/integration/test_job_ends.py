@@ -21,7 +21,8 @@ from vary_region.core.errors import ErrorStage, JobError
 from vary_region.core.stages import JobStage, stages_from
 from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import Settings, get_settings
-from vary_region.store.job_table import SLOTS_KEY, JobTable, JudgedStage
+from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.store.schema import SLOTS_KEY
 from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 

@@ -10,7 +10,6 @@ import random
 import re
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,15 +34,8 @@ from vary_region.core.errors import ErrorStage, JobError
 from vary_region.core.job import Job, JobStatus, timestamp
 from vary_region.core.stages import CHAIN, JobStage, parse_stage
 from vary_region.core.strict_json import read_stored
+from vary_region.store.schema import ACTIVE_VALUES, OPEN_JOBS_INDEX, SLOTS_KEY, active_shard
 
-# Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
-# of a few shards, so no single index partition takes every open job's writes (each progress update
-# rewrites `updated_at`, the index's sort key). Items written before sharding carry plain "ACTIVE".
-ACTIVE_SHARDS = 8
-OPEN_JOBS_INDEX = "open-jobs-by-updated"
-ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
-# The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
-SLOTS_KEY = "/provider-slots"
 _TRANSACTION_ATTEMPTS = 5
 
 
@@ -800,10 +792,6 @@ class JobTable:
                     raise JobTableError(str(exc)) from exc
                 time.sleep(random.uniform(0.01, 0.05 * 2**attempt))
         raise AssertionError("unreachable")
-
-
-def active_shard(job_id: str) -> str:
-    return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
 
 
 def _already_written(request: dict[str, Any], old: dict[str, Any] | None) -> bool:

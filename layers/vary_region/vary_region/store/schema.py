@@ -1,0 +1,16 @@
+"""The job table's keys and indexes: what the functions and the CLI both need to find items."""
+
+import zlib
+
+# Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
+# of a few shards, so no single index partition takes every open job's writes (each progress update
+# rewrites `updated_at`, the index's sort key). Items written before sharding carry plain "ACTIVE".
+ACTIVE_SHARDS = 8
+OPEN_JOBS_INDEX = "open-jobs-by-updated"
+ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
+# The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
+SLOTS_KEY = "/provider-slots"
+
+
+def active_shard(job_id: str) -> str:
+    return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
