@@ -31,7 +31,7 @@ from vary_region.wiring import apiframe_client, free_calls_client, parent_reader
 from vary_region_cli.config import Target
 from vary_region_cli.usage import held_for_credits
 
-from tests.builders import (
+from tests.support.builders import (
     ProviderRecorder,
     get_job,
     job_json,

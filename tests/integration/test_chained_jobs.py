@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     hook_of,
     keys_under,
@@ -346,7 +346,7 @@ def test_given_a_chain_whose_files_left_the_inbox_between_stages_then_it_fails_a
 def test_given_a_parent_image_that_can_no_longer_be_copied_then_the_job_completes_without_it(
     stack, settled, s3, bucket, table, monkeypatch
 ):
-    from tests.builders import hold_provider_tasks, wait_for_task_id
+    from tests.support.builders import hold_provider_tasks, wait_for_task_id
 
     release = hold_provider_tasks(settled, monkeypatch)
     try:

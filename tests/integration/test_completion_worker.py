@@ -14,7 +14,7 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.builders import (
+from tests.support.builders import (
     final_body,
     get_job,
     keys_under,

@@ -12,7 +12,7 @@ from vary_region.errors import ImageCopyError
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
-from tests.builders import mask_png, new_job_id
+from tests.support.builders import mask_png, new_job_id
 
 
 class _CloseDelimitedHost(BaseHTTPRequestHandler):

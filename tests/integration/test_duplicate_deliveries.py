@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     job_ids_in_table,
     job_json,

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.builders import (
+from tests.support.builders import (
     ProviderRecorder,
     get_job,
     keys_under,

@@ -29,7 +29,7 @@ from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryP
 from vary_region.settings import Settings, get_settings
 from vary_region.wiring import parent_reader, provider_slot_limit
 
-from tests.builders import (
+from tests.support.builders import (
     ProviderRecorder,
     get_job,
     hold_provider_tasks,

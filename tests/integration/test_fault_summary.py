@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 from vary_region_local.simulator import SimulatorFaults
 
-from tests.builders import (
+from tests.support.builders import (
     ProviderRecorder,
     WebhookRecorder,
     final_body,

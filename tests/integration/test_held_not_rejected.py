@@ -22,7 +22,7 @@ import pytest
 from vary_region.results.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
-from tests.builders import (
+from tests.support.builders import (
     FINAL_STATUSES,
     get_job,
     job_json,

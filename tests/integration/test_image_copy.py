@@ -18,7 +18,7 @@ from vary_region.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
-from tests.builders import (
+from tests.support.builders import (
     create_simulator_task,
     final_body,
     get_job,

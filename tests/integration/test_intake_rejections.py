@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.builders import (
+from tests.support.builders import (
     fail_error_json_write_once,
     get_job,
     job_ids_in_table,

@@ -25,7 +25,7 @@ from vary_region.jobs.task_store import SLOTS_KEY, JudgedStage, TaskStore
 from vary_region.settings import Settings, get_settings
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     job_json,
     keys_under,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from vary_region.provider.webhook_token import webhook_token
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     hook_of,
     job_json,

@@ -14,7 +14,7 @@ from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     hold_provider_tasks,
     new_job_id,

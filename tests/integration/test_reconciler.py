@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     keys_under,
     new_job_id,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import (
+from tests.support.builders import (
     keys_under,
     new_job_id,
     read_error_json,

@@ -20,7 +20,7 @@ from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.builders import (
+from tests.support.builders import (
     fail_error_json_write_once,
     get_job,
     job_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.builders import (
+from tests.support.builders import (
     get_job,
     job_json,
     mask_png,

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import requests
 
-from tests.builders import (
+from tests.support.builders import (
     InFlightJob,
     WebhookRecorder,
     final_body,

@@ -9,7 +9,7 @@ import pytest
 from vary_region.errors import JobRejected, Stage
 from vary_region.intake.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec, parse_mask_data_url
 
-from tests.builders import job_json, mask_png
+from tests.support.builders import job_json, mask_png
 
 LIMITS = Limits()
 MAX_MASK = 64 * 1024

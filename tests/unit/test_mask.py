@@ -13,7 +13,7 @@ from vary_region.errors import JobRejected
 from vary_region.intake.job_spec import parse_mask_data_url
 from vary_region.intake.mask import validate_mask
 
-from tests.builders import mask_image, mask_png
+from tests.support.builders import mask_image, mask_png
 
 MAX = 8 * 1024 * 1024
 SIZE = (37, 19)  # odd sizes exercise partial Adam7 passes and sub-byte rows

@@ -26,7 +26,7 @@ from vary_region.intake.mask import MAX_DECODED_BYTES, MaskFit, binarise, fit_ma
 from vary_region.intake.mask_regions import parse_mask_regions, render_regions
 
 from bench import mask_memory
-from tests.builders import mask_png
+from tests.support.builders import mask_png
 
 MAX = 8 * 1024 * 1024
 LARGEST_COLOUR_SIDE = math.isqrt(MAX_DECODED_BYTES // 4)  # Pillow keeps 4 bytes a colour pixel
