@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess, user_env
-from tests.support.builders import wait_for_object
+from tests.support.waits import wait_for_object
 
 pytestmark = pytest.mark.e2e
 

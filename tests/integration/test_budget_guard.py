@@ -31,20 +31,9 @@ from vary_region.wiring import apiframe_client, free_calls_client, parent_reader
 from vary_region_cli.config import Target
 from vary_region_cli.usage import held_for_credits
 
-from tests.support.builders import (
-    ProviderRecorder,
-    get_job,
-    job_json,
-    keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
-    read_error_json,
-    read_json,
-    settle_stack,
-    wait_for_job,
-    wait_until,
-)
+from tests.support.builders import job_json, mask_png, new_job_id, put_files
+from tests.support.recorders import ProviderRecorder
+from tests.support.waits import get_job, keys_under, read_error_json, read_json, settle_stack, wait_for_job, wait_until
 
 DIRECT_INBOX = "budget-inbox/"  # not under the stack's notification prefix (inbox/)
 INPAINT = 4  # credits, the default price list

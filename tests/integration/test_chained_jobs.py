@@ -14,18 +14,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.support.builders import (
+from tests.support.builders import hook_of, mask_png, new_job_id, post_webhook, put_files, secret_of
+from tests.support.waits import (
     get_job,
-    hook_of,
     keys_under,
-    mask_png,
-    new_job_id,
-    post_webhook,
-    put_files,
     read_error_json,
     read_json,
     run_reconciler_until,
-    secret_of,
     settle_stack,
     wait_for_job,
     wait_until,
@@ -346,7 +341,8 @@ def test_given_a_chain_whose_files_left_the_inbox_between_stages_then_it_fails_a
 def test_given_a_parent_image_that_can_no_longer_be_copied_then_the_job_completes_without_it(
     stack, settled, s3, bucket, table, monkeypatch
 ):
-    from tests.support.builders import hold_provider_tasks, wait_for_task_id
+    from tests.support.faults import hold_provider_tasks
+    from tests.support.waits import wait_for_task_id
 
     release = hold_provider_tasks(settled, monkeypatch)
     try:

@@ -14,16 +14,9 @@ from vary_region.intake.job_files import JobFiles
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.support.builders import (
-    final_body,
-    get_job,
-    keys_under,
-    new_job_id,
-    post_webhook,
-    run_reconciler_until,
-    start_job_in_flight,
-    wait_until,
-)
+from tests.support.builders import new_job_id, post_webhook
+from tests.support.faults import start_job_in_flight
+from tests.support.waits import final_body, get_job, keys_under, run_reconciler_until, wait_until
 
 
 def test_given_a_final_webhook_while_fetch_says_running_then_the_job_stays_open_and_completes_later(

@@ -27,7 +27,8 @@ from vary_region.errors import ImageCopyError
 from vary_region.results.image_copier import ImageCopier, _LimitedReader
 from vary_region.settings import ImageOrigin
 
-from tests.support.builders import keys_under, new_job_id
+from tests.support.builders import new_job_id
+from tests.support.waits import keys_under
 
 MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * MiB

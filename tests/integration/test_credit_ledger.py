@@ -26,7 +26,8 @@ from vary_region.errors import JobError, Stage
 from vary_region.jobs.stages import JobStage, stages_from
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.support.builders import get_job, new_job_id
+from tests.support.builders import new_job_id
+from tests.support.waits import get_job
 
 PRICES = {JobStage.IMAGINE: 4, JobStage.UPSCALE: 2, JobStage.INPAINT: 4}
 _day_offset = iter(range(1, 10_000))

@@ -15,19 +15,14 @@ from typing import Any
 import pytest
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
 
-from tests.support.builders import (
+from tests.support.builders import job_json, mask_png, new_job_id, put_files, s3_notification, sqs_event_for
+from tests.support.waits import (
     get_job,
     job_ids_in_table,
-    job_json,
     keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
     read_error_json,
     read_json,
-    s3_notification,
     settle_stack,
-    sqs_event_for,
     wait_for_job,
     wait_for_queue_drained,
 )

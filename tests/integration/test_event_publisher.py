@@ -15,7 +15,7 @@ import pytest
 from vary_region.events.publisher import EventPublisher, StateChangePublisher
 from vary_region.events.state_change import StateChange
 
-from tests.support.builders import wait_until
+from tests.support.waits import wait_until
 
 
 class PartlyFailing:

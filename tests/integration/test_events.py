@@ -15,19 +15,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support.builders import (
-    ProviderRecorder,
-    get_job,
-    keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
-    read_error_json,
-    settle_stack,
-    upload_job,
-    wait_for_job,
-    wait_until,
-)
+from tests.support.builders import mask_png, new_job_id, put_files, upload_job
+from tests.support.recorders import ProviderRecorder
+from tests.support.waits import get_job, keys_under, read_error_json, settle_stack, wait_for_job, wait_until
 
 STATE_CHANGE = "Vary Region Job State Change"
 REQUESTED = "Vary Region Job Requested"

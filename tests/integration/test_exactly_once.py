@@ -29,18 +29,10 @@ from vary_region.provider.apiframe import ApiframeClient, InpaintRequest, RetryP
 from vary_region.settings import Settings, get_settings
 from vary_region.wiring import parent_reader, provider_slot_limit
 
-from tests.support.builders import (
-    ProviderRecorder,
-    get_job,
-    hold_provider_tasks,
-    job_json,
-    mask_png,
-    new_job_id,
-    put_files,
-    secret_of,
-    settle_stack,
-    wait_for_job,
-)
+from tests.support.builders import job_json, mask_png, new_job_id, put_files, secret_of
+from tests.support.faults import hold_provider_tasks
+from tests.support.recorders import ProviderRecorder
+from tests.support.waits import get_job, settle_stack, wait_for_job
 
 DIRECT_INBOX = "direct-inbox/"  # not under the stack's notification prefix (inbox/)
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -21,20 +21,21 @@ import boto3
 from vary_region_local.simulator import SimulatorFaults
 
 from tests.support.builders import (
-    ProviderRecorder,
-    WebhookRecorder,
-    final_body,
-    get_job,
     job_json,
-    keys_under,
     new_job_id,
     post_webhook,
     progress_body,
-    read_json,
     s3_put_event,
     secret_of,
-    settle_stack,
     upload_job,
+)
+from tests.support.recorders import ProviderRecorder, WebhookRecorder
+from tests.support.waits import (
+    final_body,
+    get_job,
+    keys_under,
+    read_json,
+    settle_stack,
     wait_for_queue_drained,
     wait_for_sim_task,
     wait_for_task_id,

@@ -22,17 +22,8 @@ import pytest
 from vary_region.results.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
-from tests.support.builders import (
-    FINAL_STATUSES,
-    get_job,
-    job_json,
-    new_job_id,
-    put_files,
-    settle_stack,
-    upload_job,
-    wait_for_job,
-    wait_until,
-)
+from tests.support.builders import job_json, new_job_id, put_files, upload_job
+from tests.support.waits import FINAL_STATUSES, get_job, settle_stack, wait_for_job, wait_until
 
 NAME = "images.simulator.test"
 STAGES = ("imagine", "upscale", "inpaint")

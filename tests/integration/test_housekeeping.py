@@ -19,7 +19,8 @@ from vary_region.jobs.task_store import JudgedStage, TaskStore
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
-from tests.support.builders import get_job, mask_png, new_job_id, settle_stack, upload_job, wait_for_status
+from tests.support.builders import mask_png, new_job_id, upload_job
+from tests.support.waits import get_job, settle_stack, wait_for_status
 
 
 def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, TaskStore]:

@@ -18,18 +18,15 @@ from vary_region.errors import ImageCopyError, UnsafeImageUrl
 from vary_region.results.image_copier import ImageCopier
 from vary_region.settings import ImageOrigin
 
-from tests.support.builders import (
-    create_simulator_task,
+from tests.support.builders import create_simulator_task, new_job_id, post_webhook, upload_job
+from tests.support.faults import start_job_in_flight
+from tests.support.waits import (
     final_body,
     get_job,
     keys_under,
-    new_job_id,
-    post_webhook,
     read_error_json,
     read_json,
     run_reconciler_until,
-    start_job_in_flight,
-    upload_job,
     wait_for_object,
     wait_for_status,
     wait_until,

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.builders import (
-    fail_error_json_write_once,
+from tests.support.builders import job_json, mask_image, mask_png, new_job_id, put_files
+from tests.support.faults import fail_error_json_write_once
+from tests.support.waits import (
     get_job,
     job_ids_in_table,
-    job_json,
     keys_under,
-    mask_image,
-    mask_png,
-    new_job_id,
-    put_files,
     read_error_json,
     read_json,
     settle_stack,

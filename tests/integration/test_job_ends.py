@@ -25,17 +25,8 @@ from vary_region.jobs.task_store import SLOTS_KEY, JudgedStage, TaskStore
 from vary_region.settings import Settings, get_settings
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 
-from tests.support.builders import (
-    get_job,
-    job_json,
-    keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
-    read_error_json,
-    settle_stack,
-    wait_until,
-)
+from tests.support.builders import job_json, mask_png, new_job_id, put_files
+from tests.support.waits import get_job, keys_under, read_error_json, settle_stack, wait_until
 
 DIRECT_INBOX = "ends-inbox/"  # not under the stack's notification prefix (inbox/)
 STAGES = ("imagine", "upscale", "inpaint")

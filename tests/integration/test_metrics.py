@@ -9,7 +9,8 @@ from typing import Any
 
 import requests
 
-from tests.support.builders import mask_png, new_job_id, settle_stack, upload_job, wait_for_object, wait_for_status
+from tests.support.builders import mask_png, new_job_id, upload_job
+from tests.support.waits import settle_stack, wait_for_object, wait_for_status
 
 
 def emitted_metrics(output: str) -> tuple[Counter[str], dict[str, list[float]]]:

@@ -15,19 +15,8 @@ import pytest
 from PIL import Image
 from vary_region.provider.webhook_token import webhook_token
 
-from tests.support.builders import (
-    get_job,
-    hook_of,
-    job_json,
-    keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
-    settle_stack,
-    wait_for_job,
-    wait_for_object,
-    wait_for_queue_drained,
-)
+from tests.support.builders import hook_of, job_json, mask_png, new_job_id, put_files
+from tests.support.waits import get_job, keys_under, settle_stack, wait_for_job, wait_for_object, wait_for_queue_drained
 
 PARENT_SIZE = (640, 384)
 

@@ -21,7 +21,8 @@ from vary_region.results.image_copier import ImageCopier
 from vary_region.results.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
-from tests.support.builders import keys_under, new_job_id
+from tests.support.builders import new_job_id
+from tests.support.waits import keys_under
 from tests.unit.test_pinned_http import NAME, LocalHost, local_hosts, self_signed, server_context
 
 NAMES = ("grid", "1", "2", "3", "4")

@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image, ImageChops
 
-from tests.support.builders import job_json, keys_under, mask_png, new_job_id, read_json, upload_job, wait_for_status
+from tests.support.builders import job_json, mask_png, new_job_id, upload_job
+from tests.support.waits import keys_under, read_json, wait_for_status
 
 RESULT_FILES = ["1.png", "2.png", "3.png", "4.png", "grid.png", "result.json"]
 

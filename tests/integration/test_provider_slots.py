@@ -14,16 +14,9 @@ from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, ProviderBusy, TaskStore
 
-from tests.support.builders import (
-    get_job,
-    hold_provider_tasks,
-    new_job_id,
-    settle_stack,
-    upload_job,
-    wait_for_job,
-    wait_for_status,
-    wait_until,
-)
+from tests.support.builders import new_job_id, upload_job
+from tests.support.faults import hold_provider_tasks
+from tests.support.waits import get_job, settle_stack, wait_for_job, wait_for_status, wait_until
 
 
 def _held_jobs(table: Any, jobs: list[str]) -> list[str]:

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.builders import (
+from tests.support.builders import new_job_id, upload_job
+from tests.support.waits import (
     get_job,
     keys_under,
-    new_job_id,
     object_version,
     read_json,
     run_reconciler_until,
-    upload_job,
     wait_for_object,
     wait_for_sim_task,
     wait_for_task_id,

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.builders import (
+from tests.support.builders import new_job_id, upload_job
+from tests.support.waits import (
     keys_under,
-    new_job_id,
     read_error_json,
     read_json,
     run_reconciler_until,
-    upload_job,
     wait_for_job,
     wait_for_object,
     wait_for_task_id,

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from tests.support.builders import job_json, mask_png, new_job_id, secret_of, upload_job, wait_for_job, wait_until
+from tests.support.builders import job_json, mask_png, new_job_id, secret_of, upload_job
+from tests.support.waits import wait_for_job, wait_until
 
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 SLICE = 40

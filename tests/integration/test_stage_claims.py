@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.support.builders import get_job, new_job_id
+from tests.support.builders import new_job_id
+from tests.support.waits import get_job
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -31,7 +31,8 @@ from vary_region.results.completion import JobCompleter, UpdateOutcome
 from vary_region.results.documents import UnsuccessfulEnd
 from vary_region.settings import Settings
 
-from tests.support.builders import get_job, new_job_id, read_json
+from tests.support.builders import new_job_id
+from tests.support.waits import get_job, read_json
 
 PRICES = {JobStage.IMAGINE: 4, JobStage.UPSCALE: 2, JobStage.INPAINT: 4}
 POLICY = BudgetPolicy(daily_limit=1000)

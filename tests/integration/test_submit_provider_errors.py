@@ -20,17 +20,12 @@ from vary_region.jobs.job import parse_timestamp
 from vary_region.jobs.stages import JobStage
 from vary_region.jobs.task_store import JudgedStage, TaskStore
 
-from tests.support.builders import (
-    fail_error_json_write_once,
+from tests.support.builders import job_json, mask_png, new_job_id, put_files, s3_notification, sqs_event_for
+from tests.support.faults import fail_error_json_write_once
+from tests.support.waits import (
     get_job,
-    job_json,
     keys_under,
-    mask_png,
-    new_job_id,
-    put_files,
-    s3_notification,
     settle_stack,
-    sqs_event_for,
     wait_for_job,
     wait_for_object,
     wait_for_queue_drained,

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.builders import (
-    get_job,
-    job_json,
-    mask_png,
-    new_job_id,
-    wait_for_job,
-    wait_for_queue_drained,
-    wait_until,
-)
+from tests.support.builders import job_json, mask_png, new_job_id
+from tests.support.waits import get_job, wait_for_job, wait_for_queue_drained, wait_until
 
 
 @pytest.mark.parametrize(

@@ -17,22 +17,15 @@ import boto3
 import pytest
 import requests
 
-from tests.support.builders import (
-    InFlightJob,
-    WebhookRecorder,
+from tests.support.builders import job_json, mask_png, new_job_id, post_webhook, progress_body, upload_job
+from tests.support.faults import InFlightJob, settle_job, start_job_in_flight
+from tests.support.recorders import WebhookRecorder
+from tests.support.waits import (
     final_body,
     get_job,
-    job_json,
     keys_under,
-    mask_png,
-    new_job_id,
     object_version,
-    post_webhook,
-    progress_body,
     read_json,
-    settle_job,
-    start_job_in_flight,
-    upload_job,
     wait_for_job,
     wait_for_object,
     wait_for_sim_task,
