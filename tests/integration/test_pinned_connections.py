@@ -23,7 +23,7 @@ from vary_region.settings import ImageOrigin
 
 from tests.support.builders import new_job_id
 from tests.support.waits import keys_under
-from tests.unit.test_pinned_http import NAME, LocalHost, local_hosts, self_signed, server_context
+from tests.unit.image_hosts.test_pinned_http import NAME, LocalHost, local_hosts, self_signed, server_context
 
 NAMES = ("grid", "1", "2", "3", "4")
 

@@ -3,8 +3,9 @@
 An out-of-memory stop loses the whole SQS batch: five receives, the DLQ, and a misleading
 JOB_INCOMPLETE a day later. So what a mask would take decoded is judged from its header, before
 anything is decoded (MASK_TOO_LARGE), and the largest mask that passes is measured in a subprocess
-that does what the submit function does, against template.yaml's MemorySize. `make bench` measures
-every form (bench/mask_memory.py); this checks the one the issue names.
+that does what the submit function does, against template.yaml's MemorySize
+(tests/packaging/test_mask_memory_probe.py). `make bench` measures every form (bench/mask_memory.py);
+that test checks the one the issue names.
 
 The header tests use a small real file whose header claims a large size: the check answers before
 any pixel is read, and a file it lets through fails later as MASK_TRUNCATED (its data is short).
@@ -25,7 +26,6 @@ from vary_region.intake import mask as mask_module
 from vary_region.intake.mask import MAX_DECODED_BYTES, MaskFit, binarise, fit_mask, validate_mask
 from vary_region.intake.mask_regions import parse_mask_regions, render_regions
 
-from bench import mask_memory
 from tests.support.builders import mask_png
 
 MAX = 8 * 1024 * 1024
@@ -169,27 +169,3 @@ def test_given_a_mask_binarised_in_strips_when_fitted_then_it_has_the_pixels_of_
     sent = fit_mask(validate_mask(data, None, MAX), SIZE)
 
     assert Image.open(io.BytesIO(sent.data)).convert("L").tobytes() == expected
-
-
-# --- measured: the largest RGBA PNG the rules allow -------------------------------------------------
-
-
-@pytest.mark.timeout(60)
-def test_given_the_largest_rgba_png_allowed_when_checked_fitted_and_sent_then_the_peak_rss_stays_under_60_percent(
-    tmp_path,
-):
-    form = next(form for form in mask_memory.FORMS if form.key == "rgba_png")
-    side = mask_memory.largest_side(form)
-    mask, warmup = tmp_path / "mask.png", tmp_path / "warmup.png"
-    mask.write_bytes(form.encode(mask_memory.drawing((side, side))))
-    warmup.write_bytes(form.encode(mask_memory.drawing((64, 64))))
-    limit = mask_memory.TARGET_SHARE * mask_memory.memory_size_mib(mask_memory.submit_function())
-
-    (result,) = mask_memory.probe([{"mask": str(mask), "warmup": str(warmup), "parent": [side, side]}])
-
-    assert result["rejected"] is None
-    assert result["hwm_reset"], "the RSS high-water mark could not be reset: the figure would be meaningless"
-    assert result["peak_rss_mb"] <= limit, (
-        f"checking, fitting and sending a {side}x{side} RGBA PNG peaked at {result['peak_rss_mb']:.0f} MiB RSS, "
-        f"over {limit:.0f} MiB ({mask_memory.TARGET_SHARE:.0%} of the submit function's MemorySize)"
-    )

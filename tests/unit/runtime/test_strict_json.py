@@ -13,7 +13,7 @@ import pytest
 from vary_region.intake.job_files import JobFiles
 from vary_region.strict_json import MAX_DEPTH, JsonRefused, loads, nesting_depth, read_stored
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Where JSON leaves the system: the functions' shared code, the handlers and the CLI.
 WRITERS = [ROOT / "layers" / "vary_region" / "vary_region", ROOT / "functions", ROOT / "cli"]
 
