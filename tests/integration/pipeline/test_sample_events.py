@@ -15,7 +15,7 @@ from vary_region.provider.webhook_auth import hash_webhook_secret
 
 from tests.support.waits import get_job, wait_for_job
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+EVENTS = Path(__file__).resolve().parents[3] / "events"
 TASK_ID = "29e983ca-7e86-4017-a9e3-ef6fe9cd5f2a"  # the task id the webhook samples carry
 
 
