@@ -10,11 +10,12 @@ SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
 MUTATION_ARGS ?=
 
-.PHONY: help venv demo local test unit integration test-v2 e2e check-template lint mypy mutation bench clean
+.PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
+	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
 	@echo "make lint            ruff (lint, format, complexity), the import contract and mypy"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
@@ -49,8 +50,17 @@ unit: venv
 integration: venv
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# One area's tests, named like the code's areas: whichever of tests/unit/$(AREA) and
+# tests/integration/$(AREA) exist (make area AREA=store).
+AREAS = $(filter-out __pycache__,$(sort $(notdir $(patsubst %/,%,$(wildcard tests/unit/*/ tests/integration/*/)))))
+area: venv
+	@if [ -z "$(AREA)" ]; then echo "make area AREA=<name>, one of: $(AREAS)"; exit 2; fi
+	@if [ -z "$(wildcard tests/unit/$(AREA) tests/integration/$(AREA))" ]; then \
+		echo "no tests/unit/$(AREA) nor tests/integration/$(AREA); areas: $(AREAS)"; exit 2; fi
+	$(BIN)/python -m pytest $(wildcard tests/unit/$(AREA) tests/integration/$(AREA)) $(PYTEST_ARGS)
+
 # The integration and end-to-end suites against APIFRAME v2 (the simulator speaking v2); tests about
-# v1's own forms skip. CI runs it after make test.
+# v1's own forms skip, and the simulator's own tests (tests/local) are not in it. CI runs it after make test.
 test-v2: venv
 	VARY_REGION_TEST_API_VERSION=v2 $(BIN)/python -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 

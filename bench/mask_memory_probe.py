@@ -1,6 +1,6 @@
 """Peak memory of the submit function's mask step, in a process that does nothing else.
 
-Run by bench.mask_memory (and tests/unit/test_mask_memory.py) as a script, in the submit function's
+Run by bench.mask_memory (and tests/unit/submit/test_mask_memory.py) as a script, in the submit function's
 task root with its Lambda environment from template.yaml; prints one JSON line per step measured.
 
 The process first imports the submit handler, as a cold start does, so the figure holds what Lambda

@@ -268,7 +268,7 @@ def measure(jobs: int, paced_jobs: int, recovery_jobs: int, timeout_seconds: flo
         items: dict[str, dict[str, Any]] = {}
         while True:  # every final webhook answered: normally one scan finds every job finished
             items = _items(table, prefix)
-            # moto may briefly show an item without its status (see tests/builders.wait_for_job).
+            # moto may briefly show an item without its status (see tests/support/waits.wait_for_job).
             done = len(items) == jobs and all(i.get("status") in FINAL_STATUSES for i in items.values())
             if done or time.monotonic() >= deadline:
                 break

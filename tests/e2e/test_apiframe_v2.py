@@ -19,8 +19,9 @@ import pytest
 import requests
 from vary_region_local.simulator_v2 import signature
 
-from tests.builders import job_json, mask_png, new_job_id, read_error_json, read_json, upload_job, wait_for_status
 from tests.e2e.conftest import StackProcess, user_env
+from tests.support.builders import job_json, mask_png, new_job_id, upload_job
+from tests.support.waits import read_error_json, read_json, wait_for_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fixed_generation]
 API_KEY = "afk_local-v2-key"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.builders import wait_for_object
 from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess, user_env
+from tests.support.waits import wait_for_object
 
 pytestmark = pytest.mark.e2e
 

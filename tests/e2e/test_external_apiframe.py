@@ -10,8 +10,8 @@ import boto3
 import pytest
 from vary_region_local.simulator import ApiframeSimulator
 
-from tests.builders import job_json, mask_png
 from tests.e2e.conftest import API_VERSION, StackProcess, user_env
+from tests.support.builders import job_json, mask_png
 
 pytestmark = pytest.mark.e2e
 

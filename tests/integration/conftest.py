@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.builders import ProviderRecorder
+from tests.support.recorders import ProviderRecorder
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ Python's reader takes `NaN`, `Infinity` and `-Infinity`, turns `1e999` into infi
 once per level of nesting. A job carrying any of those would make every document and event written
 about it invalid JSON (EventBridge refuses the entry, JavaScript's `JSON.parse` fails), or crash the
 function that reads it. `loads` refuses them, with a message that names what it found; every writer
-passes `allow_nan=False` to `json.dumps` (tests/unit/test_strict_json.py checks each call).
+passes `allow_nan=False` to `json.dumps` (tests/unit/runtime/test_strict_json.py checks each call).
 """
 
 from __future__ import annotations
