@@ -177,28 +177,48 @@ def test_given_rejected_job_when_fixed_files_are_uploaded_again_then_it_stays_re
     assert read_error_json(s3, bucket, job_id)["error"]["code"] == "PARENT_TASK_ID_MISSING"
 
 
-def test_given_a_batch_with_an_unreadable_message_then_only_that_message_goes_back_to_the_queue(
-    stack, sim, s3, table, bucket
+@pytest.fixture()
+def failing_job(stack: Any, bucket: str, monkeypatch: Any) -> str:
+    """A message about a job whose item cannot be read (the table throttling it past its retries):
+    handling it fails, and a redelivery may succeed. (An unreadable body is refused, never retried:
+    no redelivery makes it JSON.)"""
+    from vary_region.jobs.task_store import TaskStoreError
+
+    job_id = new_job_id("throttled")
+    store = stack.functions["submit"].module.submitter._store
+    real_get = store.get
+
+    def get(wanted: str) -> Any:
+        if wanted == job_id:
+            raise TaskStoreError("ProvisionedThroughputExceededException (simulated)")
+        return real_get(wanted)
+
+    monkeypatch.setattr(store, "get", get)
+    return json.dumps(s3_notification(bucket, f"inbox/{job_id}/job.json"))
+
+
+def test_given_a_batch_with_a_failing_message_then_only_that_message_goes_back_to_the_queue(
+    stack, sim, s3, table, bucket, failing_job
 ):
     job_id = new_job_id("batch")
     # A notification for a job whose files are not there yet: handling it leaves the job RECEIVED.
     event = sqs_event_for(stack, [s3_notification(bucket, f"inbox/{job_id}/job.json")])
-    unreadable = dict(event["Records"][0], messageId="unreadable-1", body="{not json")
-    event["Records"].insert(0, unreadable)
+    failing = dict(event["Records"][0], messageId="failing-1", body=failing_job)
+    event["Records"].insert(0, failing)
 
     answer = stack.functions["submit"].invoke(event)
 
-    # The bad message alone is retried (then dead-lettered); the one after it was handled in this batch.
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "unreadable-1"}]}
+    # The failing message alone is retried (then dead-lettered); the one after it was handled in this batch.
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "failing-1"}]}
     assert get_job(table, job_id)["status"] == "RECEIVED"
     put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
     put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
     assert wait_for_job(table, job_id)["status"] == "COMPLETED"
 
 
-def test_given_a_batch_whose_every_message_fails_then_the_invocation_fails(stack, sim, table):
+def test_given_a_batch_whose_every_message_fails_then_the_invocation_fails(stack, sim, table, failing_job):
     event = sqs_event_for(stack, [{"Records": []}])
-    event["Records"][0]["body"] = "{not json"
+    event["Records"][0]["body"] = failing_job
     jobs_before = job_ids_in_table(table)
 
     # An error (not a full failure list): Lambda's Errors metric and the submit-errors alarm see it.
@@ -226,17 +246,28 @@ def function_log_lines() -> Iterator[list[dict[str, Any]]]:
         service_logger.removeHandler(collector)
 
 
-def test_given_a_message_failing_after_another_job_then_its_error_log_names_no_job(stack, sim, s3, table, bucket):
+def test_given_a_message_failing_before_it_names_a_job_then_its_error_log_names_no_job(
+    stack, sim, s3, table, bucket, monkeypatch
+):
     job_id = new_job_id("before-failure")
     event = sqs_event_for(stack, [s3_notification(bucket, f"inbox/{job_id}/job.json")])
-    event["Records"].append(dict(event["Records"][0], messageId="unreadable-2", body="{not json"))
+    event["Records"].append(dict(event["Records"][0], messageId="failing-2", body='{"Records": []}'))
+    submit = stack.functions["submit"].module
+    real_keys = submit.uploaded_keys
+
+    def uploaded_keys(body: Any) -> list[str]:
+        if body == {"Records": []}:
+            raise OSError("simulated: the message could not be read")
+        return real_keys(body)
+
+    monkeypatch.setattr(submit, "uploaded_keys", uploaded_keys)
 
     with function_log_lines() as lines:
         answer = stack.functions["submit"].invoke(event)
 
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "unreadable-2"}]}
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "failing-2"}]}
     failure = next(line for line in lines if line["message"] == "queue message failed")
-    assert failure["message_id"] == "unreadable-2"
+    assert failure["message_id"] == "failing-2"
     assert "job_id" not in failure  # the job handled just before is not this failure's job
     put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
     put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
