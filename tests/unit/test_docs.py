@@ -41,7 +41,7 @@ _LINK = re.compile(r"(?<!\\)\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _PATH_TOKEN = re.compile(r"^[\w.*/-]+(?:::[\w\[\].-]+)?$")
-_MAKE = re.compile(r"(?<![\w/.-])make\s+([A-Za-z][\w-]*)")
+_MAKE = re.compile(r"(?<![\w/.-])make\s+([a-z][\w-]*)")  # TARGET in capitals: a placeholder
 _CLI = re.compile(r"(?<![\w/.-])(?:[\w./-]*/)?vary-region(?![\w-])")
 _EDGE_PUNCTUATION = "\"'`,;:()[]{}"
 
