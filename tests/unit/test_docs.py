@@ -2,8 +2,9 @@
 
 Checked, in every page: each relative link leads to a file (and a heading, for `#anchor`s); each
 repository path shown in code (inline or in a block) exists; each `make TARGET` is a target of the
-Makefile; each `vary-region COMMAND` is a command of the CLI's parser, with options it takes. Plain
-text parsing, no subprocess: the whole check takes a fraction of a second.
+Makefile; each `vary-region COMMAND` is a command of the CLI's parser, with options it takes; and
+the guarantees page names every mutant of the mutation check. Plain text parsing, no subprocess:
+the whole check takes a fraction of a second.
 """
 
 from __future__ import annotations
@@ -310,6 +311,28 @@ def test_every_make_target_the_docs_show_exists() -> None:
 def test_every_cli_command_the_docs_show_exists() -> None:
     problems = [problem for code in all_code() for problem in cli_problems(code)]
     assert not problems, "vary-region commands or options the docs show and the CLI lacks:\n" + "\n".join(problems)
+
+
+def test_every_mutant_is_on_the_guarantees_page_and_every_mutant_named_there_exists() -> None:
+    mutants = {
+        entry["name"]: path.relative_to(ROOT).as_posix()
+        for path in sorted((ROOT / "scripts" / "mutants").glob("*.toml"))
+        for entry in tomllib.loads(path.read_text())["mutant"]
+    }
+    page = ROOT / "docs" / "guarantees.md"
+    text = page.read_text()
+    # A mutant is named, or its file is ("the 12 in scripts/mutants/intake.toml (...)").
+    missing = [f"{name} ({file})" for name, file in mutants.items() if f"`{name}`" not in text and f"`{file}`" not in text]
+    named = {
+        token
+        for row in text.splitlines()
+        if row.startswith("| ") and not row.startswith("| ---")
+        for token in re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`", row.rstrip(" |").rsplit(" | ", 1)[-1])
+    }
+    unknown = sorted(named - set(mutants))
+    assert not missing and not unknown, (
+        f"mutants that {page.relative_to(ROOT)} does not name: {missing}; names in its mutants column that are no mutant: {unknown}"
+    )
 
 
 @pytest.mark.parametrize(
