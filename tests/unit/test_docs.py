@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import glob
 import os
 import re
 import tomllib
@@ -20,7 +21,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from vary_region_cli.main import build_parser
 
 
@@ -36,6 +36,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # `result.json` or `job.json` is a document the pipeline writes, not a file of the repository).
 BARE_FILE_SUFFIXES = (".py", ".toml", ".yaml", ".md")
 PATH_SUFFIXES = (*BARE_FILE_SUFFIXES, ".json")
+BUCKET_FOLDERS = ("inbox", "results")  # `inbox/job-1/job.json` is a key in the jobs bucket
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 _LINK = re.compile(r"(?<!\\)\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -175,18 +176,18 @@ def file_names() -> frozenset[str]:
 
 
 def resolve(path: str) -> Path | None:
-    """The file or folder a path in the docs names, or None where it names no repository folder."""
+    """The file or folder a path with a `/` names, or None where it starts with no repository folder."""
     first = path.split("/", 1)[0]
     if first in top_level_folders():
         return ROOT / path
     if first in package_folders():
-        return package_folders()[first] / path.split("/", 1)[1] if "/" in path else package_folders()[first]
+        return package_folders()[first] / path.split("/", 1)[1]
     return None
 
 
 def exists(target: Path, path: str) -> bool:
     if "*" in path:
-        return any(target.parent.glob(target.name)) if "*" not in str(target.parent) else any(ROOT.glob(path))
+        return bool(glob.glob(str(target)))
     return target.is_dir() if path.endswith("/") else target.exists()
 
 
@@ -212,7 +213,7 @@ def path_problems(code: Code) -> Iterator[str]:
             continue
         target = resolve(path)
         if target is None:
-            if path.endswith(PATH_SUFFIXES) and path.split("/", 1)[0] not in ("inbox", "results"):
+            if path.endswith(PATH_SUFFIXES) and path.split("/", 1)[0] not in BUCKET_FOLDERS:
                 yield f"{code.where()}: `{path}`: starts with no folder of the repository (name it from the root)"
             continue
         if not exists(target, path):
@@ -322,7 +323,9 @@ def test_every_mutant_is_on_the_guarantees_page_and_every_mutant_named_there_exi
     page = ROOT / "docs" / "guarantees.md"
     text = page.read_text()
     # A mutant is named, or its file is ("the 12 in scripts/mutants/intake.toml (...)").
-    missing = [f"{name} ({file})" for name, file in mutants.items() if f"`{name}`" not in text and f"`{file}`" not in text]
+    missing = [
+        f"{name} ({file})" for name, file in mutants.items() if f"`{name}`" not in text and f"`{file}`" not in text
+    ]
     named = {
         token
         for row in text.splitlines()
@@ -331,7 +334,8 @@ def test_every_mutant_is_on_the_guarantees_page_and_every_mutant_named_there_exi
     }
     unknown = sorted(named - set(mutants))
     assert not missing and not unknown, (
-        f"mutants that {page.relative_to(ROOT)} does not name: {missing}; names in its mutants column that are no mutant: {unknown}"
+        f"mutants that {page.relative_to(ROOT)} does not name: {missing}; "
+        f"names in its mutants column that are no mutant: {unknown}"
     )
 
 
