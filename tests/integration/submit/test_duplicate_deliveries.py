@@ -182,7 +182,7 @@ def failing_job(stack: Any, bucket: str, monkeypatch: Any) -> str:
     """A message about a job whose item cannot be read (the table throttling it past its retries):
     handling it fails, and a redelivery may succeed. (An unreadable body is refused, never retried:
     no redelivery makes it JSON.)"""
-    from vary_region.jobs.task_store import TaskStoreError
+    from vary_region.store.job_table import JobTableError
 
     job_id = new_job_id("throttled")
     store = stack.functions["submit"].module.submitter._store
@@ -190,7 +190,7 @@ def failing_job(stack: Any, bucket: str, monkeypatch: Any) -> str:
 
     def get(wanted: str) -> Any:
         if wanted == job_id:
-            raise TaskStoreError("ProvisionedThroughputExceededException (simulated)")
+            raise JobTableError("ProvisionedThroughputExceededException (simulated)")
         return real_get(wanted)
 
     monkeypatch.setattr(store, "get", get)
