@@ -8,16 +8,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from vary_region.core.credits import (
-    CreditReservation,
-    OverBudget,
-    Settlement,
-    check_fits_ever,
-    reservation_requests,
-)
+from vary_region.core.credits import CreditReservation, OverBudget, Settlement, check_fits_ever
 from vary_region.core.errors import JobError
 from vary_region.core.job import JobStatus, timestamp
 from vary_region.core.stages import JobStage
+from vary_region.store.credit_ledger import reservation_requests, settlement_requests
+from vary_region.store.items import reservation_fields
 from vary_region.store.provider_slots import ProviderBusy
 from vary_region.store.table_io import transact, update_request
 from vary_region.store.transitions import Transitions
@@ -82,7 +78,7 @@ class ClaimTransitions(Transitions):
             }
             if reservation is not None:
                 check_fits_ever(reservation, self._budget)
-                for name, value in reservation.item_fields().items():
+                for name, value in reservation_fields(reservation).items():
                     update += f", {name} = :{name}"
                     values[f":{name}"] = value
                 update += ", credits_needed = :credits_needed"
@@ -120,7 +116,7 @@ class ClaimTransitions(Transitions):
         ledger: list[dict[str, Any]] = []
         if first and returned is not None:
             removed += ", credits_reserved, credit_day, credit_month, credit_claim"
-            ledger = returned.requests()
+            ledger = settlement_requests(returned)
         return self._update(
             job_id,
             f"SET updated_at = :now REMOVE {removed}",

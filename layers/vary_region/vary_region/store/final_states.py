@@ -10,6 +10,8 @@ from vary_region.core.credits import BudgetPolicy, CreditReservation, Settlement
 from vary_region.core.errors import JobError
 from vary_region.core.job import JobStatus, timestamp
 from vary_region.core.stages import JobStage
+from vary_region.store.credit_ledger import settlement_requests
+from vary_region.store.items import settlement_fields
 from vary_region.store.transitions import Transitions
 
 
@@ -141,10 +143,10 @@ class FinalTransitions(Transitions):
         if settlement is None:
             return update, condition, {}, []
         values: dict[str, Any] = {":reservation_claim": settlement.reservation.claim}
-        for name, value in settlement.item_fields().items():
+        for name, value in settlement_fields(settlement).items():
             update += f", {name} = :{name}"
             values[f":{name}"] = value
-        return update, condition + " AND credit_claim = :reservation_claim", values, settlement.requests()
+        return update, condition + " AND credit_claim = :reservation_claim", values, settlement_requests(settlement)
 
     @classmethod
     def _judged(cls, judged: JudgedStage) -> tuple[str, dict[str, Any]]:

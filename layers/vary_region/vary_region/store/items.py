@@ -1,12 +1,12 @@
-"""A job table item read back as a Job: DynamoDB's numbers made plain, and the stage a claim is for
-inferred on items written before chains existed."""
+"""A job table item read back as a Job (DynamoDB's numbers made plain, and the stage a claim is for
+inferred on items written before chains existed), and the item's record of the job's credits."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from vary_region.core.credits import reservation_from_item
+from vary_region.core.credits import CreditReservation, Settlement
 from vary_region.core.errors import ErrorStage, JobError
 from vary_region.core.job import Job, JobStatus
 from vary_region.core.stages import CHAIN, JobStage, parse_stage
@@ -51,6 +51,32 @@ def job_from_item(item: dict[str, Any]) -> Job:
         reservation=reservation_from_item(item),
         credits_needed=int(item["credits_needed"]) if item.get("credits_needed") is not None else None,
     )
+
+
+def reservation_from_item(item: dict[str, Any]) -> CreditReservation | None:
+    reserved = item.get("credits_reserved")
+    if not isinstance(reserved, dict) or not item.get("credit_day") or not item.get("credit_claim"):
+        return None  # a job claimed before the ledger existed (or never claimed): nothing to settle
+    credits = tuple((stage, int(reserved[stage.value])) for stage in CHAIN if stage.value in reserved)
+    return CreditReservation(credits, str(item["credit_day"]), str(item["credit_month"]), str(item["credit_claim"]))
+
+
+def reservation_fields(reservation: CreditReservation) -> dict[str, Any]:
+    """The job item's record of its reservation. The token is kept apart from `submit_claim`, which
+    each later stage's claim replaces."""
+    return {
+        "credits_reserved": {stage.value: credits for stage, credits in reservation.credits},
+        "credit_day": reservation.day,
+        "credit_month": reservation.month,
+        "credit_claim": reservation.claim,
+    }
+
+
+def settlement_fields(settlement: Settlement) -> dict[str, Any]:
+    return {
+        "credits_spent": {stage.value: credits for stage, credits in settlement.spent},
+        "credits_returned": settlement.returned,
+    }
 
 
 def _claim_stage(item: dict[str, Any], stage: JobStage) -> JobStage | None:
