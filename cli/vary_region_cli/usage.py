@@ -1,6 +1,6 @@
 """`vary-region usage`: today's and this month's credits against the limits, and the jobs held for credits.
 
-The ledger's items are read as the pipeline writes them (vary_region.core.credits); the held jobs
+The ledger's items are read as the pipeline writes them (vary_region.store.credit_ledger); the held jobs
 come from the open-jobs index (no table scan) and then their items, for the reason and the cost.
 """
 
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vary_region.core.credits import PeriodUsage, period_usage, periods_at
+from vary_region.core.credits import PeriodUsage, periods_at
+from vary_region.store.credit_ledger import period_usage
 from vary_region.store.schema import ACTIVE_VALUES, OPEN_JOBS_INDEX
 
 from vary_region_cli.config import Target

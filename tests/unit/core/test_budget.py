@@ -13,10 +13,7 @@ from vary_region.core.credits import (
     PeriodKind,
     all_spent,
     none_spent,
-    period_usage,
     periods_at,
-    reservation_from_item,
-    reservation_requests,
     reserve,
     settle,
 )
@@ -24,6 +21,8 @@ from vary_region.core.errors import ProviderUnavailable
 from vary_region.core.stages import JobStage, stages_from
 from vary_region.provider.balance import ProviderBalance
 from vary_region.settings import Settings, SettingsError
+from vary_region.store.credit_ledger import period_usage, reservation_requests, settlement_requests
+from vary_region.store.items import reservation_fields, reservation_from_item, settlement_fields
 
 PRICES = {JobStage.IMAGINE: 4, JobStage.UPSCALE: 2, JobStage.INPAINT: 4}
 NOW = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -46,7 +45,7 @@ def test_a_chain_reserves_every_stage_from_its_first():
 
     assert chain.total == 10 and [stage for stage, _ in chain.credits] == list(stages_from(JobStage.IMAGINE))
     assert plain.total == 4
-    assert reservation_from_item({**chain.item_fields(), "submit_claim": "token"}) == chain
+    assert reservation_from_item({**reservation_fields(chain), "submit_claim": "token"}) == chain
 
 
 def test_an_item_without_a_reservation_has_none_to_settle():
@@ -74,7 +73,7 @@ def test_a_settlement_keeps_what_was_paid_and_gives_back_the_rest(
 
     assert [stage for stage, _ in settlement.spent] == spent
     assert settlement.returned == 10 - sum(PRICES[stage] for stage in spent)
-    assert settlement.item_fields()["credits_returned"] == settlement.returned
+    assert settlement_fields(settlement)["credits_returned"] == settlement.returned
 
 
 def test_a_whole_settlement_and_an_empty_one():
@@ -82,7 +81,7 @@ def test_a_whole_settlement_and_an_empty_one():
 
     assert (all_spent(reservation).spent_total, all_spent(reservation).returned) == (6, 0)
     assert (none_spent(reservation).spent_total, none_spent(reservation).returned) == (0, 6)
-    back = none_spent(reservation).requests()
+    back = settlement_requests(none_spent(reservation))
     assert [r["ExpressionAttributeValues"][":back"] for r in back] == [-6, -6]
 
 

@@ -1,28 +1,21 @@
-"""The credit ledger: what each UTC day and month has reserved and spent, kept as items of the job table.
-
-A job reserves the credits of its whole chain in the transaction that claims its first stage
-(JobTable.claim_submission), with a condition on each limited period's item; DynamoDB serialises
-transactions on an item, so no number of concurrent jobs can overshoot a limit, and a chain never
-stops half-paid for lack of budget. The job ends in a transaction that settles its reservation:
-what its stages spent stays counted, the rest goes back to the periods it was reserved in.
-"""
+"""The budget's arithmetic: UTC days and months, what a job's chain reserves, and what its
+settlement keeps as spent and gives back. The ledger's items that count them are the job table's
+(store/credit_ledger.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from vary_region.core.stages import CHAIN, JobStage
+from vary_region.core.stages import JobStage
 
 # The value types are NamedTuples, not frozen dataclasses: every handler imports this module, and
 # each frozen dataclass costs about 0.5 ms of cold start to build (measured), a NamedTuple 0.1 ms.
 
 # Job ids never contain "/": these keys are no job's (like the provider-slot counter's).
 LEDGER_PREFIX = "/credits/"
-# A month's item outlives its month by a year, then DynamoDB's TTL removes it.
-_LEDGER_TTL = timedelta(days=400)
 
 
 class PeriodKind(StrEnum):
@@ -92,30 +85,12 @@ class CreditReservation(NamedTuple):
     def periods(self) -> tuple[Period, Period]:
         return Period(PeriodKind.DAY, self.day), Period(PeriodKind.MONTH, self.month)
 
-    def item_fields(self) -> dict[str, Any]:
-        """The job item's record of it. The token is kept apart from `submit_claim`, which each later
-        stage's claim replaces."""
-        return {
-            "credits_reserved": {stage.value: credits for stage, credits in self.credits},
-            "credit_day": self.day,
-            "credit_month": self.month,
-            "credit_claim": self.claim,
-        }
-
 
 def reserve(
     stages: Iterable[JobStage], price: Callable[[JobStage], int], now: datetime, claim: str
 ) -> CreditReservation:
     day, month = periods_at(now)
     return CreditReservation(tuple((stage, price(stage)) for stage in stages), day.name, month.name, claim)
-
-
-def reservation_from_item(item: dict[str, Any]) -> CreditReservation | None:
-    reserved = item.get("credits_reserved")
-    if not isinstance(reserved, dict) or not item.get("credit_day") or not item.get("credit_claim"):
-        return None  # a job claimed before the ledger existed (or never claimed): nothing to settle
-    credits = tuple((stage, int(reserved[stage.value])) for stage in CHAIN if stage.value in reserved)
-    return CreditReservation(credits, str(item["credit_day"]), str(item["credit_month"]), str(item["credit_claim"]))
 
 
 class OverBudget(Exception):
@@ -145,22 +120,6 @@ def check_fits_ever(reservation: CreditReservation, policy: BudgetPolicy) -> Non
             raise OverBudget(period, limit, reservation.total, fits_ever=False)
 
 
-def reservation_requests(reservation: CreditReservation, policy: BudgetPolicy) -> list[tuple[Period, dict[str, Any]]]:
-    """One conditional update per period: the room left must hold the whole chain."""
-    requests = []
-    for period in reservation.periods:
-        limit = policy.limit_of(period.kind)
-        # The limit in force at the last reservation, for `vary-region usage` (0: none).
-        request = _ledger_update(
-            period, "reserved :credits", {":credits": reservation.total, ":limit": limit}, "credit_limit = :limit"
-        )
-        if limit:
-            request["ConditionExpression"] = "attribute_not_exists(reserved) OR reserved <= :room"
-            request["ExpressionAttributeValues"][":room"] = limit - reservation.total
-        requests.append((period, request))
-    return requests
-
-
 class Settlement(NamedTuple):
     """How a job's reservation ends: the credits its stages spent, and the rest given back."""
 
@@ -174,20 +133,6 @@ class Settlement(NamedTuple):
     @property
     def returned(self) -> int:
         return self.reservation.total - self.spent_total
-
-    def item_fields(self) -> dict[str, Any]:
-        return {
-            "credits_spent": {stage.value: credits for stage, credits in self.spent},
-            "credits_returned": self.returned,
-        }
-
-    def requests(self) -> list[dict[str, Any]]:
-        return [
-            _ledger_update(
-                period, "reserved :back, spent :spent", {":back": -self.returned, ":spent": self.spent_total}
-            )
-            for period in self.reservation.periods
-        ]
 
 
 def settle(
@@ -231,24 +176,3 @@ class PeriodUsage(NamedTuple):
 
     def room_for(self, credits: int) -> bool:
         return not self.limit or self.reserved + credits <= self.limit
-
-
-def period_usage(item: dict[str, Any] | None, period: Period, policy: BudgetPolicy | None = None) -> PeriodUsage:
-    """policy: the limits to measure against; without it, the limit in force at the period's last
-    reservation (what `vary-region usage`, which does not know the stack's settings, shows)."""
-    item = item or {}
-    limit = policy.limit_of(period.kind) if policy is not None else int(item.get("credit_limit", 0))
-    return PeriodUsage(period, int(item.get("reserved", 0)), int(item.get("spent", 0)), limit)
-
-
-def _ledger_update(period: Period, add: str, values: dict[str, Any], sets: str = "") -> dict[str, Any]:
-    """ADD `add` to the period's item (created on first use), and SET its description and expiry."""
-    ttl = int((period.next_opens + _LEDGER_TTL).timestamp())
-    assignments = ", ".join(
-        part for part in (sets, "period_kind = :kind, period_name = :name, expires_at = :ttl") if part
-    )
-    return {
-        "Key": {"job_id": period.key},
-        "UpdateExpression": f"ADD {add} SET {assignments}",
-        "ExpressionAttributeValues": values | {":kind": period.kind.value, ":name": period.name, ":ttl": ttl},
-    }
