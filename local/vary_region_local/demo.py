@@ -183,89 +183,15 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
     started = time.monotonic()
     stack = LocalStackProcess(state_dir)
     failure: str | None = None
-    wanted = requested_api_version()
     try:
-        info = read_stack_file(stack.stack_file)
-        if info is not None and stack_is_alive(info):
-            if not info.get("simulator"):
-                raise DemoError(
-                    f"a local stack that talks to a real APIFRAME server is running ({stack.stack_file}); "
-                    "the demo runs on the simulator only: stop that stack first"
-                )
-            running = info.get("apiframe_api_version", "v1")  # a stack.json of before v2 is a v1 stack
-            if running != wanted:
-                raise DemoError(
-                    f"a local stack speaking APIFRAME {running} is running ({stack.stack_file}); "
-                    f"stop it first, or run the demo with APIFRAME_API_VERSION={running}"
-                )
-            print(f"Using the local stack that is already running ({shown_path(stack.stack_file)}).")
-            started_here = False
-        else:
-            print(f"Starting the local stack: python -m vary_region_local.stack (log: {shown_path(stack.log_path)})")
-            info = stack.start()
-            print(
-                f"  ready in {time.monotonic() - started:.1f}s: AWS (moto) {info['aws_endpoint_url']}, "
-                f"APIFRAME {info['apiframe_api_version']} simulator {info['apiframe_base_url']}, "
-                f"webhook {info['webhook_url']}",
-                flush=True,
-            )
-            started_here = True
+        info, started_here = _use_or_start_stack(stack, started)
         run = Cli(stack.stack_file)
         problem = budget_problem(stack.stack_file, info, started_here=started_here)
         if problem is not None:
             run.run("usage")  # what the user would look at: the periods and the jobs held for credits
             raise DemoError(problem)
-
-        code, output = run.run(
-            "submit",
-            "--imagine",
-            IMAGINE_PROMPT,
-            "--index",
-            INDEX,
-            "--aspect-ratio",
-            ASPECT_RATIO,
-            "--prompt",
-            PROMPT,
-            "--rect",
-            RECT,
-            "--units",
-            "fraction",
-            "--metadata",
-            json.dumps({"source": "make demo"}),
-            capture=True,
-        )
-        if code != 0 or not output.strip():
-            raise DemoError(f"submit failed (exit code {code})")
-        job_id = output.strip().splitlines()[-1]
-
-        code, _ = run.run("watch", job_id, "--timeout", f"{job_timeout:g}")
-        if code != 0:
-            raise DemoError(f"the job did not complete (watch exit code {code})")
-
-        out_arg = str(shown_path(out_dir))
-        code, _ = run.run("get", job_id, "--out", out_arg, "--sheet")
-        if code != 0:
-            raise DemoError(f"get failed (exit code {code})")
-        folder = out_dir / job_id
-
-        code, _ = run.run("list", "--limit", "5")
-        if code != 0:
-            raise DemoError(f"list failed (exit code {code})")
-
-        code, _ = run.run("usage")  # the chain's 10 credits, in today's and this month's ledger
-        if code != 0:
-            raise DemoError(f"usage failed (exit code {code})")
-
-        print()
-        print(check_only_mask_changed(folder, mask_box(folder)))
-        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-        for task in result.get("tasks", []):
-            print(f"result.json: stage {task['stage']:<8} task {task['task_id']}  {task['credits']} credits")
-        print(
-            f"result.json: {len(result['images'])} images under s3://{info['bucket']}/{RESULTS}{job_id}/, "
-            f"metadata {json.dumps(result['metadata'])}"
-        )
-        print(f"open {shown_path(folder)}/sheet.png: the parent with the mask outlined, then the four variants")
+        job_id = _run_chain(run, out_dir, job_timeout)
+        _show_results(out_dir / job_id, info, job_id)
     except KeyboardInterrupt:
         failure = "interrupted"
     except DemoError as exc:
@@ -289,6 +215,92 @@ def run_demo(state_dir: Path, out_dir: Path, job_timeout: float) -> int:
         return 130 if failure == "interrupted" else 1
     print(f"Demo finished in {elapsed:.1f}s.")
     return 0
+
+
+def _use_or_start_stack(stack: LocalStackProcess, started: float) -> tuple[dict[str, Any], bool]:
+    """The stack's info, and whether the demo started it (a running simulator stack of the same
+    APIFRAME generation is used as it is)."""
+    info = read_stack_file(stack.stack_file)
+    if info is None or not stack_is_alive(info):
+        print(f"Starting the local stack: python -m vary_region_local.stack (log: {shown_path(stack.log_path)})")
+        info = stack.start()
+        print(
+            f"  ready in {time.monotonic() - started:.1f}s: AWS (moto) {info['aws_endpoint_url']}, "
+            f"APIFRAME {info['apiframe_api_version']} simulator {info['apiframe_base_url']}, "
+            f"webhook {info['webhook_url']}",
+            flush=True,
+        )
+        return info, True
+    if not info.get("simulator"):
+        raise DemoError(
+            f"a local stack that talks to a real APIFRAME server is running ({stack.stack_file}); "
+            "the demo runs on the simulator only: stop that stack first"
+        )
+    wanted = requested_api_version()
+    running = info.get("apiframe_api_version", "v1")  # a stack.json of before v2 is a v1 stack
+    if running != wanted:
+        raise DemoError(
+            f"a local stack speaking APIFRAME {running} is running ({stack.stack_file}); "
+            f"stop it first, or run the demo with APIFRAME_API_VERSION={running}"
+        )
+    print(f"Using the local stack that is already running ({shown_path(stack.stack_file)}).")
+    return info, False
+
+
+def _run_chain(run: Cli, out_dir: Path, job_timeout: float) -> str:
+    """Submit the demo's chain through the CLI, watch it, fetch its results: the job's id."""
+    code, output = run.run(
+        "submit",
+        "--imagine",
+        IMAGINE_PROMPT,
+        "--index",
+        INDEX,
+        "--aspect-ratio",
+        ASPECT_RATIO,
+        "--prompt",
+        PROMPT,
+        "--rect",
+        RECT,
+        "--units",
+        "fraction",
+        "--metadata",
+        json.dumps({"source": "make demo"}),
+        capture=True,
+    )
+    if code != 0 or not output.strip():
+        raise DemoError(f"submit failed (exit code {code})")
+    job_id = output.strip().splitlines()[-1]
+
+    code, _ = run.run("watch", job_id, "--timeout", f"{job_timeout:g}")
+    if code != 0:
+        raise DemoError(f"the job did not complete (watch exit code {code})")
+
+    out_arg = str(shown_path(out_dir))
+    code, _ = run.run("get", job_id, "--out", out_arg, "--sheet")
+    if code != 0:
+        raise DemoError(f"get failed (exit code {code})")
+
+    code, _ = run.run("list", "--limit", "5")
+    if code != 0:
+        raise DemoError(f"list failed (exit code {code})")
+
+    code, _ = run.run("usage")  # the chain's 10 credits, in today's and this month's ledger
+    if code != 0:
+        raise DemoError(f"usage failed (exit code {code})")
+    return job_id
+
+
+def _show_results(folder: Path, info: dict[str, Any], job_id: str) -> None:
+    print()
+    print(check_only_mask_changed(folder, mask_box(folder)))
+    result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    for task in result.get("tasks", []):
+        print(f"result.json: stage {task['stage']:<8} task {task['task_id']}  {task['credits']} credits")
+    print(
+        f"result.json: {len(result['images'])} images under s3://{info['bucket']}/{RESULTS}{job_id}/, "
+        f"metadata {json.dumps(result['metadata'])}"
+    )
+    print(f"open {shown_path(folder)}/sheet.png: the parent with the mask outlined, then the four variants")
 
 
 def _terminate(signum: int, frame: Any) -> None:

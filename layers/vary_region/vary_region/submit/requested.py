@@ -8,16 +8,27 @@ the same one paid submission, and its file stays in the inbox for the record.
 
 A body that is not strict JSON (NaN or Infinity in it, nesting past strict_json.MAX_DEPTH) is never
 written: a request still readable enough to name its job is REJECTED `SPEC_INVALID_JSON` at once
-(JobSubmitter.refuse_request), any other is refused like a request without a job id.
+(JobRequests.refuse), any other is refused like a request without a job id.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, NamedTuple
 
+from vary_region.aws.job_files import JobFiles
 from vary_region.aws.submit_queue import HELD_JOB_FIELD
+from vary_region.core.errors import ErrorStage, JobError
 from vary_region.core.event_types import JOB_REQUESTED
+from vary_region.core.keys import InboxObjectKind, ResultKeys, parse_inbox_key
+from vary_region.endings import ensure_error_document
+from vary_region.observability import logger
+from vary_region.settings import Settings
+from vary_region.store.job_table import JobTable
+from vary_region.submit.outcome import SubmitOutcome, SubmitResult
 
 
 class RequestedJob(NamedTuple):
@@ -53,3 +64,61 @@ def requested_job(message: Any) -> RequestedJob | None:
     if not isinstance(job_id, str) or not job_id.strip():
         raise JobRequestInvalid("the job request has no `job_id` (the caller's idempotency key)")
     return RequestedJob(job_id, detail)
+
+
+class JobRequests:
+    """Requested jobs into the inbox: from there each is an upload like any other."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobTable,
+        files: JobFiles,
+        clock: Callable[[], datetime],
+        reject: Callable[[str, JobError], SubmitResult],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._files = files
+        self._clock = clock
+        self._reject = reject
+
+    def accept(self, requested: RequestedJob) -> bool:
+        """A job requested by an event: its file is written once as inbox/<job_id>.json (never over an
+        existing one), and from there it is an upload like any other: that upload's notification
+        starts it. False: the file was there already (a redelivery, or the id was taken)."""
+        key = self._request_key(requested)
+        written = self._files.write_new(key, requested.job_file(), "application/json")
+        if not written:
+            logger.info("the requested job's file exists already: a redelivery, nothing to do", extra={"key": key})
+        return written
+
+    def refuse(self, requested: RequestedJob, reason: str) -> SubmitResult:
+        """A requested job whose body is not strict JSON (NaN, Infinity): no file of it can be written,
+        so it is REJECTED here, as its file would be, while its id names no other job. JobRequestInvalid
+        when the id cannot be its own."""
+        key = self._request_key(requested)
+        job_id = requested.job_id
+        logger.append_keys(job_id=job_id)
+        existing = self._store.get(job_id)
+        if existing is not None and existing.status.is_final:  # a redelivery, or a finished job's id: no change
+            ensure_error_document(self._files, ResultKeys(job_id, self._settings.results_prefix), existing)
+            return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
+        if existing is not None or self._files.object_size(key) is not None:
+            raise JobRequestInvalid(f"the job id {job_id!r} belongs to another job, and this request is not valid JSON")
+        first_seen = self._store.record_received(job_id, self._clock())
+        if not first_seen:
+            raise JobRequestInvalid(f"the job id {job_id!r} was taken meanwhile, and this request is not valid JSON")
+        error = JobError("SPEC_INVALID_JSON", f"the requested job is not valid JSON ({reason})", ErrorStage.INTAKE)
+        return replace(self._reject(job_id, error), first_seen=True)
+
+    def _request_key(self, requested: RequestedJob) -> str:
+        """inbox/<job_id>.json, where a requested job's file is written; JobRequestInvalid when the id
+        cannot name a job, or names a job folder's."""
+        key = f"{self._settings.inbox_prefix}{requested.job_id}.json"
+        uploaded = parse_inbox_key(key, self._settings.inbox_prefix)
+        if uploaded is None or uploaded.kind is not InboxObjectKind.INLINE or uploaded.job_id != requested.job_id:
+            raise JobRequestInvalid(f"the job id {requested.job_id[:200]!r} cannot name a job (see the job id rules)")
+        if self._files.list_job_folder(requested.job_id):
+            raise JobRequestInvalid(f"the job id {requested.job_id!r} belongs to a job folder in the inbox already")
+        return key
