@@ -133,3 +133,13 @@ class WebhookRecorder:
         path = "/webhook/" + webhook_token(job_id)
         with self._lock:  # under v2 the path goes on with "~" and the stage's secret
             return [status for raw_path, status in self.answers if raw_path.partition("~")[0] == path]
+
+
+class HoldRecorder:
+    """The submit queue's hold, as the submitter calls it: which uploads it put back, and when for."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[str, int | None]] = []
+
+    def __call__(self, key: str, delay_seconds: int | None = None) -> None:
+        self.held.append((key, delay_seconds))

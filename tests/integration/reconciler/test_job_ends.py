@@ -27,6 +27,7 @@ from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
 from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
+from tests.support.recorders import HoldRecorder
 from tests.support.waits import get_job, keys_under, read_error_json, settle_stack, wait_until
 
 DIRECT_INBOX = "ends-inbox/"  # not under the stack's notification prefix (inbox/)
@@ -46,21 +47,13 @@ def reconciler_at(stack: Any, moment: datetime, **overrides: Any) -> tuple[Recon
     return reconciler, store, woken
 
 
-class Holds:
-    def __init__(self) -> None:
-        self.held: list[tuple[str, int | None]] = []
-
-    def __call__(self, key: str, delay_seconds: int | None = None) -> None:
-        self.held.append((key, delay_seconds))
-
-
 @pytest.fixture()
 def settings(stack: Any, sim: Any) -> Settings:
     settle_stack(stack, sim)
     return replace(get_settings(), inbox_prefix=DIRECT_INBOX)
 
 
-def submitter_for(settings: Settings, holds: Holds, max_active_tasks: int | None = None) -> JobSubmitter:
+def submitter_for(settings: Settings, holds: HoldRecorder, max_active_tasks: int | None = None) -> JobSubmitter:
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
     limit = provider_slot_limit(settings) if max_active_tasks is None else max_active_tasks
     store = JobTable(table, ttl_days=settings.job_ttl_days, max_active_tasks=limit, budget=settings.budget_policy)
@@ -156,7 +149,7 @@ def test_a_parent_that_finished_without_an_image_is_refused_at_once(settings, s3
     job_id = new_job_id("describe-parent")
     extra = {"index": index} if index else {}
     key = upload(s3, bucket, job_id, job_json(parent_task_id=f"describe-{job_id}", **extra))
-    holds = Holds()
+    holds = HoldRecorder()
 
     result = submitter_for(settings, holds).handle_upload(key)
 
@@ -170,7 +163,7 @@ def test_a_held_job_that_loses_a_file_is_no_longer_held_and_the_stale_receipt_ru
 ):
     job_id = new_job_id("held-loses-file")
     key = upload(s3, bucket, job_id, job_json(parent_task_id=f"running-1000-{job_id}"))
-    holds = Holds()
+    holds = HoldRecorder()
     submitter = submitter_for(settings, holds)
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
     assert get_job(table, job_id)["held_at"]
@@ -192,7 +185,7 @@ def test_a_held_job_that_loses_a_file_is_no_longer_held_and_the_stale_receipt_ru
 def test_a_chain_whose_job_file_now_starts_at_its_open_stage_still_claims_it(settings, sim, s3, table, bucket):
     job_id = new_job_id("rewritten")
     key = upload_inline(s3, bucket, job_id, chain_job())
-    holds = Holds()
+    holds = HoldRecorder()
     submitter = submitter_for(settings, holds)
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
     imagine_task = wait_until(lambda: (get_job(table, job_id) or {}).get("imagine_task_id"), timeout=30)
@@ -214,7 +207,7 @@ def test_a_later_stage_sends_the_prompt_the_first_claim_recorded(settings, sim, 
         "mask": chain_job()["mask"]
     }
     key = upload_inline(s3, bucket, job_id, document)
-    submitter = submitter_for(settings, Holds())
+    submitter = submitter_for(settings, HoldRecorder())
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
     wait_until(lambda: get_job(table, job_id)["stage"] == "inpaint", timeout=30, message="the upscale finished")
     upload_inline(s3, bucket, job_id, document | {"prompt": "a blue kite"})  # changed between the stages
@@ -234,7 +227,7 @@ def test_an_upload_whose_invocation_ran_short_while_reading_its_inputs_is_deferr
 ):
     job_id = new_job_id("short-of-time")
     key = upload(s3, bucket, job_id)
-    holds = Holds()
+    holds = HoldRecorder()
     left = iter([60.0, 1.0])  # plenty when the upload is taken; then reading the parent used it up
 
     result = submitter_for(settings, holds).handle_upload(key, lambda: next(left))
@@ -246,7 +239,7 @@ def test_an_upload_whose_invocation_ran_short_while_reading_its_inputs_is_deferr
     assert holds.held == [(key, None)], "back through the queue, to be handled whole later"
     assert keys_under(s3, bucket, f"results/{job_id}/", inputs=True) == []
 
-    assert submitter_for(settings, Holds()).handle_upload(key, lambda: 60.0).outcome is SubmitOutcome.SUBMITTED
+    assert submitter_for(settings, HoldRecorder()).handle_upload(key, lambda: 60.0).outcome is SubmitOutcome.SUBMITTED
 
 
 def test_a_job_held_for_a_provider_slot_writes_no_mask_beside_its_results(settings, sim, s3, table, bucket):
@@ -259,10 +252,10 @@ def test_a_job_held_for_a_provider_slot_writes_no_mask_beside_its_results(settin
         ExpressionAttributeValues={":zero": 0},
     )
 
-    result = submitter_for(settings, Holds(), max_active_tasks=0).handle_upload(key)
+    result = submitter_for(settings, HoldRecorder(), max_active_tasks=0).handle_upload(key)
 
     assert result.outcome is SubmitOutcome.HELD
     assert keys_under(s3, bucket, f"results/{job_id}/", inputs=True) == [], "nothing was sent, so no mask 'as sent'"
-    assert submitter_for(settings, Holds()).handle_upload(key).outcome is SubmitOutcome.SUBMITTED
+    assert submitter_for(settings, HoldRecorder()).handle_upload(key).outcome is SubmitOutcome.SUBMITTED
     assert keys_under(s3, bucket, f"results/{job_id}/", inputs=True) == [f"results/{job_id}/mask.png"]
     assert sim.stats()["inpaint_calls"] == 1

@@ -32,7 +32,7 @@ from vary_region_cli.config import Target
 from vary_region_cli.usage import held_for_credits
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
-from tests.support.recorders import ProviderRecorder
+from tests.support.recorders import HoldRecorder, ProviderRecorder
 from tests.support.waits import get_job, keys_under, read_error_json, read_json, settle_stack, wait_for_job, wait_until
 
 DIRECT_INBOX = "budget-inbox/"  # not under the stack's notification prefix (inbox/)
@@ -55,23 +55,13 @@ class Clock:
         self.offset += tomorrow - now
 
 
-class Holds:
-    """The submit queue's hold, as the submitter calls it: which uploads it put back, and when for."""
-
-    def __init__(self) -> None:
-        self.held: list[tuple[str, int | None]] = []
-
-    def __call__(self, key: str, delay_seconds: int | None = None) -> None:
-        self.held.append((key, delay_seconds))
-
-
 @pytest.fixture()
 def settings(stack: Any, sim: Any) -> Settings:
     settle_stack(stack, sim)
     return replace(get_settings(), inbox_prefix=DIRECT_INBOX)
 
 
-def _submitter(settings: Settings, clock: Clock, holds: Holds | None, **budget: Any) -> JobSubmitter:
+def _submitter(settings: Settings, clock: Clock, holds: HoldRecorder | None, **budget: Any) -> JobSubmitter:
     settings = replace(settings, **budget)
     table = boto3.resource("dynamodb").Table(settings.jobs_table)
     store = JobTable(table, max_active_tasks=provider_slot_limit(settings), budget=settings.budget_policy)
@@ -104,7 +94,7 @@ def test_a_burst_against_a_small_daily_limit_makes_exactly_as_many_paid_submissi
     settings, sim, s3, table, bucket, monkeypatch, over_budget
 ):
     provider = ProviderRecorder.install(sim, monkeypatch)
-    clock, holds = Clock(), Holds()
+    clock, holds = Clock(), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=3 * INPAINT, over_budget=over_budget)
     jobs = [new_job_id(f"burst-{over_budget}") for _ in range(8)]
     keys = [_upload(s3, bucket, job_id) for job_id in jobs]
@@ -162,7 +152,7 @@ def test_held_jobs_go_out_when_the_period_turns_and_their_wake_ups_read_no_files
     stack, settings, sim, s3, table, bucket, monkeypatch
 ):
     provider = ProviderRecorder.install(sim, monkeypatch)
-    clock, holds = Clock(), Holds()
+    clock, holds = Clock(), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=INPAINT)
     first, held = new_job_id("paid-today"), new_job_id("held-till-tomorrow")
     keys = {job_id: _upload(s3, bucket, job_id) for job_id in (first, held)}
@@ -209,7 +199,7 @@ def test_a_chain_whose_total_exceeds_what_is_left_pays_nothing(
 ):
     provider = ProviderRecorder.install(sim, monkeypatch)
     clock = Clock()
-    submitter = _submitter(settings, clock, Holds(), daily_credit_limit=12, over_budget=over_budget)
+    submitter = _submitter(settings, clock, HoldRecorder(), daily_credit_limit=12, over_budget=over_budget)
     plain, chain = new_job_id("plain"), new_job_id("chain")
     assert submitter.handle_upload(_upload(s3, bucket, plain)).outcome is SubmitOutcome.SUBMITTED  # 8 left
 
@@ -225,7 +215,7 @@ def test_a_chain_whose_total_exceeds_what_is_left_pays_nothing(
 def test_a_chain_dearer_than_the_whole_limit_is_rejected_even_under_hold(settings, sim, s3, table, bucket, monkeypatch):
     provider = ProviderRecorder.install(sim, monkeypatch)
     clock = Clock()
-    submitter = _submitter(settings, clock, Holds(), daily_credit_limit=8, over_budget="hold")
+    submitter = _submitter(settings, clock, HoldRecorder(), daily_credit_limit=8, over_budget="hold")
     chain = new_job_id("dear-chain")
 
     result = submitter.handle_upload(_upload_inline(s3, bucket, chain, _chain_spec()))
@@ -239,7 +229,7 @@ def test_a_chain_dearer_than_the_whole_limit_is_rejected_even_under_hold(setting
 
 def test_a_failed_task_gives_its_credits_back_to_the_day(settings, sim, s3, table, bucket, monkeypatch):
     clock = Clock()
-    submitter = _submitter(settings, clock, Holds(), daily_credit_limit=INPAINT)
+    submitter = _submitter(settings, clock, HoldRecorder(), daily_credit_limit=INPAINT)
     failing, next_one = new_job_id("fails"), new_job_id("after-the-refund")
     sim.set_faults(fail_task="simulated provider failure")
     assert submitter.handle_upload(_upload(s3, bucket, failing)).outcome is SubmitOutcome.SUBMITTED
@@ -255,7 +245,7 @@ def test_a_failed_task_gives_its_credits_back_to_the_day(settings, sim, s3, tabl
 
 
 def test_a_submission_the_provider_turned_away_gives_its_reservation_back(settings, sim, s3, table, bucket):
-    clock, holds = Clock(), Holds()
+    clock, holds = Clock(), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=INPAINT, submit_retry_budget_seconds=0.5)
     job_id = new_job_id("turned-away")
     sim.set_faults(rate_limit_next=1000)  # 429 past the retry budget: certainly not accepted
@@ -274,7 +264,7 @@ def test_a_provider_balance_too_low_holds_the_job_and_it_goes_once_topped_up(
     settings, sim, s3, table, bucket, monkeypatch
 ):
     provider = ProviderRecorder.install(sim, monkeypatch)
-    clock, holds = Clock(), Holds()
+    clock, holds = Clock(), HoldRecorder()
     submitter = _submitter(settings, clock, holds, balance_cache_seconds=1)
     job_id = new_job_id("low-balance")
     sim.set_faults(account_credits=3)  # an inpaint costs 4
@@ -293,7 +283,7 @@ def test_a_provider_balance_too_low_holds_the_job_and_it_goes_once_topped_up(
 
 def test_an_unreadable_balance_does_not_stop_jobs(settings, sim, s3, table, bucket):
     clock = Clock()
-    submitter = _submitter(settings, clock, Holds(), balance_cache_seconds=60)
+    submitter = _submitter(settings, clock, HoldRecorder(), balance_cache_seconds=60)
     job_id = new_job_id("balance-unknown")
     sim.set_faults(account_status=500)
 
@@ -320,7 +310,7 @@ def test_a_later_stage_the_provider_turns_away_ends_the_chain_and_gives_back_onl
     """The inpaint of a grid -> upscale -> inpaint chain is refused (400): the job FAILED at once, the
     upscale stays spent, the inpaint's credits go back."""
     clock = Clock()
-    submitter = _submitter(settings, clock, Holds(), daily_credit_limit=100)
+    submitter = _submitter(settings, clock, HoldRecorder(), daily_credit_limit=100)
     job_id = new_job_id("later-refused")
     spec = {
         "parent_task_id": f"grid-{job_id}",
@@ -349,7 +339,7 @@ def test_a_later_stage_the_provider_turns_away_ends_the_chain_and_gives_back_onl
 
 
 def test_a_held_job_whose_limit_was_lowered_below_its_cost_is_rejected(settings, sim, s3, table, bucket):
-    clock, holds = Clock(), Holds()
+    clock, holds = Clock(), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=12)
     first, chain = new_job_id("fills-the-day"), new_job_id("held-chain")
     assert submitter.handle_upload(_upload(s3, bucket, first)).outcome is SubmitOutcome.SUBMITTED  # 8 left
@@ -390,7 +380,7 @@ BUDGET_WORDS = "held: the daily or monthly credit limit has no room left for its
 def test_a_budget_held_job_says_until_the_next_day_and_status_and_watch_tell_it(
     stack, settings, sim, s3, table, bucket
 ):
-    clock, holds = _clock_on(datetime(2901, 3, 10, 12, 0, tzinfo=UTC)), Holds()
+    clock, holds = _clock_on(datetime(2901, 3, 10, 12, 0, tzinfo=UTC)), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=INPAINT)
     first, held = new_job_id("fills-the-day"), new_job_id("held-till-tomorrow")
     assert submitter.handle_upload(_upload(s3, bucket, first)).outcome is SubmitOutcome.SUBMITTED
@@ -438,7 +428,7 @@ def test_a_budget_held_job_waits_until_the_full_period_that_opens_last(
     stack, settings, sim, s3, table, bucket, daily, monthly, until, period
 ):
     year, month = int(until[:4]), int(until[5:7]) - (period == "month")
-    clock, holds = _clock_on(datetime(year, month, 10, 12, 0, tzinfo=UTC)), Holds()
+    clock, holds = _clock_on(datetime(year, month, 10, 12, 0, tzinfo=UTC)), HoldRecorder()
     submitter = _submitter(settings, clock, holds, daily_credit_limit=daily, monthly_credit_limit=monthly)
     first, held = new_job_id("fills-the-period"), new_job_id("held")
     assert submitter.handle_upload(_upload(s3, bucket, first)).outcome is SubmitOutcome.SUBMITTED
