@@ -75,8 +75,8 @@ class StackOptions:
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
     max_active_tasks: int | None = 10  # None: left empty (10 on v1, the account's maxConcurrentJobs on v2)
-    # One: the layer's Powertools Logger keys and Metrics buffer live in the process, so two webhook
-    # containers in one process would tag each other's log lines and flush each other's metrics.
+    # One: the layer's Powertools Metrics buffer lives in the process, so two webhook containers in
+    # one process would flush each other's metrics (each invocation has its own Logger keys).
     # Deployed, Lambda runs each container in its own process and invokes them concurrently.
     webhook_containers: int = 1
     completion_containers: int = 1
