@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import boto3
 import yaml
 
+from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
 from vary_region_local.process import requested_api_version
@@ -191,7 +192,7 @@ class LocalStack:
             )
             self.stream_poller.start()
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
-            self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+            self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name=RECONCILER_THREAD, daemon=True)
             self._reconcile_thread.start()
 
         self.info = StackInfo(
@@ -585,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+    # An idle stack's reconciler would print the same balance every period (see console.py).
+    sys.stdout = RepeatedScheduledMetricsHidden(sys.stdout)
     ports = {"aws_port": args.aws_port, "webhook_port": args.webhook_port}
     if args.apiframe_base_url is None:
         ports["simulator_port"] = args.simulator_port
