@@ -4,6 +4,7 @@ it a context object."""
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import queue
 import time
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -43,16 +46,57 @@ class LambdaContext:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
 
 
+# The keys the layer's Logger puts on every line (function_name, request id, job_id, ...) of the
+# invocation running in this context; unset outside an invocation.
+_invocation_log_keys: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("invocation_log_keys")
+
+
+class _KeysOfTheInvocation:
+    """The Powertools formatter's `log_format`, one dict per invocation instead of one per process.
+
+    Deployed, one process runs one invocation at a time, so the handlers set these keys freely
+    (inject_lambda_context, append_keys). Here several functions' handlers run in threads of one
+    process: with one dict, a publisher invocation's clear_state renamed the completion's lines.
+    """
+
+    def __get__(self, formatter: Any, owner: type | None = None) -> Any:
+        if formatter is None:
+            return self
+        # Outside an invocation (the stack's own code, a thread a handler started): the process's keys.
+        return _invocation_log_keys.get(formatter.__dict__["log_format"])
+
+    def __set__(self, formatter: Any, keys: dict[str, Any]) -> None:
+        if _invocation_log_keys.get(None) is None:
+            formatter.__dict__["log_format"] = keys
+        else:
+            _invocation_log_keys.set(keys)
+
+
+class _FormatterPerInvocation(LambdaPowertoolsFormatter):
+    log_format = _KeysOfTheInvocation()
+
+
+def _keys_per_invocation() -> None:
+    """Give the layer's shared Logger one set of keys per invocation (see _KeysOfTheInvocation)."""
+    from vary_region.observability import logger
+
+    formatter = logger.registered_formatter
+    if type(formatter) is LambdaPowertoolsFormatter:
+        formatter.__class__ = _FormatterPerInvocation  # keeps its options and the keys it holds
+
+
 class LocalFunction:
     """One deployed function: `containers` warm execution environments, each its own copy of the
     handler module, each running one invocation at a time, as Lambda does.
 
-    Unlike Lambda, the copies share one process, and with it Powertools' process-wide state: the
-    layer's Logger keys and Metrics buffer. Several containers are only safe for handlers that use
-    none of it concurrently; the stack runs one each.
+    Unlike Lambda, the copies share one process, and with it Powertools' process-wide state. Each
+    invocation runs in a context of its own, where the layer's Logger keeps its own keys, so each
+    line names the function (and job) that logged it. The Metrics buffer stays shared: several
+    containers are only safe for handlers that do not flush metrics concurrently; the stack runs one each.
     """
 
     def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:
+        _keys_per_invocation()
         self.name = name
         self.timeout_seconds = timeout_seconds
         self.modules = [load_handler_module(folder) for _ in range(containers)]
@@ -68,9 +112,16 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         module = self._idle.get()  # waits, like a throttled invocation, when every container is busy
         try:
-            return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
+            return contextvars.copy_context().run(self._run, module, event)
         finally:
             self._idle.put(module)
+
+    def _run(self, module: ModuleType, event: dict[str, Any]) -> Any:
+        """In the invocation's own context: its Logger keys start as the process's, then are its own."""
+        from vary_region.observability import logger
+
+        _invocation_log_keys.set(dict(logger.get_current_keys()))
+        return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
 
 
 def load_handler_module(folder: str) -> ModuleType:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import boto3
 import yaml
 
+from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
 from vary_region_local.process import requested_api_version
@@ -75,8 +76,8 @@ class StackOptions:
     submit_retry_budget_seconds: float = 5.0
     max_image_bytes: int | None = None
     max_active_tasks: int | None = 10  # None: left empty (10 on v1, the account's maxConcurrentJobs on v2)
-    # One: the layer's Powertools Logger keys and Metrics buffer live in the process, so two webhook
-    # containers in one process would tag each other's log lines and flush each other's metrics.
+    # One: the layer's Powertools Metrics buffer lives in the process, so two webhook containers in
+    # one process would flush each other's metrics (each invocation has its own Logger keys).
     # Deployed, Lambda runs each container in its own process and invokes them concurrently.
     webhook_containers: int = 1
     completion_containers: int = 1
@@ -191,7 +192,7 @@ class LocalStack:
             )
             self.stream_poller.start()
         if opts.reconcile_period_seconds > 0:  # 0: tests run the reconciler themselves
-            self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+            self._reconcile_thread = threading.Thread(target=self._reconcile_loop, name=RECONCILER_THREAD, daemon=True)
             self._reconcile_thread.start()
 
         self.info = StackInfo(
@@ -585,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+    # An idle stack's reconciler would print the same balance every period (see console.py).
+    sys.stdout = RepeatedScheduledMetricsHidden(sys.stdout)
     ports = {"aws_port": args.aws_port, "webhook_port": args.webhook_port}
     if args.apiframe_base_url is None:
         ports["simulator_port"] = args.simulator_port
