@@ -16,7 +16,14 @@ from PIL import Image
 from vary_region.provider.webhook_token import webhook_token
 
 from tests.support.builders import hook_of, job_json, mask_png, new_job_id, put_files
-from tests.support.waits import get_job, keys_under, settle_stack, wait_for_job, wait_for_object, wait_for_queue_drained
+from tests.support.waits import (
+    job_item,
+    keys_under,
+    settle_stack,
+    wait_for_job,
+    wait_for_object,
+    wait_for_queue_drained,
+)
 
 PARENT_SIZE = (640, 384)
 
@@ -115,7 +122,7 @@ def test_given_unusable_parent_or_mask_when_uploaded_then_rejected_with_code_and
     error_doc = json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json"))
     assert error_doc == {"job_id": job_id, "status": "REJECTED", "error": dict(item["error"])}
     wait_for_queue_drained(stack)
-    assert provider.inpaint_calls(job_id) == 0 and get_job(table, job_id)["status"] == "REJECTED"
+    assert provider.inpaint_calls(job_id) == 0 and job_item(table, job_id)["status"] == "REJECTED"
     assert keys_under(s3, bucket, f"inbox/{job_id}") == sorted(key for key, _, _ in files)
     for key, body, _ in files:
         stored = s3.get_object(Bucket=bucket, Key=key)
