@@ -79,7 +79,9 @@ def submit_group(
         upload_job(s3, bucket, job.job_id, spec=job_json(metadata={"batch": "fault-summary", "group": label}))
     for job in jobs:
         job.task_id = wait_for_task_id(table, job.job_id, timeout=30)["task_id"]
-        job.secret = secret_of(sim.task(job.task_id))
+        secret = secret_of(sim.task(job.task_id))
+        assert secret, "the simulator must have received a webhook secret"
+        job.secret = secret
     return jobs
 
 
