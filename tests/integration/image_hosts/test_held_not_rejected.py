@@ -195,7 +195,7 @@ def test_given_fetch_answering_not_found_about_the_chains_own_upscale_then_it_is
 
     job_id = new_job_id(f"own-{status}")
     key, hand_on = between_stages(stack, s3, bucket, table, job_id)
-    own = job_item(table, job_id)["upscale_task_id"]  # type: ignore[index]
+    own = job_item(table, job_id)["upscale_task_id"]
     fetch = settled._routes[("POST", "/fetch")]
 
     def fetch_not_knowing_own(body: bytes) -> Any:

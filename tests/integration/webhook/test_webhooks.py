@@ -208,7 +208,7 @@ def test_given_progress_webhooks_then_percentage_only_moves_forward_and_final_co
     # Progress after the end changes nothing either.
     response = post_webhook(stack, job.job_id, progress_body(job.task_id, "90"), secret=job.secret)
     assert response.status_code == 200, response.text
-    item = get_job(table, job.job_id)
+    item = job_item(table, job.job_id)
     assert item == completed_item
     assert item["status"] == "COMPLETED" and int(item["percentage"]) == 100
 
