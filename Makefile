@@ -77,8 +77,9 @@ lint: venv
 	$(BIN)/lint-imports
 	@$(MAKE) --no-print-directory mypy
 
+# The tests and benchmarks too: they are checked against the layer's types (mypy_path, pyproject.toml).
 mypy: venv
-	$(BIN)/mypy layers/vary_region/vary_region local/vary_region_local cli/vary_region_cli
+	$(BIN)/mypy layers/vary_region/vary_region local/vary_region_local cli/vary_region_cli tests bench
 	@# Every function's handler is named app.py: check them one at a time so the names don't clash.
 	@for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -31,7 +32,8 @@ def test_the_stack_uses_the_server_named_by_apiframe_base_url(tmp_path: Path):
 
         s3.put_object(Bucket=info["bucket"], Key="inbox/external-1/mask.png", Body=mask_png())
         s3.put_object(Bucket=info["bucket"], Key="inbox/external-1/job.json", Body=job_json())
-        deadline, item = time.monotonic() + 30, {}
+        deadline = time.monotonic() + 30
+        item: dict[str, Any] = {}
         while time.monotonic() < deadline and item.get("status") not in ("COMPLETED", "FAILED", "REJECTED"):
             time.sleep(0.2)
             item = table.get_item(Key={"job_id": "external-1"}).get("Item") or {}

@@ -15,6 +15,13 @@ def get_job(table: Any, job_id: str) -> dict[str, Any] | None:
     return table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
 
 
+def job_item(table: Any, job_id: str) -> dict[str, Any]:
+    """A job's item where the test expects one: a missing item fails here, naming the job."""
+    item = get_job(table, job_id)
+    assert item is not None, f"job {job_id} has no item"
+    return item
+
+
 def wait_for_status(
     table: Any, job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES, timeout: float = 20.0
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.support.builders import new_job_id, post_webhook
 from tests.support.faults import start_job_in_flight
-from tests.support.waits import final_body, get_job, keys_under, run_reconciler_until, wait_until
+from tests.support.waits import final_body, get_job, job_item, keys_under, run_reconciler_until, wait_until
 
 
 def test_given_a_final_webhook_while_fetch_says_running_then_the_job_stays_open_and_completes_later(
@@ -103,7 +103,7 @@ def test_given_fetch_answers_about_another_task_then_the_job_is_not_completed_wi
     result = completer.complete(CompletionRequest(job.job_id, job.task_id))
 
     assert result.outcome is CompletionOutcome.RETRY_LATER
-    assert get_job(table, job.job_id)["status"] in ("SUBMITTED", "PROCESSING")
+    assert job_item(table, job.job_id)["status"] in ("SUBMITTED", "PROCESSING")
     assert keys_under(s3, bucket, f"results/{job.job_id}/") == []
     monkeypatch.undo()
     for flight in (job, other):

@@ -171,7 +171,7 @@ class NoLengthEnforcement(requests.Session):
     """A transport that does not itself notice a body ending before its Content-Length (as urllib3
     does by default): the copier's own count is then all that stands between a cut body and S3."""
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def get(self, *args: Any, **kwargs: Any) -> Any:
         response = super().get(*args, **kwargs)
         response.raw.enforce_content_length = False
         return response

@@ -158,7 +158,7 @@ def test_given_image_host_keeps_failing_then_job_fails_after_three_attempts(stac
 class NoNetwork(requests.Session):
     """A session that fails the test if the copier tries to download anything."""
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def get(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the copier must not fetch a refused URL: {args}")
 
 
@@ -314,7 +314,7 @@ def test_given_image_above_max_bytes_without_content_length_then_copy_stops_at_t
     sim.set_faults(image_padding_bytes=3 * 1024 * 1024)
 
     class HideLength(requests.Session):
-        def get(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        def get(self, *args: Any, **kwargs: Any) -> Any:
             response = super().get(*args, **kwargs)
             response.headers.pop("Content-Length", None)  # as a chunked response comes: no declared size
             response.headers["Transfer-Encoding"] = "chunked"

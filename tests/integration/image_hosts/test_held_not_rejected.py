@@ -23,7 +23,7 @@ from vary_region.image_hosts.url_policy import IPAddress, is_public_address
 from vary_region.settings import ImageOrigin
 
 from tests.support.builders import job_json, new_job_id, put_files, upload_job
-from tests.support.waits import FINAL_STATUSES, get_job, settle_stack, wait_for_job, wait_until
+from tests.support.waits import FINAL_STATUSES, get_job, job_item, settle_stack, wait_for_job, wait_until
 
 NAME = "images.simulator.test"
 STAGES = ("imagine", "upscale", "inpaint")
@@ -195,7 +195,7 @@ def test_given_fetch_answering_not_found_about_the_chains_own_upscale_then_it_is
 
     job_id = new_job_id(f"own-{status}")
     key, hand_on = between_stages(stack, s3, bucket, table, job_id)
-    own = get_job(table, job_id)["upscale_task_id"]  # type: ignore[index]
+    own = job_item(table, job_id)["upscale_task_id"]
     fetch = settled._routes[("POST", "/fetch")]
 
     def fetch_not_knowing_own(body: bytes) -> Any:

@@ -33,6 +33,7 @@ from tests.support.recorders import ProviderRecorder, WebhookRecorder
 from tests.support.waits import (
     final_body,
     get_job,
+    job_item,
     keys_under,
     read_json,
     settle_stack,
@@ -78,7 +79,9 @@ def submit_group(
         upload_job(s3, bucket, job.job_id, spec=job_json(metadata={"batch": "fault-summary", "group": label}))
     for job in jobs:
         job.task_id = wait_for_task_id(table, job.job_id, timeout=30)["task_id"]
-        job.secret = secret_of(sim.task(job.task_id))
+        secret = secret_of(sim.task(job.task_id))
+        assert secret, "the simulator must have received a webhook secret"
+        job.secret = secret
     return jobs
 
 
@@ -169,14 +172,14 @@ def test_given_mixed_batch_under_faults_then_no_job_is_lost_and_each_is_paid_onc
     set_only_faults(sim, image_status=500)
     assert post_webhook(stack, victim.job_id, final_body(sim, victim.task_id), secret=victim.secret).status_code == 200
     # The completion worker meets the broken host (and queues itself a retry) before the host recovers.
-    wait_until(lambda: int(get_job(table, victim.job_id).get("copy_failures", 0)) >= 1, message="a failed copy")
+    wait_until(lambda: int(job_item(table, victim.job_id).get("copy_failures", 0)) >= 1, message="a failed copy")
     set_only_faults(sim)
-    victim.faults["failed_copy_attempt"] += int(get_job(table, victim.job_id)["copy_failures"])
+    victim.faults["failed_copy_attempt"] += int(job_item(table, victim.job_id)["copy_failures"])
 
     # -- the reconciler brings home whatever is still open ------------------------------------------------
     def all_finished() -> bool:
         stack.run_reconciler()
-        return all(get_job(table, job.job_id)["status"] in ("COMPLETED", "FAILED", "REJECTED") for job in jobs)
+        return all(job_item(table, job.job_id)["status"] in ("COMPLETED", "FAILED", "REJECTED") for job in jobs)
 
     wait_until(all_finished, timeout=20, interval=0.25, message="every job finished")
     wait_for_queue_drained(stack, timeout=20, include_delayed=True)  # duplicate S3 events handled too

@@ -49,7 +49,7 @@ def leaked_base64_slices(text: str, secret_base64: str) -> list[str]:
     """Every 40-character window of `secret_base64` that occurs in `text` (checked only inside runs of
     base64 characters, which is where such a slice can occur)."""
     windows = {secret_base64[i : i + SLICE] for i in range(len(secret_base64) - SLICE + 1)}
-    found = []
+    found: list[str] = []
     for run in BASE64_RUN.findall(text):
         found.extend(run[i : i + SLICE] for i in range(len(run) - SLICE + 1) if run[i : i + SLICE] in windows)
     return found

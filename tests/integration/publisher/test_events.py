@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.builders import mask_png, new_job_id, put_files, upload_job
 from tests.support.recorders import ProviderRecorder
-from tests.support.waits import get_job, keys_under, read_error_json, settle_stack, wait_for_job, wait_until
+from tests.support.waits import job_item, keys_under, read_error_json, settle_stack, wait_for_job, wait_until
 
 STATE_CHANGE = "Vary Region Job State Change"
 REQUESTED = "Vary Region Job Requested"
@@ -319,7 +319,7 @@ def test_a_requested_job_with_nan_is_rejected_at_once_and_no_file_of_it_is_writt
     assert provider.inpaint_calls(job_id) == 0
     assert not any(r.getMessage() == "queue message failed" for r in caplog.records), "handled once, not retried"
     assert tap.statuses(job_id).count("REJECTED") == 1, "the second delivery changed nothing"
-    assert get_job(table, job_id)["updated_at"] == rejected["detail"]["updated_at"]
+    assert job_item(table, job_id)["updated_at"] == rejected["detail"]["updated_at"]
 
 
 def test_a_deeply_nested_queue_body_is_refused_once_not_retried(stack, s3, bucket, caplog):

@@ -20,7 +20,7 @@ from vary_region.settings import ImageOrigin
 from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.support.builders import mask_png, new_job_id, upload_job
-from tests.support.waits import get_job, settle_stack, wait_for_status
+from tests.support.waits import get_job, job_item, settle_stack, wait_for_status
 
 
 def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, JobTable]:
@@ -42,10 +42,10 @@ def test_a_held_job_is_not_rejected_as_incomplete_while_an_abandoned_one_is(stac
 
     reconciler.run()
 
-    assert get_job(table, held)["status"] == "RECEIVED"
-    assert get_job(table, abandoned)["status"] == "REJECTED"
-    assert get_job(table, abandoned)["error"]["code"] == "JOB_INCOMPLETE"
-    assert get_job(table, held)["updated_at"] > get_job(table, held)["held_at"], "looked at: back of the line"
+    assert job_item(table, held)["status"] == "RECEIVED"
+    assert job_item(table, abandoned)["status"] == "REJECTED"
+    assert job_item(table, abandoned)["error"]["code"] == "JOB_INCOMPLETE"
+    assert job_item(table, held)["updated_at"] > job_item(table, held)["held_at"], "looked at: back of the line"
     store.mark_rejected(held, JobError("TEST_CLEANUP", "test", ErrorStage.INTAKE), datetime.now(UTC))
 
 
@@ -76,7 +76,7 @@ def test_a_running_task_younger_than_the_limit_is_left_alone(stack, sim, table):
 
     reconciler.run()
 
-    assert get_job(table, job_id)["status"] == "SUBMITTED"
+    assert job_item(table, job_id)["status"] == "SUBMITTED"
     store.mark_failed(
         job_id,
         JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE),
@@ -159,7 +159,7 @@ def test_an_old_job_is_not_timed_out_while_fetch_itself_is_down(stack, sim, tabl
     report = reconciler.run()
 
     assert report.outcomes["fetch_failed"] >= 1
-    assert get_job(table, job_id)["status"] == "SUBMITTED"
+    assert job_item(table, job_id)["status"] == "SUBMITTED"
     store.mark_failed(
         job_id,
         JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE),

@@ -28,7 +28,7 @@ from vary_region.wiring import apiframe_client, parent_reader, provider_slot_lim
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
 from tests.support.recorders import HoldRecorder
-from tests.support.waits import get_job, keys_under, read_error_json, settle_stack, wait_until
+from tests.support.waits import get_job, job_item, keys_under, read_error_json, settle_stack, wait_until
 
 DIRECT_INBOX = "ends-inbox/"  # not under the stack's notification prefix (inbox/)
 STAGES = ("imagine", "upscale", "inpaint")
@@ -96,11 +96,11 @@ def test_a_job_held_longer_than_the_limit_is_rejected_and_one_held_less_is_not(s
 
     reconciler.run()
 
-    ended = get_job(table, old)
+    ended = job_item(table, old)
     assert (ended["status"], ended["error"]["code"]) == ("REJECTED", "HELD_TOO_LONG")
     assert "PARENT_RUNNING" in ended["error"]["message"]
     assert read_error_json(s3, bucket, old)["error"]["code"] == "HELD_TOO_LONG"
-    assert get_job(table, young)["status"] == "RECEIVED", "held for less than the limit: it still waits"
+    assert job_item(table, young)["status"] == "RECEIVED", "held for less than the limit: it still waits"
     store.mark_rejected(young, JobError("TEST_CLEANUP", "test", ErrorStage.INTAKE), now)
 
 
@@ -131,12 +131,12 @@ def test_a_chain_waiting_between_stages_longer_than_the_limit_fails_and_gives_ba
 
     reconciler.run()
 
-    ended = get_job(table, old)
+    ended = job_item(table, old)
     assert (ended["status"], ended["error"]["code"]) == ("FAILED", "HELD_TOO_LONG")
     assert ended["credits_spent"] == {"imagine": 4}, "the imagine was paid; the upscale and inpaint never were"
     assert ended["credits_returned"] == 4
     assert read_error_json(s3, bucket, old)["error"]["code"] == "HELD_TOO_LONG"
-    assert get_job(table, young)["status"] == "PROCESSING"
+    assert job_item(table, young)["status"] == "PROCESSING"
     assert woken == [f"inbox/{young}.json"], "a younger chain is handed on, as before"
     store.mark_failed(young, JobError("TEST_CLEANUP", "test", ErrorStage.RECONCILE), now, JudgedStage(JobStage.UPSCALE))
 
@@ -154,7 +154,7 @@ def test_a_parent_that_finished_without_an_image_is_refused_at_once(settings, s3
     result = submitter_for(settings, holds).handle_upload(key)
 
     assert result.outcome is SubmitOutcome.REJECTED, result
-    assert get_job(table, job_id)["error"]["code"] == "PARENT_HAS_NO_IMAGE"
+    assert job_item(table, job_id)["error"]["code"] == "PARENT_HAS_NO_IMAGE"
     assert holds.held == [], "never held: a finished task gets no image later"
 
 
@@ -166,17 +166,17 @@ def test_a_held_job_that_loses_a_file_is_no_longer_held_and_the_stale_receipt_ru
     holds = HoldRecorder()
     submitter = submitter_for(settings, holds)
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
-    assert get_job(table, job_id)["held_at"]
+    assert job_item(table, job_id)["held_at"]
     s3.delete_object(Bucket=bucket, Key=f"{DIRECT_INBOX}{job_id}/mask.png")
 
     assert submitter.handle_upload(key).outcome is SubmitOutcome.WAITING  # the held message's wake-up
 
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert "held_at" not in item and "held_until" not in item, "waiting for a file is not a hold"
     assert item["waiting_for"].startswith("waiting for the mask file")
     reconciler, _, _ = reconciler_at(stack, datetime.now(UTC) + timedelta(days=1, minutes=1))
     reconciler.run()
-    assert get_job(table, job_id)["error"]["code"] == "JOB_INCOMPLETE"
+    assert job_item(table, job_id)["error"]["code"] == "JOB_INCOMPLETE"
 
 
 # ---- a changed job file never strands a chain -----------------------------------------------------
@@ -189,7 +189,7 @@ def test_a_chain_whose_job_file_now_starts_at_its_open_stage_still_claims_it(set
     submitter = submitter_for(settings, holds)
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
     imagine_task = wait_until(lambda: (get_job(table, job_id) or {}).get("imagine_task_id"), timeout=30)
-    wait_until(lambda: get_job(table, job_id)["stage"] == "upscale", timeout=30, message="the imagine finished")
+    wait_until(lambda: job_item(table, job_id)["stage"] == "upscale", timeout=30, message="the imagine finished")
     # The owner rewrites the file: now it starts from the imagine grid, so its first stage is the
     # chain's open one.
     rewritten = {"parent_task_id": imagine_task, "index": "2", "prompt": "a red balloon"}
@@ -198,7 +198,7 @@ def test_a_chain_whose_job_file_now_starts_at_its_open_stage_still_claims_it(set
     result = submitter.handle_upload(key)  # the completion's hand-on to the submit queue
 
     assert result.outcome is SubmitOutcome.SUBMITTED, "a later stage's claim, never a first one that always loses"
-    assert get_job(table, job_id)["upscale_task_id"]
+    assert job_item(table, job_id)["upscale_task_id"]
 
 
 def test_a_later_stage_sends_the_prompt_the_first_claim_recorded(settings, sim, s3, table, bucket):
@@ -209,14 +209,14 @@ def test_a_later_stage_sends_the_prompt_the_first_claim_recorded(settings, sim, 
     key = upload_inline(s3, bucket, job_id, document)
     submitter = submitter_for(settings, HoldRecorder())
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
-    wait_until(lambda: get_job(table, job_id)["stage"] == "inpaint", timeout=30, message="the upscale finished")
+    wait_until(lambda: job_item(table, job_id)["stage"] == "inpaint", timeout=30, message="the upscale finished")
     upload_inline(s3, bucket, job_id, document | {"prompt": "a blue kite"})  # changed between the stages
 
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
 
-    task_id = wait_until(lambda: get_job(table, job_id).get("inpaint_task_id"), timeout=30)
+    task_id = wait_until(lambda: job_item(table, job_id).get("inpaint_task_id"), timeout=30)
     assert sim.task(task_id)["prompt"] == "a red balloon", "one source of truth: the prompt the job recorded"
-    assert get_job(table, job_id)["prompt"] == "a red balloon"
+    assert job_item(table, job_id)["prompt"] == "a red balloon"
 
 
 # ---- time for the paid call, and the mask stored only once it is sent ------------------------------

@@ -13,6 +13,7 @@ import pytest
 from tests.support.builders import new_job_id, upload_job
 from tests.support.waits import (
     get_job,
+    job_item,
     keys_under,
     object_version,
     read_json,
@@ -47,7 +48,7 @@ def wait_until_quiet(table: Any, job_id: str, margin: float = 0.3) -> dict[str, 
 
 def assert_reconciler_changes_nothing_more(stack: Any, s3: Any, bucket: str, table: Any, job_id: str) -> None:
     """Once the job is old enough to be looked at again, further runs leave the item and its files alone."""
-    finished = get_job(table, job_id)
+    finished = job_item(table, job_id)
     keys = keys_under(s3, bucket, f"results/{job_id}/")
     versions = {key: object_version(s3, bucket, key) for key in keys}
     wait_until_quiet(table, job_id)
@@ -77,7 +78,7 @@ def test_given_lost_webhooks_when_quiet_period_passes_then_reconciler_completes_
 ):
     job_id = start_job_with_lost_webhooks(sim, s3, bucket, table, drop)
     assert sim.wait_idle(timeout=10)
-    stuck = get_job(table, job_id)
+    stuck = job_item(table, job_id)
     expected_status = {"final": "PROCESSING", "all": "SUBMITTED"}[drop]
     assert stuck["status"] == expected_status
     if drop == "final":
@@ -101,7 +102,7 @@ def test_given_lost_webhooks_when_quiet_period_passes_then_reconciler_completes_
 
 def test_given_job_touched_recently_when_reconciler_runs_then_it_is_left_alone(stack, sim, s3, table, bucket):
     job_id = start_job_with_lost_webhooks(sim, s3, bucket, table, "all")
-    before = get_job(table, job_id)
+    before = job_item(table, job_id)
     observable = age_seconds(before["updated_at"]) < QUIET_SECONDS * 0.7
 
     if observable:
@@ -152,7 +153,7 @@ def test_given_task_still_running_at_provider_when_reconciler_runs_then_job_is_t
 
     report = stack.run_reconciler()
 
-    after = get_job(table, job_id)
+    after = job_item(table, job_id)
     assert sim.task(task_id)["status"] != "finished", "the provider must still be working for this test"
     assert after["status"] in ("SUBMITTED", "PROCESSING"), after
     assert after["updated_at"] > before["updated_at"], "the reconciler notes that it looked"
@@ -162,7 +163,7 @@ def test_given_task_still_running_at_provider_when_reconciler_runs_then_job_is_t
     assert provider.fetches(task_id) == 1 and provider.image_gets(task_id) == 0
     # Touched means quiet again: an immediate second run does not ask the provider about it.
     stack.run_reconciler()
-    assert get_job(table, job_id)["updated_at"] == after["updated_at"]
+    assert job_item(table, job_id)["updated_at"] == after["updated_at"]
     assert provider.fetches(task_id) == 1
 
     # Let the provider finish; the reconciler then brings the job home.

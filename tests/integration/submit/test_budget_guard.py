@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from vary_region.aws.job_files import JobFiles
+from vary_region.aws.job_files import JobFiles, StoredObject
 from vary_region.core.credits import periods_at
 from vary_region.provider.balance import ProviderBalance
 from vary_region.settings import Settings, get_settings
@@ -109,6 +109,7 @@ def test_a_burst_against_a_small_daily_limit_makes_exactly_as_many_paid_submissi
     assert all(provider.inpaint_calls(job_id) == 0 for job_id in others), "an over-budget job pays nothing"
     assert _usage(submitter, clock)["day"][0] == 3 * INPAINT
     for job_id in submitted:
+        assert job_id is not None, "a submitted upload names its job"
         assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
     wait_for_spent = [read_json(s3, bucket, f"results/{job_id}/result.json")["credits"] for job_id in submitted]
     assert wait_for_spent == [{"reserved": {"inpaint": 4}, "spent": {"inpaint": 4}, "returned": 0}] * 3
@@ -160,7 +161,12 @@ def test_held_jobs_go_out_when_the_period_turns_and_their_wake_ups_read_no_files
     assert submitter.handle_upload(keys[held]).outcome is SubmitOutcome.HELD
     reads: list[str] = []
     real_read = submitter._files.read
-    monkeypatch.setattr(submitter._files, "read", lambda key, limit: reads.append(key) or real_read(key, limit))
+
+    def recording_read(key: str, max_bytes: int) -> StoredObject | None:
+        reads.append(key)
+        return real_read(key, max_bytes)
+
+    monkeypatch.setattr(submitter._files, "read", recording_read)
 
     again = [submitter.handle_upload(keys[held]) for _ in range(3)]  # wake-ups the same day
 

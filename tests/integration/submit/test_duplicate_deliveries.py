@@ -19,6 +19,7 @@ from tests.support.builders import job_json, mask_png, new_job_id, put_files, s3
 from tests.support.waits import (
     get_job,
     job_ids_in_table,
+    job_item,
     keys_under,
     read_error_json,
     read_json,
@@ -72,7 +73,7 @@ def test_given_same_s3_event_delivered_50_times_concurrently_then_exactly_one_su
     assert stats["tasks_created"] == 1, stats
     assert [request["parent_task_id"] for request in sim.inpaint_requests] == [parent]
     assert read_json(s3, bucket, f"results/{job_id}/result.json")["task_id"] == item["task_id"]
-    assert get_job(table, job_id)["completed_at"] == item["completed_at"]  # completed once, never again
+    assert job_item(table, job_id)["completed_at"] == item["completed_at"]  # completed once, never again
 
 
 def test_given_both_files_uploaded_at_the_same_moment_then_exactly_one_submission_per_job(
@@ -210,7 +211,7 @@ def test_given_a_batch_with_a_failing_message_then_only_that_message_goes_back_t
 
     # The failing message alone is retried (then dead-lettered); the one after it was handled in this batch.
     assert answer == {"batchItemFailures": [{"itemIdentifier": "failing-1"}]}
-    assert get_job(table, job_id)["status"] == "RECEIVED"
+    assert job_item(table, job_id)["status"] == "RECEIVED"
     put_files(s3, bucket, [(f"inbox/{job_id}/mask.png", mask_png(), "image/png")])
     put_files(s3, bucket, [(f"inbox/{job_id}/job.json", job_json(), "application/json")])
     assert wait_for_job(table, job_id)["status"] == "COMPLETED"

@@ -32,7 +32,7 @@ from vary_region.wiring import parent_reader, provider_slot_limit
 from tests.support.builders import job_json, mask_png, new_job_id, put_files, secret_of
 from tests.support.faults import hold_provider_tasks
 from tests.support.recorders import ProviderRecorder
-from tests.support.waits import get_job, settle_stack, wait_for_job
+from tests.support.waits import get_job, job_item, settle_stack, wait_for_job
 
 DIRECT_INBOX = "direct-inbox/"  # not under the stack's notification prefix (inbox/)
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -255,7 +255,7 @@ def test_an_unexpected_error_after_sending_is_ambiguous_keeps_the_claim_and_is_n
         result = submitter.handle_upload(keys[1])
 
         assert result.outcome is SubmitOutcome.AMBIGUOUS
-        item = get_job(table, job_id)
+        item = job_item(table, job_id)
         assert item["status"] == "SUBMITTED", item
         assert item["needs_attention"] is True
         assert item["error"]["code"] == "SUBMIT_AMBIGUOUS" and "RuntimeError" in item["error"]["message"]
@@ -296,7 +296,7 @@ def test_an_api_key_read_failure_gives_the_claim_back_and_the_redelivery_submits
     with pytest.raises(RequestNotSent):
         submitter.handle_upload(keys[1])
 
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert item["status"] == "RECEIVED" and "submit_claim" not in item, "nothing was sent: the claim is back"
     assert provider.inpaint_calls(job_id) == 0
 

@@ -14,8 +14,8 @@ import pytest
 from tests.support.builders import job_json, mask_image, mask_png, new_job_id, put_files
 from tests.support.faults import fail_error_json_write_once
 from tests.support.waits import (
-    get_job,
     job_ids_in_table,
+    job_item,
     keys_under,
     read_error_json,
     read_json,
@@ -147,7 +147,7 @@ def test_given_bad_input_when_uploaded_then_job_rejected_with_code_and_nothing_i
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
     # Every event of the job has been handled: the verdict is final, not a snapshot.
     wait_for_queue_drained(stack)
-    assert get_job(table, job_id)["status"] == "REJECTED"
+    assert job_item(table, job_id)["status"] == "REJECTED"
     assert sim.stats()["inpaint_calls"] == 0
     # The user's files: exactly the ones uploaded, byte for byte, and nothing new under inbox/.
     assert keys_under(s3, bucket, f"inbox/{job_id}") == sorted(key for key, _, _ in files)
@@ -207,7 +207,7 @@ def test_given_job_json_without_mask_then_job_waits_unsubmitted_until_the_mask_a
     wait_for_job(table, job_id, ("RECEIVED",))
     wait_for_queue_drained(stack)
 
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert item["status"] == "RECEIVED"
     assert "task_id" not in item and "submit_claim" not in item
     assert sim.stats()["inpaint_calls"] == 0
@@ -257,7 +257,7 @@ def test_given_error_json_write_fails_once_when_event_is_redelivered_then_error_
     wait_for_queue_drained(stack)  # the failed message came back (after ~2 s) and was handled again
 
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert item["error"]["code"] == "MASK_BLANK"
     assert read_error_json(s3, bucket, job_id) == {
         "job_id": job_id,

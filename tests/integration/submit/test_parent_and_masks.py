@@ -16,7 +16,14 @@ from PIL import Image
 from vary_region.provider.webhook_token import webhook_token
 
 from tests.support.builders import hook_of, job_json, mask_png, new_job_id, put_files
-from tests.support.waits import get_job, keys_under, settle_stack, wait_for_job, wait_for_object, wait_for_queue_drained
+from tests.support.waits import (
+    job_item,
+    keys_under,
+    settle_stack,
+    wait_for_job,
+    wait_for_object,
+    wait_for_queue_drained,
+)
 
 PARENT_SIZE = (640, 384)
 
@@ -115,7 +122,7 @@ def test_given_unusable_parent_or_mask_when_uploaded_then_rejected_with_code_and
     error_doc = json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json"))
     assert error_doc == {"job_id": job_id, "status": "REJECTED", "error": dict(item["error"])}
     wait_for_queue_drained(stack)
-    assert provider.inpaint_calls(job_id) == 0 and get_job(table, job_id)["status"] == "REJECTED"
+    assert provider.inpaint_calls(job_id) == 0 and job_item(table, job_id)["status"] == "REJECTED"
     assert keys_under(s3, bucket, f"inbox/{job_id}") == sorted(key for key, _, _ in files)
     for key, body, _ in files:
         stored = s3.get_object(Bucket=bucket, Key=key)
@@ -190,7 +197,9 @@ def test_given_mask_of_another_size_with_resize_when_uploaded_then_it_is_scaled_
 
     assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
     grey = assert_binary_at_parent_size(sent_mask(sim, job_id))
-    left, top, right, bottom = grey.getbbox()  # the 128..320 box of 512, scaled to 640x384
+    box = grey.getbbox()  # the 128..320 box of 512, scaled to 640x384
+    assert box is not None, "the mask sent has a white area"
+    left, top, right, bottom = box
     assert abs(left - 160) <= 1 and abs(right - 400) <= 1 and abs(top - 96) <= 1 and abs(bottom - 240) <= 1
 
 
@@ -226,7 +235,9 @@ def test_given_jpeg_grey_or_transparent_mask_when_uploaded_then_apiframe_gets_it
 
     assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
     grey = assert_binary_at_parent_size(sent_mask(sim, job_id))
-    left, top, right, bottom = grey.getbbox()
+    box = grey.getbbox()
+    assert box is not None, "the mask sent has a white area"
+    left, top, right, bottom = box
     assert abs(left - 100) <= 2 and abs(top - 100) <= 2 and abs(right - 300) <= 2 and abs(bottom - 300) <= 2
 
 

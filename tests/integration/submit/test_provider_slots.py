@@ -16,7 +16,7 @@ from vary_region.submit.submitter import SubmitOutcome, SubmitResult
 
 from tests.support.builders import new_job_id, upload_job
 from tests.support.faults import hold_provider_tasks
-from tests.support.waits import get_job, settle_stack, wait_for_job, wait_for_status, wait_until
+from tests.support.waits import get_job, job_item, settle_stack, wait_for_job, wait_for_status, wait_until
 
 
 def _held_jobs(table: Any, jobs: list[str]) -> list[str]:
@@ -67,7 +67,7 @@ def test_claims_beyond_the_limit_raise_busy_until_a_job_finishes(stack):
     assert store.claim_submission(jobs[1], "t1", "h", "p", None, {}, now)
     with pytest.raises(ProviderBusy):
         store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
-    assert get_job(table, jobs[2]).get("submit_claim") is None, "a busy claim leaves the job untouched"
+    assert job_item(table, jobs[2]).get("submit_claim") is None, "a busy claim leaves the job untouched"
 
     assert store.mark_failed(jobs[0], JobError("X", "test", ErrorStage.SUBMIT), now, _claimed("t0"))
     assert store.claim_submission(jobs[2], "t2", "h", "p", None, {}, now)
@@ -135,7 +135,7 @@ def test_a_held_job_wakes_up_without_reading_its_mask_while_no_slot_is_free(stac
         upload_job(s3, bucket, job_id)
         wait_until(lambda: len(wake_ups) >= 3, 30, message="three wake-ups of the held job")
         assert wake_ups[:3] == [0, 0, 0], "a wake-up without a free slot must not read the mask"
-        assert get_job(table, job_id)["status"] == "RECEIVED"
+        assert job_item(table, job_id)["status"] == "RECEIVED"
     finally:
         _give_slots_back(store, taken, now)
 

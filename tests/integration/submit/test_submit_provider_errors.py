@@ -24,6 +24,7 @@ from tests.support.builders import job_json, mask_png, new_job_id, put_files, s3
 from tests.support.faults import fail_error_json_write_once
 from tests.support.waits import (
     get_job,
+    job_item,
     keys_under,
     settle_stack,
     wait_for_job,
@@ -61,7 +62,7 @@ def _items_when_held(stack: Any, table: Any, job_id: str, monkeypatch: Any) -> l
     def observed(key: str, time_left: Any = None) -> Any:
         result = real_handle(key, time_left)
         if result.job_id == job_id and result.outcome is SubmitOutcome.HELD:
-            items.append(get_job(table, job_id))
+            items.append(job_item(table, job_id))
         return result
 
     monkeypatch.setattr(submitter, "handle_upload", observed)
@@ -99,7 +100,7 @@ def test_given_provider_rejects_with_400_then_job_fails_with_its_message_and_is_
     wait_for_queue_drained(stack)  # every event handled: no retry is pending either
     assert sim.stats()["inpaint_calls"] == 1
     assert sim.stats()["tasks_created"] == 0
-    assert get_job(table, job_id)["status"] == "FAILED"
+    assert job_item(table, job_id)["status"] == "FAILED"
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_given_outage_longer_than_retry_budget_then_event_is_redelivered_and_job
     # A call after the first invocation's budget ran out can only come from a redelivered message.
     wait_until(lambda: sim.stats()["inpaint_calls"] > calls_then, 15, message="a redelivery of the S3 event")
 
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert item["status"] == "RECEIVED", item
     assert "task_id" not in item
     assert sim.stats()["tasks_created"] == 0
@@ -175,7 +176,7 @@ def test_given_500_on_submit_then_never_resent_and_flagged_ambiguous(stack, sim,
             assert stack.functions["submit"].invoke(redelivery) == {"batchItemFailures": []}
         wait_for_queue_drained(stack)
         assert sim.stats()["inpaint_calls"] == 1, "a 500 may hide a paid task: never resent"
-        assert get_job(table, job_id)["status"] == "SUBMITTED"
+        assert job_item(table, job_id)["status"] == "SUBMITTED"
     finally:
         # What the reconciler does after the ambiguity window (an hour): end the job and free its slot.
         error = JobError("SUBMIT_AMBIGUOUS", "test over", ErrorStage.RECONCILE)
@@ -207,7 +208,7 @@ def test_given_submit_answer_lost_to_read_timeout_then_never_resubmitted_flagged
         wait_for_queue_drained(stack)
         assert sim.stats()["inpaint_calls"] == 1
         assert sim.stats()["tasks_created"] == 1
-        assert get_job(table, job_id)["status"] == "SUBMITTED"
+        assert job_item(table, job_id)["status"] == "SUBMITTED"
 
         # The task was really created and its (late) webhook carries the job's secret: it completes the job.
         item = wait_for_job(table, job_id, timeout=20)
@@ -237,7 +238,7 @@ def test_given_error_json_write_fails_once_after_provider_rejection_then_redeliv
 
     assert sim.stats()["inpaint_calls"] == 1
     assert keys_under(s3, bucket, f"results/{job_id}/") == [f"results/{job_id}/error.json"]
-    item = get_job(table, job_id)
+    item = job_item(table, job_id)
     assert json.loads(wait_for_object(s3, bucket, f"results/{job_id}/error.json")) == {
         "job_id": job_id,
         "status": "FAILED",

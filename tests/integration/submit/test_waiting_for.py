@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.builders import job_json, mask_png, new_job_id
-from tests.support.waits import get_job, wait_for_job, wait_for_queue_drained, wait_until
+from tests.support.waits import get_job, job_item, wait_for_job, wait_for_queue_drained, wait_until
 
 
 @pytest.mark.parametrize(
@@ -32,4 +32,4 @@ def test_given_one_file_of_a_job_then_its_item_says_which_file_it_waits_for_unti
     wait_for_queue_drained(stack)
 
     assert item["status"] == "COMPLETED", item.get("error")
-    assert "waiting_for" not in get_job(table, job_id), "a whole job no longer waits for anything"
+    assert "waiting_for" not in job_item(table, job_id), "a whole job no longer waits for anything"

@@ -23,6 +23,7 @@ from tests.support.recorders import WebhookRecorder
 from tests.support.waits import (
     final_body,
     get_job,
+    job_item,
     keys_under,
     object_version,
     read_json,
@@ -173,13 +174,13 @@ def test_given_progress_webhooks_then_percentage_only_moves_forward_and_final_co
     # The documented progress shape carries the percentage as a string.
     response = post_webhook(stack, job.job_id, progress_body(job.task_id, "80"), secret=job.secret)
     assert response.status_code == 200, response.text
-    item = get_job(table, job.job_id)
+    item = job_item(table, job.job_id)
     assert (item["status"], int(item["percentage"])) == ("PROCESSING", 80)
 
     # A late, lower report never moves the job backwards.
     response = post_webhook(stack, job.job_id, progress_body(job.task_id, "50"), secret=job.secret)
     assert response.status_code == 200, response.text
-    item = get_job(table, job.job_id)
+    item = job_item(table, job.job_id)
     assert (item["status"], int(item["percentage"])) == ("PROCESSING", 80)
 
     # The documented finished shape has no status: image_urls alone mean "finished".
@@ -207,7 +208,7 @@ def test_given_progress_webhooks_then_percentage_only_moves_forward_and_final_co
     # Progress after the end changes nothing either.
     response = post_webhook(stack, job.job_id, progress_body(job.task_id, "90"), secret=job.secret)
     assert response.status_code == 200, response.text
-    item = get_job(table, job.job_id)
+    item = job_item(table, job.job_id)
     assert item == completed_item
     assert item["status"] == "COMPLETED" and int(item["percentage"]) == 100
 
@@ -235,7 +236,7 @@ def test_given_percentage_as_number_or_with_percent_sign_then_it_is_recorded(sta
     for value, expected in ((30, 30), ("45%", 45), ("61.7", 61)):
         body = progress_body(job.task_id, "0") | {"percentage": value}
         assert post_webhook(stack, job.job_id, body, secret=job.secret).status_code == 200
-        assert int(get_job(table, job.job_id)["percentage"]) == expected
+        assert int(job_item(table, job.job_id)["percentage"]) == expected
 
     sim.reset()
     settle_job(stack, sim, table, job)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import requests
 import vary_region.provider.apiframe_v1 as apiframe
+from urllib3.connection import HTTPSConnection
+from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -46,22 +48,31 @@ def response(status: int, body: Any = None, *, text: str | None = None, headers:
     return r
 
 
-# Exceptions shaped exactly as requests 2.x raises them (checked against a real socket once):
+# Exceptions shaped exactly as requests 2.x raises them (checked against a real socket once), with the
+# connection and pool they name (built, never connected):
+def _pool() -> HTTPSConnectionPool:
+    return HTTPSConnectionPool("api.apiframe.test", 443)
+
+
+def _connection() -> HTTPSConnection:
+    return HTTPSConnection("api.apiframe.test", 443)
+
+
 def connection_refused() -> requests.exceptions.ConnectionError:
-    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
-    return requests.exceptions.ConnectionError(MaxRetryError(None, "/inpaint", reason))
+    reason = NewConnectionError(_connection(), "Failed to establish a new connection: [Errno 111] Connection refused")
+    return requests.exceptions.ConnectionError(MaxRetryError(_pool(), "/inpaint", reason))
 
 
 def name_not_resolved() -> requests.exceptions.ConnectionError:
     import socket
 
-    reason = NameResolutionError("api.apiframe.test", None, socket.gaierror(-2, "Name or service not known"))
-    return requests.exceptions.ConnectionError(MaxRetryError(None, "/inpaint", reason))
+    reason = NameResolutionError("api.apiframe.test", _connection(), socket.gaierror(-2, "Name or service not known"))
+    return requests.exceptions.ConnectionError(MaxRetryError(_pool(), "/inpaint", reason))
 
 
 def connect_timeout() -> requests.exceptions.ConnectTimeout:
     reason = ConnectTimeoutError(None, "Connection to api.apiframe.test timed out. (connect timeout=3.05)")
-    return requests.exceptions.ConnectTimeout(MaxRetryError(None, "/inpaint", reason))
+    return requests.exceptions.ConnectTimeout(MaxRetryError(_pool(), "/inpaint", reason))
 
 
 def remote_disconnected() -> requests.exceptions.ConnectionError:
@@ -78,24 +89,18 @@ def read_timeout() -> requests.exceptions.ReadTimeout:
     return requests.exceptions.ReadTimeout("HTTPSConnectionPool(host='api.apiframe.test'): Read timed out.")
 
 
-class FakeSession:
+class FakeSession(requests.Session):
     """Plays scripted outcomes (responses or exceptions) in order; `forever` repeats after the script."""
 
     def __init__(self, *outcomes: Any, forever: Any = None) -> None:
+        super().__init__()
         self.outcomes = list(outcomes)
         self.forever = forever
         self.calls: list[dict[str, Any]] = []
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        data: bytes | None = None,
-        headers: Any = None,
-        timeout: Any = None,
-        **kwargs: Any,
-    ):
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        assert not args and isinstance(url, str), "the client passes a str url and keywords only"
+        data, headers, timeout = kwargs.pop("data", None), kwargs.pop("headers", None), kwargs.pop("timeout", None)
         sent = _decoded(data)
         call = {"method": method, "url": url, "json": sent, "headers": dict(headers or {}), "timeout": timeout}
         self.calls.append(call | kwargs)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import requests
 from vary_region.core.errors import ProviderRejected, SubmissionAmbiguous
 from vary_region.provider.apiframe_v1 import RetryPolicy
 from vary_region.provider.apiframe_v2 import ApiframeV2Client, parse_v2_job, v2_request
@@ -94,11 +95,14 @@ class _Answer:
         return self._payload
 
 
-class _Session:
+class _Session(requests.Session):
     def __init__(self, *answers: _Answer) -> None:
-        self.answers, self.calls = list(answers), []  # type: ignore[var-annotated]
+        super().__init__()
+        self.answers = list(answers)
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
 
-    def request(self, method: str, url: str, **kwargs: Any) -> _Answer:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # an _Answer
+        assert not args and isinstance(url, str), "the client passes a str url and keywords only"
         self.calls.append((method, url, kwargs))
         return self.answers.pop(0)
 
@@ -110,7 +114,7 @@ def _client(*answers: _Answer) -> tuple[ApiframeV2Client, _Session]:
         lambda: KEY,
         session=session,
         retry=RetryPolicy(budget_seconds=5),
-        sleep=lambda s: None,  # type: ignore[arg-type]
+        sleep=lambda s: None,
     )
     return client, session
 

@@ -93,6 +93,7 @@ def test_given_failed_task_with_a_huge_message_when_parsed_then_the_message_is_b
     result = parse_task_result({"task_id": "t1", "status": "FAILED", "message": "x" * 50_000})
 
     assert result.state is TaskState.FAILED
+    assert result.error_message is not None
     assert len(result.error_message) <= 1000
 
 

@@ -7,7 +7,14 @@ import json
 
 import pytest
 from vary_region.core.errors import ErrorStage, JobRejected
-from vary_region.submit.job_spec import JobSpec, Limits, parse_inline_job, parse_job_spec, parse_mask_data_url
+from vary_region.submit.job_spec import (
+    InlineMask,
+    JobSpec,
+    Limits,
+    parse_inline_job,
+    parse_job_spec,
+    parse_mask_data_url,
+)
 
 from tests.support.builders import job_json, mask_png
 
@@ -304,6 +311,7 @@ def test_given_inline_job_when_parsed_then_spec_and_mask_bytes_are_returned():
     spec, inline = parse_inline_job(raw, LIMITS, MAX_MASK)
 
     assert spec == JobSpec(parent_task_id="p1", prompt="hat", metadata={"n": 1})
+    assert isinstance(inline, InlineMask)
     assert inline.data == mask
     assert inline.declared_type == "image/png"
 
@@ -315,6 +323,7 @@ def test_given_inline_mask_bigger_than_the_spec_limit_when_parsed_then_it_is_acc
 
     _, inline = parse_inline_job(raw, LIMITS, max_mask_bytes=512 * 1024)
 
+    assert isinstance(inline, InlineMask)
     assert inline.data == mask
 
 

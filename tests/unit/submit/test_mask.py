@@ -119,8 +119,8 @@ def encode_png(
     assert decoded.size == size
     if (colour_type, depth) in _PILLOW_MODE and decoded.mode == _PILLOW_MODE[(colour_type, depth)]:
         for (x, y), value in list(pixels.items())[:3]:
-            got = decoded.getpixel((x, y))
-            got = got if isinstance(got, tuple) else (got,)
+            pixel = decoded.getpixel((x, y))
+            got = pixel if isinstance(pixel, tuple) else (pixel,)
             assert got == value, (x, y, got, value)
     return data
 
@@ -345,8 +345,21 @@ POSITIONS = {
 @pytest.mark.parametrize("where", POSITIONS)
 @pytest.mark.parametrize("mode", ["L", "1", "RGB", "RGBA", "LA"])
 def test_given_one_white_pixel_in_pillow_png_when_validated_then_mask_is_accepted(mode, where):
-    black = {"L": 0, "1": 0, "RGB": (0, 0, 0), "RGBA": (0, 0, 0, 255), "LA": (0, 255)}[mode]
-    white = {"L": 255, "1": 1, "RGB": (255, 255, 255), "RGBA": (255, 255, 255, 255), "LA": (255, 255)}[mode]
+    blacks: dict[str, int | tuple[int, ...]] = {
+        "L": 0,
+        "1": 0,
+        "RGB": (0, 0, 0),
+        "RGBA": (0, 0, 0, 255),
+        "LA": (0, 255),
+    }
+    whites: dict[str, int | tuple[int, ...]] = {
+        "L": 255,
+        "1": 1,
+        "RGB": (255, 255, 255),
+        "RGBA": (255, 255, 255, 255),
+        "LA": (255, 255),
+    }
+    black, white = blacks[mode], whites[mode]
     image = Image.new(mode, SIZE, black)
     image.putpixel(POSITIONS[where], white)
 
@@ -449,7 +462,9 @@ def test_given_grey_antialiased_mask_when_fitted_then_it_is_cut_at_128_into_blac
 def test_given_lossy_mask_when_fitted_then_its_ringing_is_gone_and_the_box_stays(fmt):
     binary = sent(mask_image(fmt, (512, 512)), (512, 512))
     assert set(binary.getdata()) == {0, 255}
-    left, top, right, bottom = binary.getbbox()
+    box = binary.getbbox()
+    assert box is not None, "the mask sent has a white area"
+    left, top, right, bottom = box
     assert abs(left - 100) <= 2 and abs(top - 100) <= 2 and abs(right - 300) <= 2 and abs(bottom - 300) <= 2
 
 
@@ -487,7 +502,9 @@ def test_given_mask_of_another_size_when_fitted_exactly_then_mask_size_mismatch_
 def test_given_mask_of_another_size_when_fitted_with_resize_then_scaled_and_strictly_binary():
     binary = sent(mask_png((512, 512), (128, 128, 320, 320)), (640, 384), MaskFit.RESIZE)
     assert set(binary.getdata()) == {0, 255}
-    left, top, right, bottom = binary.getbbox()
+    box = binary.getbbox()
+    assert box is not None, "the mask sent has a white area"
+    left, top, right, bottom = box
     assert abs(left - 160) <= 1 and abs(right - 400) <= 1 and abs(top - 96) <= 1 and abs(bottom - 240) <= 1
 
 
