@@ -76,6 +76,6 @@ def test_an_idle_local_stack_prints_its_balance_once(tmp_path: Path) -> None:
         stack.send_signal(signal.SIGINT)
         stack.wait(timeout=30)
 
-    log = log_path.read_text()
-    balance_lines = [line for line in log.splitlines() if '"ProviderCredits"' in line]
-    assert len(balance_lines) == 1, log[-3000:]
+    output = log_path.read_text()
+    balance_lines = [line for line in output.splitlines() if '"ProviderCredits"' in line]
+    assert len(balance_lines) == 1, output[-3000:]
