@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vary_region_local.template import Function
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -52,13 +55,27 @@ class LocalFunction:
     none of it concurrently; the stack runs one each.
     """
 
-    def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:
+    def __init__(
+        self, name: str, folder: str, timeout_seconds: float, containers: int = 1, memory_mb: int = 256
+    ) -> None:
         self.name = name
         self.timeout_seconds = timeout_seconds
+        self.memory_mb = memory_mb
         self.modules = [load_handler_module(folder) for _ in range(containers)]
         self._idle: queue.SimpleQueue[ModuleType] = queue.SimpleQueue()
         for module in self.modules:
             self._idle.put(module)
+
+    @classmethod
+    def of(cls, deployed: Function, containers: int = 1) -> LocalFunction:
+        """The function as template.yaml deploys it: its name, folder, Timeout and MemorySize."""
+        return cls(
+            f"vary-region-{deployed.folder}",
+            deployed.folder,
+            deployed.timeout_seconds,
+            containers=containers,
+            memory_mb=deployed.memory_mb,
+        )
 
     @property
     def module(self) -> ModuleType:
@@ -68,7 +85,7 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         module = self._idle.get()  # waits, like a throttled invocation, when every container is busy
         try:
-            return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
+            return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds, self.memory_mb))
         finally:
             self._idle.put(module)
 
