@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from vary_region_local import template
+from vary_region_local.template import Variable
 
 from bench.report import Figure, Section
 
@@ -117,19 +118,6 @@ def excess_by_package(handler: list[ImportNode], baseline: list[ImportNode]) -> 
 
 
 # ---- the functions, as template.yaml declares them --------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """Keeps CloudFormation tags as {"tag": ..., "value": ...}, so a !Ref to a parameter can be resolved."""
-
-
-_CfnLoader.add_multi_constructor(
-    "!",
-    lambda loader, suffix, node: {
-        "tag": suffix,
-        "value": loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None,
-    },
-)
-
-
 @dataclass(frozen=True)
 class LambdaFunction:
     name: str  # the folder under functions/
@@ -141,33 +129,23 @@ class LambdaFunction:
         return REPO_ROOT / "functions" / self.name
 
 
-def _resolve(name: str, value: Any, parameters: dict[str, Any]) -> str:
-    if name in _PLACEHOLDERS:
-        return _PLACEHOLDERS[name]
-    if isinstance(value, dict) and value.get("tag") == "Ref" and value.get("value") in parameters:
-        return str(parameters[value["value"]].get("Default", ""))
-    if value is None or isinstance(value, dict):
-        return f"bench-placeholder-{name.lower()}"
-    return str(value)
+def _resolve(variable: Variable) -> str:
+    if variable.name in _PLACEHOLDERS:
+        return _PLACEHOLDERS[variable.name]
+    if variable.parameter is not None:
+        return variable.parameter_default or ""
+    return variable.literal if variable.literal is not None else f"bench-placeholder-{variable.name.lower()}"
 
 
 def template_functions() -> list[LambdaFunction]:
-    template = yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
-    parameters = template.get("Parameters", {})
-    defaults = template.get("Globals", {}).get("Function", {})
-    global_env = (defaults.get("Environment") or {}).get("Variables") or {}
     functions = []
-    for resource in template["Resources"].values():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource["Properties"]
-        folder = Path(str(props["CodeUri"])).name
-        variables = global_env | ((props.get("Environment") or {}).get("Variables") or {})
-        environment = {name: _resolve(name, value, parameters) for name, value in variables.items()}
-        module = str(props.get("Handler", defaults.get("Handler", "app.lambda_handler"))).rsplit(".", 1)[0]
-        memory = str(props.get("MemorySize", defaults.get("MemorySize", 128)))
-        environment |= {"AWS_LAMBDA_FUNCTION_NAME": f"vary-region-{folder}", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory}
-        functions.append(LambdaFunction(folder, module, environment))
+    for deployed in template.functions().values():
+        environment = {name: _resolve(variable) for name, variable in deployed.environment.items()}
+        environment |= {
+            "AWS_LAMBDA_FUNCTION_NAME": f"vary-region-{deployed.folder}",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(deployed.memory_mb),
+        }
+        functions.append(LambdaFunction(deployed.folder, deployed.handler.rsplit(".", 1)[0], environment))
     return sorted(functions, key=lambda f: f.name)
 
 

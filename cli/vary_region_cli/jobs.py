@@ -8,16 +8,16 @@ import secrets
 import shutil
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vary_region.core.keys import MASK_EXTENSIONS
+from vary_region.core.job import JobStatus
+from vary_region.core.keys import MASK_EXTENSIONS, MAX_JOB_ID_CHARS, is_valid_job_id
+from vary_region.store.schema import plain
 
 from vary_region_cli.config import CliError, Target
 
@@ -30,8 +30,7 @@ JOBS_BY_DAY_INDEX = "jobs-by-day"
 
 INBOX = "inbox/"
 RESULTS = "results/"
-FINAL = ("COMPLETED", "FAILED", "REJECTED")
-MAX_JOB_ID_CHARS = 200
+FINAL = frozenset(status for status in JobStatus if status.is_final)
 # The pipeline's bookkeeping on a job's item (claims, leases, slots, index keys, TTL, the webhook
 # secret's hash): nothing a user acts on, and nothing a shared screenshot should show. `status --raw` has it.
 INTERNAL_FIELDS = frozenset(
@@ -69,11 +68,12 @@ def new_job_id(now: datetime | None = None) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    """The pipeline's rule: any printable name without a slash (see vary_region.core.keys)."""
-    if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", ".."):
-        raise CliError(f"invalid job id {job_id!r}: use 1..{MAX_JOB_ID_CHARS} printable characters")
-    if "/" in job_id or any(unicodedata.category(ch).startswith("C") for ch in job_id):
-        raise CliError(f"invalid job id {job_id!r}: no slashes or control characters")
+    """The pipeline's own rule (vary_region.core.keys): what it would ignore is refused here."""
+    if not is_valid_job_id(job_id):
+        raise CliError(
+            f"invalid job id {job_id!r}: use 1..{MAX_JOB_ID_CHARS} printable characters,"
+            " no slashes or control characters"
+        )
     return job_id
 
 
@@ -232,19 +232,6 @@ def _moment(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else None
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal, sets as sets: make them JSON-ready."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | set | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 def list_jobs(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vary_region.core import strict_json
+from vary_region.core.job import JobStatus
 
 from vary_region_cli import jobs
 from vary_region_cli.config import CliError, CliSettings, Target, resolve, settings_from_env
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--status",
         type=str.upper,
-        choices=["RECEIVED", "SUBMITTED", "PROCESSING", "COMPLETED", "FAILED", "REJECTED"],
+        choices=[status.value for status in JobStatus],
         help="only jobs in this state",
     )
     listing.set_defaults(handler=cmd_list, command_parser=listing)

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vary_region_local.template import Function
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
@@ -95,14 +98,28 @@ class LocalFunction:
     containers are only safe for handlers that do not flush metrics concurrently; the stack runs one each.
     """
 
-    def __init__(self, name: str, folder: str, timeout_seconds: float, containers: int = 1) -> None:
+    def __init__(
+        self, name: str, folder: str, timeout_seconds: float, containers: int = 1, memory_mb: int = 256
+    ) -> None:
         _keys_per_invocation()
         self.name = name
         self.timeout_seconds = timeout_seconds
+        self.memory_mb = memory_mb
         self.modules = [load_handler_module(folder) for _ in range(containers)]
         self._idle: queue.SimpleQueue[ModuleType] = queue.SimpleQueue()
         for module in self.modules:
             self._idle.put(module)
+
+    @classmethod
+    def of(cls, deployed: Function, containers: int = 1) -> LocalFunction:
+        """The function as template.yaml deploys it: its name, folder, Timeout and MemorySize."""
+        return cls(
+            f"vary-region-{deployed.folder}",
+            deployed.folder,
+            deployed.timeout_seconds,
+            containers=containers,
+            memory_mb=deployed.memory_mb,
+        )
 
     @property
     def module(self) -> ModuleType:
@@ -121,7 +138,7 @@ class LocalFunction:
         from vary_region.observability import logger
 
         _invocation_log_keys.set(dict(logger.get_current_keys()))
-        return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds))
+        return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds, self.memory_mb))
 
 
 def load_handler_module(folder: str) -> ModuleType:

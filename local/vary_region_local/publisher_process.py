@@ -18,8 +18,7 @@ import boto3
 
 from vary_region_local.lambda_runtime import LocalFunction
 from vary_region_local.stream_poller import StreamPoller
-
-PUBLISHER_TIMEOUT_SECONDS = 60  # template.yaml: PublisherFunction's Timeout
+from vary_region_local.template import function
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", required=True)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
-    publisher = LocalFunction("vary-region-publisher", "publisher", PUBLISHER_TIMEOUT_SECONDS)
+    publisher = LocalFunction.of(function("publisher"))
     # Lambda polls each shard of a DynamoDB stream four times a second; so does this poller, rather
     # than every 50 ms, since each read takes moto's one DynamoDB lock from the webhook's writes.
     poller = StreamPoller(

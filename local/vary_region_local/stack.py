@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
-import yaml
 
+from vary_region_local import template
 from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
@@ -33,8 +33,15 @@ from vary_region_local.stream_poller import StreamPoller
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
 SIMULATOR_API_KEY = "sim-local-api-key"
-COMPLETION_TIMEOUT_SECONDS = 120  # template.yaml: CompletionFunction's Timeout
 MOTO_START_TIMEOUT_SECONDS = 30
+# Settings template.yaml leaves at their defaults (so not among its variables), shortened here for
+# a machine's pace and tests; and no X-Ray daemon to trace to. SUBMIT_RETRY_BUDGET_SECONDS is
+# StackOptions.submit_retry_budget_seconds.
+LOCAL_ONLY_ENVIRONMENT = {
+    "COMPLETION_RETRY_DELAY_SECONDS": "1",
+    "RESULT_REFETCH_DELAY_SECONDS": "0.2",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
 
 
 @dataclass(frozen=True)
@@ -89,21 +96,9 @@ class StackOptions:
     publisher_process: bool = True
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads template.yaml with its CloudFormation tags (!Sub, !Ref, ...) as plain values."""
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def template_resource(logical_id: str) -> dict[str, Any]:
-    template = yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-    return template["Resources"][logical_id]["Properties"]
-
-
 def table_definition(table_name: str) -> dict[str, Any]:
     """The job table exactly as template.yaml declares it, so the local schema cannot drift."""
-    props = template_resource("JobsTable")
+    props = template.resource_properties("JobsTable")
     definition = {
         "TableName": table_name,
         "KeySchema": props["KeySchema"],
@@ -259,11 +254,11 @@ class LocalStack:
             TableName=opts.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
         queues = {
-            "submit": (*self._queue_with_dlq("vary-region-submit", 30), 10, 2),
-            # As template.yaml: one request per invocation, hidden for longer than the function may run.
+            "submit": (*self._queue_with_dlq("vary-region-submit", 30), template.sqs_batch_size("submit"), 2),
+            # Hidden for longer than the function may run, as deployed (here by 10 s, not six times).
             "completion": (
-                *self._queue_with_dlq("vary-region-completion", COMPLETION_TIMEOUT_SECONDS + 10),
-                1,
+                *self._queue_with_dlq("vary-region-completion", template.function("completion").timeout_seconds + 10),
+                template.sqs_batch_size("completion"),
                 max(2, opts.completion_containers),
             ),
         }
@@ -289,7 +284,7 @@ class LocalStack:
         InputPath, so the whole event is delivered, as the template's rule does too)."""
         events = boto3.client("events")
         events.create_event_bus(Name=self.options.event_bus_name)
-        rule = template_resource("JobRequestedRule")
+        rule = template.resource_properties("JobRequestedRule")
         events.put_rule(
             Name="vary-region-job-requested",
             EventBusName=self.options.event_bus_name,
@@ -323,7 +318,9 @@ class LocalStack:
     ) -> dict[str, str]:
         opts = self.options
         origin = urlsplit(apiframe_url)
-        env = {
+        # template.yaml's variables with what this stack has where CloudFormation resolves them, and
+        # the local choices; the template gives the rest (template.environment).
+        resolved = {
             "JOBS_BUCKET": opts.bucket,
             "JOBS_TABLE": opts.table,
             "APIFRAME_BASE_URL": apiframe_url,
@@ -334,20 +331,16 @@ class LocalStack:
             # Exactly the APIFRAME server's origin: plain http is admitted on loopback only.
             "ALLOWED_IMAGE_HOSTS": f"{origin.scheme}://{origin.netloc}",
             "RECONCILE_QUIET_SECONDS": str(opts.reconcile_quiet_seconds),
-            "SUBMIT_RETRY_BUDGET_SECONDS": str(opts.submit_retry_budget_seconds),
             "SUBMIT_QUEUE_URL": queue_url,
             "COMPLETION_QUEUE_URL": completion_url,
-            "COMPLETION_RETRY_DELAY_SECONDS": "1",
-            "RESULT_REFETCH_DELAY_SECONDS": "0.2",
             "MAX_ACTIVE_TASKS": "" if opts.max_active_tasks is None else str(opts.max_active_tasks),
             "EVENT_BUS_NAME": opts.event_bus_name,
             "HOLD_DELAY_SECONDS": "1",
-            "POWERTOOLS_SERVICE_NAME": "vary-region",
-            "POWERTOOLS_METRICS_NAMESPACE": "VaryRegion",
-            "POWERTOOLS_TRACE_DISABLED": "true",
         }
         if opts.max_image_bytes:
-            env["MAX_IMAGE_BYTES"] = str(opts.max_image_bytes)
+            resolved["MAX_IMAGE_BYTES"] = str(opts.max_image_bytes)
+        env = template.environment(resolved, os.environ) | LOCAL_ONLY_ENVIRONMENT
+        env["SUBMIT_RETRY_BUDGET_SECONDS"] = str(opts.submit_retry_budget_seconds)
         return env | (opts.extra_env or {})
 
     def _load_functions(self) -> None:
@@ -359,17 +352,11 @@ class LocalStack:
         # The shared Metrics may have been created (by an earlier import) before this environment was set.
         observability.metrics.namespace = os.environ["POWERTOOLS_METRICS_NAMESPACE"]
         observability.metrics.service = os.environ["POWERTOOLS_SERVICE_NAME"]
+        containers = {"webhook": self.options.webhook_containers, "completion": self.options.completion_containers}
+        # Each function of template.yaml, with its Timeout and MemorySize there.
         self.functions = {
-            "submit": LocalFunction("vary-region-submit", "submit", 90),
-            "webhook": LocalFunction("vary-region-webhook", "webhook", 10, containers=self.options.webhook_containers),
-            "completion": LocalFunction(
-                "vary-region-completion",
-                "completion",
-                COMPLETION_TIMEOUT_SECONDS,
-                containers=self.options.completion_containers,
-            ),
-            "reconciler": LocalFunction("vary-region-reconciler", "reconciler", 300),
-            "publisher": LocalFunction("vary-region-publisher", "publisher", 60),
+            folder: LocalFunction.of(deployed, containers=containers.get(folder, 1))
+            for folder, deployed in template.functions().items()
         }
 
     def _invoke_webhook(self, event: dict[str, Any]) -> Any:

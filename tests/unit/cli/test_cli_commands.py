@@ -427,3 +427,41 @@ def test_submit_with_units_fraction_sends_the_regions_in_fractions(monkeypatch: 
     assert cli.main(["submit", "--parent-task-id", "p", "--rect", "0.3,0.1,0.4,0.5", "--units", "fraction"]) == 0
 
     assert sent[0]["mask"] == {"regions": [{"rect": [0.3, 0.1, 0.4, 0.5]}], "units": "fraction"}
+
+
+# --- the pipeline's rules, read from the layer's core rather than copied ---------------------------
+
+ID_CASES = ["job-1", "my job", "日本", "a%41", "x" * 200, "", ".", "..", "a/b", "/provider-slots", "a\nb", "x" * 201]
+
+
+@pytest.mark.parametrize("job_id", ID_CASES)
+def test_the_cli_refuses_exactly_the_job_ids_the_pipeline_ignores(job_id: str) -> None:
+    from vary_region.core.keys import is_valid_job_id, parse_inbox_key
+
+    accepted = parse_inbox_key(f"inbox/{job_id}/job.json") is not None
+    assert is_valid_job_id(job_id) is accepted
+    if accepted:
+        assert jobs.check_job_id(job_id) == job_id
+    else:
+        with pytest.raises(cli.CliError, match="invalid job id"):
+            jobs.check_job_id(job_id)
+
+
+def test_the_cli_waits_for_exactly_the_pipelines_final_statuses() -> None:
+    from vary_region.core.job import JobStatus
+
+    assert {status.value for status in JobStatus if status.is_final} == set(jobs.FINAL)
+    assert "RUNNING" not in jobs.FINAL
+
+
+def test_an_items_numbers_sets_and_bytes_are_printed_as_json() -> None:
+    from decimal import Decimal
+
+    item = {"percentage": Decimal("40"), "ratio": Decimal("0.5"), "tags": {"a"}, "blob": b"x", "nested": [Decimal(2)]}
+    assert json.loads(json.dumps(jobs.plain(item))) == {
+        "percentage": 40,
+        "ratio": 0.5,
+        "tags": ["a"],
+        "blob": "x",
+        "nested": [2],
+    }

@@ -59,8 +59,9 @@ def parse_inbox_key(key: str, inbox_prefix: str = "inbox/") -> InboxObject | Non
 
 
 def is_valid_job_id(job_id: str) -> bool:
-    """Any printable name without a slash: spaces and unicode are fine, control characters are not."""
-    if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", ".."):
+    """Any printable name without a slash: spaces and unicode are fine, control characters are not.
+    The slash is the key's separator (inbox/<job-id>/...), and the CLI checks ids by this rule too."""
+    if not job_id or len(job_id) > MAX_JOB_ID_CHARS or job_id in (".", "..") or "/" in job_id:
         return False
     return not any(unicodedata.category(ch).startswith("C") for ch in job_id)
 

@@ -3,7 +3,6 @@ inferred on items written before chains existed), and the item's record of the j
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from vary_region.core.credits import CreditReservation, Settlement
@@ -11,6 +10,7 @@ from vary_region.core.errors import ErrorStage, JobError
 from vary_region.core.job import Job, JobStatus
 from vary_region.core.stages import CHAIN, JobStage, parse_stage
 from vary_region.core.strict_json import read_stored
+from vary_region.store.schema import plain
 
 
 def job_from_item(item: dict[str, Any]) -> Job:
@@ -38,7 +38,7 @@ def job_from_item(item: dict[str, Any]) -> Job:
         error=JobError(error["code"], error["message"], ErrorStage(error["stage"]))
         if isinstance(error, dict)
         else None,
-        result=_plain(item.get("result")),
+        result=plain(item.get("result")),
         stage=stage,
         claim_stage=_claim_stage(item, stage),
         stage_task_ids={s: item[s.task_id_attribute] for s in CHAIN if item.get(s.task_id_attribute)},
@@ -87,14 +87,3 @@ def _claim_stage(item: dict[str, Any], stage: JobStage) -> JobStage | None:
     if item.get("claim_stage"):
         return parse_stage(item["claim_stage"], stage)
     return stage if "stage" not in item else None
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; callers want JSON-ready values."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

@@ -1,6 +1,8 @@
 """The job table's keys and indexes: what the functions and the CLI both need to find items."""
 
 import zlib
+from decimal import Decimal
+from typing import Any
 
 # Open jobs carry the sparse `active` attribute the reconciler's index is built on. Its value is one
 # of a few shards, so no single index partition takes every open job's writes (each progress update
@@ -14,3 +16,17 @@ SLOTS_KEY = "/provider-slots"
 
 def active_shard(job_id: str) -> str:
     return f"ACTIVE#{zlib.crc32(job_id.encode('utf-8')) % ACTIVE_SHARDS}"
+
+
+def plain(value: Any) -> Any:
+    """An item's value as JSON-ready Python: DynamoDB gives numbers back as Decimal, sets as sets
+    and binary as bytes. The functions read `result` through it, the CLI whole items."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    return value
