@@ -165,6 +165,32 @@ def test_a_mutant_counts_the_tests_its_specs_select():
     }
 
 
+def test_the_scratch_baseline_runs_each_named_test_once_or_after_make_test_only_a_proof_of_the_copy():
+    def mutant(*tests: str) -> object:
+        return check.Mutant("m", "g", "f", "find", "replace", tests)
+
+    mutants = [
+        mutant("tests/unit/test_mask.py::test_one", "tests/integration/test_a.py"),
+        mutant("tests/unit/test_mask.py"),
+        mutant("tests/integration/test_b.py", "tests/integration/test_a.py::test_x"),
+        mutant("tests/e2e/test_c.py::test_y"),
+        mutant("tests/e2e/test_d.py"),
+    ]
+
+    assert check.scratch_specs(mutants, suite_passed=False) == [
+        "tests/integration/test_a.py",
+        "tests/unit/test_mask.py",
+        "tests/integration/test_b.py",
+        "tests/e2e/test_c.py::test_y",
+        "tests/e2e/test_d.py",
+    ]
+    assert check.scratch_specs(mutants, suite_passed=True) == [
+        "tests/unit/test_mask.py",
+        "tests/integration/test_a.py",
+        "tests/e2e/test_c.py::test_y",
+    ]
+
+
 def test_a_mutant_none_of_whose_tests_passed_unmutated_is_an_error_of_the_check_and_is_not_run(monkeypatch):
     mutant = check.Mutant("m", "g", "scripts/mutation_check.py", "REPO = Path(", "x", ("tests/unit/test_mask.py",))
     monkeypatch.setattr(check, "run_tests", lambda *a, **k: pytest.fail("a mutant nothing can catch was run"))
