@@ -6,6 +6,8 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from PIL import Image
@@ -138,6 +140,16 @@ def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, me
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} not met within {timeout}s")
         time.sleep(interval)
+
+
+@contextmanager
+def not_raising(*errors: type[BaseException]) -> Iterator[None]:
+    """The block must not raise any of `errors`: one that escapes fails the test's check, as an
+    assertion would, instead of crashing the test (the mutation check counts only failed checks)."""
+    try:
+        yield
+    except errors as exc:
+        raise AssertionError(f"raised {type(exc).__name__}: {exc}") from exc
 
 
 def wait_for_sim_task(
