@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
 MUTATION_ARGS ?=
+# make test's JUnit report, and beside it (.tree) the state of the tree it ran on: the mutation
+# check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
+TEST_RESULTS := .local/test-results.xml
 
 .PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy mutation bench clean
 
@@ -41,7 +44,9 @@ local: venv
 	$(BIN)/vary-region-local
 
 test: venv $(SAM_VENV)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@mkdir -p $(dir $(TEST_RESULTS)) && rm -f $(TEST_RESULTS)
+	@$(BIN)/python scripts/mutation_check.py --tree-state > $(TEST_RESULTS).tree
+	$(BIN)/python -m pytest --junitxml=$(TEST_RESULTS) $(PYTEST_ARGS)
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
 unit: venv
@@ -84,7 +89,7 @@ mypy: venv
 	@for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 
 mutation: venv
-	$(BIN)/python scripts/mutation_check.py $(MUTATION_ARGS)
+	$(BIN)/python scripts/mutation_check.py --suite-results $(TEST_RESULTS) $(MUTATION_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench.run

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 FINAL_STATUSES = ("COMPLETED", "FAILED", "REJECTED")
@@ -191,3 +193,13 @@ def wait_for_job(
         return wait_until(reached, timeout, message=f"job {job_id} in {statuses}")
     except AssertionError:
         raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last item: {item}") from None
+
+
+@contextmanager
+def not_raising(*errors: type[BaseException]) -> Iterator[None]:
+    """The block must not raise any of `errors`: one that escapes fails the test's check, as an
+    assertion would, instead of crashing the test (the mutation check counts only failed checks)."""
+    try:
+        yield
+    except errors as exc:
+        raise AssertionError(f"raised {type(exc).__name__}: {exc}") from exc

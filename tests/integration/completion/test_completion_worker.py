@@ -49,6 +49,38 @@ def test_given_a_final_webhook_while_fetch_says_running_then_the_job_stays_open_
     assert item["status"] == "COMPLETED", item.get("error")
 
 
+def test_given_a_final_report_when_fetch_answers_running_then_progress_is_recorded_and_it_completes_once_done(
+    stack, sim, s3, table, bucket, provider, monkeypatch
+):
+    """The same guarantee as above without a race against the simulator's clock: Fetch is made to
+    answer "running" for as long as the test needs, whatever the machine's speed."""
+    from vary_region.jobs.completion_queue import CompletionRequest
+    from vary_region.provider.task_result import parse_task_result
+    from vary_region.results.completion import UpdateOutcome
+
+    job = start_job_in_flight(s3, bucket, table, sim, prefix="fetch-running")
+    finished = final_body(sim, job.task_id)  # the provider is done; its final webhook was lost
+    running = parse_task_result(
+        {"task_id": job.task_id, "task_type": finished.get("task_type"), "status": "processing", "percentage": "40"}
+    )
+    completer = stack.functions["completion"].module.completer
+    monkeypatch.setattr(completer._apiframe, "fetch", lambda task_id, deadline=None: running)
+    final_report = CompletionRequest(job.job_id, job.task_id)  # what a final webhook hands the worker
+
+    result = completer.complete(final_report)
+
+    assert result.outcome is UpdateOutcome.RETRY_LATER, result
+    item = get_job(table, job.job_id)
+    assert (item["status"], item.get("percentage"), item["task_id"]) == ("PROCESSING", 40, job.task_id)
+    assert item.get("error") is None and not item.get("copy_failures")
+    assert provider.image_gets(job.task_id) == 0
+    assert keys_under(s3, bucket, f"results/{job.job_id}/") == []
+
+    monkeypatch.undo()  # Fetch now tells the truth: the task finished
+    assert completer.complete(final_report).outcome is UpdateOutcome.COMPLETED
+    assert get_job(table, job.job_id)["status"] == "COMPLETED"
+
+
 def test_given_a_copy_lease_held_then_a_second_copier_cannot_take_it_until_it_expires(stack):
     store = JobTable(boto3.resource("dynamodb").Table(stack.info.table), max_active_tasks=1000)
     now = datetime.now(UTC)
