@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -62,15 +63,15 @@ TEARDOWN_ERROR = _error('failed on teardown with "KeyError: x"')
 TIMEOUT = _failure("Failed: Timeout (>120.0s) from pytest-timeout.", "tests/builders.py:138")
 RAISED = _failure(
     "botocore.exceptions.ClientError: An error occurred (ValidationException)",
-    "layers/vary_region/vary_region/jobs/task_store.py:300",
+    "layers/vary_region/vary_region/store/job_table.py:300",
 )
-CODE_ASSERTION = _failure("AssertionError: unreachable", "layers/vary_region/vary_region/results/completion.py:186")
+CODE_ASSERTION = _failure("AssertionError: unreachable", "layers/vary_region/vary_region/completion/worker.py:186")
 DID_NOT_RAISE = _failure("Failed: DID NOT RAISE <class 'ValueError'>", "tests/integration/test_jobs.py:40")
 SKIPPED = _case("test_a", '<skipped type="pytest.skip" message="v1 only">tests/x.py:3: v1 only</skipped>')
 TEST_A = "tests/integration/test_jobs.py::test_a"
 
 
-def _verdict(mutant_run: str, baseline: str = _junit(PASSED)) -> object:
+def _verdict(mutant_run: str, baseline: str = _junit(PASSED)) -> Any:
     counted = check.passed_tests(check.read_junit(baseline, FILES))
     return check.judge(check.read_junit(mutant_run, FILES), counted)
 

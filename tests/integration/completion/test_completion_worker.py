@@ -54,9 +54,9 @@ def test_given_a_final_report_when_fetch_answers_running_then_progress_is_record
 ):
     """The same guarantee as above without a race against the simulator's clock: Fetch is made to
     answer "running" for as long as the test needs, whatever the machine's speed."""
-    from vary_region.jobs.completion_queue import CompletionRequest
+    from vary_region.aws.completion_queue import CompletionRequest
+    from vary_region.completion.worker import CompletionOutcome
     from vary_region.provider.task_result import parse_task_result
-    from vary_region.results.completion import UpdateOutcome
 
     job = start_job_in_flight(s3, bucket, table, sim, prefix="fetch-running")
     finished = final_body(sim, job.task_id)  # the provider is done; its final webhook was lost
@@ -69,16 +69,16 @@ def test_given_a_final_report_when_fetch_answers_running_then_progress_is_record
 
     result = completer.complete(final_report)
 
-    assert result.outcome is UpdateOutcome.RETRY_LATER, result
-    item = get_job(table, job.job_id)
+    assert result.outcome is CompletionOutcome.RETRY_LATER, result
+    item = job_item(table, job.job_id)
     assert (item["status"], item.get("percentage"), item["task_id"]) == ("PROCESSING", 40, job.task_id)
     assert item.get("error") is None and not item.get("copy_failures")
     assert provider.image_gets(job.task_id) == 0
     assert keys_under(s3, bucket, f"results/{job.job_id}/") == []
 
     monkeypatch.undo()  # Fetch now tells the truth: the task finished
-    assert completer.complete(final_report).outcome is UpdateOutcome.COMPLETED
-    assert get_job(table, job.job_id)["status"] == "COMPLETED"
+    assert completer.complete(final_report).outcome is CompletionOutcome.COMPLETED
+    assert job_item(table, job.job_id)["status"] == "COMPLETED"
 
 
 def test_given_a_copy_lease_held_then_a_second_copier_cannot_take_it_until_it_expires(stack):
