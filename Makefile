@@ -8,6 +8,10 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
+# pytest-xdist workers, each with a local stack of its own on free ports: auto is one per core;
+# 0 runs the tests one after another in pytest's own process (as PYTEST_ARGS=-n0 does).
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 MUTATION_ARGS ?=
 
 .PHONY: help venv demo local test unit integration test-v2 e2e check-template lint mutation bench clean
@@ -40,22 +44,22 @@ local: venv
 	$(BIN)/vary-region-local
 
 test: venv $(SAM_VENV)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
 unit: venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 integration: venv
-	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
 # The integration and end-to-end suites against APIFRAME v2 (the simulator speaking v2); tests about
 # v1's own forms skip. CI runs it after make test.
 test-v2: venv
-	VARY_REGION_TEST_API_VERSION=v2 $(BIN)/python -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
+	VARY_REGION_TEST_API_VERSION=v2 $(PYTEST) tests/integration tests/e2e $(PYTEST_ARGS)
 
 e2e: venv
-	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
