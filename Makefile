@@ -8,6 +8,10 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
+# pytest-xdist workers, each with a local stack of its own on free ports: auto is one per core;
+# 0 runs the tests one after another in pytest's own process (as PYTEST_ARGS=-n0 does).
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 MUTATION_ARGS ?=
 # make test's JUnit report, and beside it (.tree) the state of the tree it ran on: the mutation
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
@@ -46,14 +50,14 @@ local: venv
 test: venv $(SAM_VENV)/.installed
 	@mkdir -p $(dir $(TEST_RESULTS)) && rm -f $(TEST_RESULTS)
 	@$(BIN)/python scripts/mutation_check.py --tree-state > $(TEST_RESULTS).tree
-	$(BIN)/python -m pytest --junitxml=$(TEST_RESULTS) $(PYTEST_ARGS)
+	$(PYTEST) --junitxml=$(TEST_RESULTS) $(PYTEST_ARGS)
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
 unit: venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 integration: venv
-	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
 # One area's tests, named like the code's areas: whichever of tests/unit/$(AREA) and
 # tests/integration/$(AREA) exist (make area AREA=store).
@@ -67,10 +71,10 @@ area: venv
 # The integration and end-to-end suites against APIFRAME v2 (the simulator speaking v2); tests about
 # v1's own forms skip, and the simulator's own tests (tests/local) are not in it. CI runs it after make test.
 test-v2: venv
-	VARY_REGION_TEST_API_VERSION=v2 $(BIN)/python -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
+	VARY_REGION_TEST_API_VERSION=v2 $(PYTEST) tests/integration tests/e2e $(PYTEST_ARGS)
 
 e2e: venv
-	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh

@@ -1,5 +1,6 @@
 """Fixtures: one in-process local stack (moto server + APIFRAME simulator + the real handlers) per
-test session; tests talk to it over HTTP through boto3, as the functions do."""
+test session, that is per pytest-xdist worker; tests talk to it over HTTP through boto3, as the
+functions do."""
 
 from __future__ import annotations
 
@@ -17,7 +18,36 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "VaryRegion")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
+# Under pytest-xdist (`make test` runs it) every worker is a session of its own, with a `stack` of
+# its own, so tests spread freely over the workers. Two kinds of shared fixture are not per worker
+# but per group of tests, and keep their tests on one worker (`--dist loadgroup`, pyproject.toml):
+# - a module-scoped fixture (a stack process of the module's own, a table, jobs in flight) is set up
+#   once per module, as in a serial run, instead of once on every worker the module's tests reach;
+# - SHARED_IN_ORDER: a session fixture that its tests share in collection order, because one of them
+#   ends it (tests/e2e: the user's stack, which test_stack_stops_cleanly_on_sigint stops, last).
+SHARED_IN_ORDER = ("local_stack",)
+
+
+def worker_group(item: pytest.Item) -> str | None:
+    """The xdist group whose worker runs `item`, or None when any worker may."""
+    info = getattr(item, "_fixtureinfo", None)  # pytest's record of the fixtures the test uses
+    if info is None:
+        return None
+    for name in SHARED_IN_ORDER:
+        if name in info.names_closure:
+            return name
+    if any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+        return item.nodeid.split("::", 1)[0]  # the module's path
+    return None
+
+
+# tryfirst: xdist's worker reads the groups in its own pytest_collection_modifyitems.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = worker_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
     if os.environ.get("VARY_REGION_TEST_API_VERSION", "v1") != "v2":
         return
     v1_only = pytest.mark.skip(reason="about APIFRAME v1's own forms; the suite runs against v2")

@@ -11,13 +11,16 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 from PIL import Image
 
+from tests.support.waits import wait_for_object, wait_until
 from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess, user_env
 from tests.support.waits import wait_for_object
 
@@ -155,12 +158,35 @@ def test_rect_job_submit_watch_get_list_status(run_cli: CliRunner, aws: Aws, tmp
     assert item["task_id"] == result["task_id"] and item["completed_at"]
 
 
-def test_watch_follows_a_job_by_its_events(run_cli: CliRunner, aws: Aws) -> None:
-    submitted = run_cli("submit", "--parent-task-id", "e2e-parent-events", "--rect", "8,8,64,64", "--size", "512,512")
-    assert_ok(submitted)
-    job_id = submitted.stdout.strip()
+def test_watch_follows_a_job_by_its_events(run_cli: CliRunner, aws: Aws, local_stack: StackProcess) -> None:
+    # The watch subscribes before the job exists: a job that ended before the watch's rule did (the
+    # watch's interpreter starting slower than the pipeline runs, on a loaded machine) sends it no event.
+    job_id = unique("e2e-events")
+    info = local_stack.info
+    events = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=info["region"]).client(
+        "events", endpoint_url=info["aws_endpoint_url"]
+    )
+    watching: list[subprocess.CompletedProcess[str]] = []
+    watch = threading.Thread(target=lambda: watching.append(run_cli("watch", job_id, "--events", "--timeout", "40")))
+    watch.start()
+    try:
 
-    watched = run_cli("watch", job_id, "--events", "--timeout", "40")
+        def subscribed() -> bool:  # the rule exists and has its target: the watch's last step before it reads
+            rules = events.list_rules(NamePrefix="vary-region-watch-", EventBusName=info["event_bus_name"])["Rules"]
+            return any(
+                events.list_targets_by_rule(Rule=rule["Name"], EventBusName=info["event_bus_name"])["Targets"]
+                for rule in rules
+            )
+
+        wait_until(subscribed, timeout=30, interval=0.1, message="the watch's subscription")
+        submitted = run_cli(
+            "submit", "--job-id", job_id, "--parent-task-id", "e2e-parent-events", "--rect", "8,8,64,64",
+            "--size", "512,512",
+        )  # fmt: skip
+        assert_ok(submitted)
+    finally:
+        watch.join(timeout=70)
+    (watched,) = watching
 
     assert_ok(watched)
     assert "(event)" in watched.stdout and "COMPLETED" in watched.stdout, watched.stdout
