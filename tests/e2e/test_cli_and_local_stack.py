@@ -20,9 +20,8 @@ import boto3
 import pytest
 from PIL import Image
 
-from tests.support.waits import wait_for_object, wait_until
 from tests.e2e.conftest import API_VERSION, REPO_ROOT, Aws, CliRunner, StackProcess, user_env
-from tests.support.waits import wait_for_object
+from tests.support.waits import wait_for_object, wait_until
 
 pytestmark = pytest.mark.e2e
 
