@@ -152,6 +152,11 @@ def node_id(classname: str, name: str, test_files: Collection[str]) -> str:
     """The pytest node id behind a JUnit test case: pytest writes "tests/a/test_b.py::C::test_d[x]"
     as classname "tests.a.test_b.C" and name "test_d[x]"; the test file is the known file the
     classname starts with. A module that could not be collected is named by its dotted path alone."""
+    # pytest-xdist's loadgroup names a grouped test "test_d[x]@group" in its report (make test runs
+    # in parallel); the node id, and the mutant runs (never parallel), have no group.
+    base, at, group = name.rpartition("@")
+    if at and "[" not in group and "]" not in group:
+        name = base
     parts = classname.split(".") if classname else name.split(".")
     for end in range(1, len(parts) + 1):
         path = "/".join(parts[:end]) + ".py"

@@ -278,3 +278,16 @@ def test_a_mutant_whose_text_is_in_no_file_or_in_two_is_an_error_naming_where(tm
     )
     path, note = check.locate(nowhere, ["layers/a.py", "layers/b.py"])
     assert path is None and "no source file" in note
+
+
+def test_a_test_grouped_by_xdist_in_the_baseline_is_the_same_test_as_in_a_mutant_run():
+    grouped = (
+        '<testcase classname="tests.integration.test_jobs" name="test_a[x]@tests/integration/test_jobs.py" time="1"/>'
+    )
+    plain = '<testcase classname="tests.integration.test_jobs" name="test_a[x]" time="1"/>'
+
+    baseline = check.read_junit(_junit(grouped), FILES)
+    mutant_run = check.read_junit(_junit(plain), FILES)
+
+    assert [case.test for case in baseline] == [case.test for case in mutant_run]
+    assert baseline[0].test == "tests/integration/test_jobs.py::test_a[x]"
