@@ -8,9 +8,10 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
 PYTEST_ARGS ?=
-# pytest-xdist workers, each with a local stack of its own on free ports: auto is one per core;
-# 0 runs the tests one after another in pytest's own process (as PYTEST_ARGS=-n0 does).
-PYTEST_WORKERS ?= auto
+# pytest-xdist workers, each with a local stack of its own on free ports: two per core, because a
+# worker mostly waits on its stack (measured: one per core kept the cores about half busy); 0 runs
+# the tests one after another in pytest's own process (as PYTEST_ARGS=-n0 does).
+PYTEST_WORKERS ?= $(shell echo $$(( 2 * $$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) )))
 PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 MUTATION_ARGS ?=
 # make test's JUnit report, and beside it (.tree) the state of the tree it ran on: the mutation

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import REPO_ROOT, user_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.generation_blind]
 
 PROMPTLY = 20.0  # seconds: generous for a loaded 2-core machine; the hang it guards against is for ever
 

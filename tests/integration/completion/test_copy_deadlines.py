@@ -30,6 +30,8 @@ from vary_region.settings import ImageOrigin
 from tests.support.builders import new_job_id
 from tests.support.waits import keys_under
 
+pytestmark = pytest.mark.generation_blind
+
 MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * MiB
 BIG = 64 * MiB  # the copier's size limit in these tests: never the reason a copy fails

@@ -14,6 +14,8 @@ from vary_region.settings import ImageOrigin
 
 from tests.support.builders import mask_png, new_job_id
 
+pytestmark = pytest.mark.generation_blind
+
 
 class _CloseDelimitedHost(BaseHTTPRequestHandler):
     """HTTP/1.0 without Content-Length: the body ends when the connection closes."""

@@ -173,6 +173,7 @@ CDN = ImageOrigin.parse("cdn.apiframe.pro")  # as in the deployed settings
 PUBLIC = "93.184.216.34"
 
 
+@pytest.mark.generation_blind  # the copier alone, against the image host
 @pytest.mark.parametrize(
     ("url", "allowlist", "addresses"),
     [
@@ -216,6 +217,7 @@ def test_given_unsafe_image_url_when_copier_runs_then_refused_and_nothing_writte
     assert keys_under(s3, bucket, prefix) == []
 
 
+@pytest.mark.generation_blind  # the copier alone, against the image host
 def test_given_unresolvable_listed_host_then_refused(stack, s3, bucket):
     def no_dns(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -232,6 +234,7 @@ def dns_trying_again(host: str, port: int) -> list[str]:
     raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
 
+@pytest.mark.generation_blind  # the copier alone, against the image host
 def test_given_listed_host_not_looked_up_just_now_then_the_copy_fails_to_be_retried(stack, s3, bucket):
     prefix = f"results/{new_job_id('dns-again')}/"
     copier = ImageCopier(

@@ -25,6 +25,8 @@ from tests.support.builders import new_job_id
 from tests.support.waits import keys_under, not_raising
 from tests.unit.image_hosts.test_pinned_http import NAME, LocalHost, local_hosts, self_signed, server_context
 
+pytestmark = pytest.mark.generation_blind
+
 NAMES = ("grid", "1", "2", "3", "4")
 
 

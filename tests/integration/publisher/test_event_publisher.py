@@ -17,6 +17,8 @@ from vary_region.publisher.state_change import StateChange
 
 from tests.support.waits import wait_until
 
+pytestmark = pytest.mark.generation_blind
+
 
 class PartlyFailing:
     """EventBridge, except that the entries `refuse` picks are not put and come back as failed

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from vary_region.core.stages import JobStage
 from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.support.builders import new_job_id
 from tests.support.waits import get_job
+
+pytestmark = pytest.mark.generation_blind
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

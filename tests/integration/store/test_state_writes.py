@@ -34,6 +34,8 @@ from vary_region.store.job_table import JobTable, JudgedStage
 from tests.support.builders import new_job_id
 from tests.support.waits import get_job, read_json
 
+pytestmark = pytest.mark.generation_blind
+
 PRICES = {JobStage.IMAGINE: 4, JobStage.UPSCALE: 2, JobStage.INPAINT: 4}
 POLICY = BudgetPolicy(daily_limit=1000)
 _day_offset = iter(range(1, 10_000))
