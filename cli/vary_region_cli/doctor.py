@@ -208,8 +208,16 @@ def render(check: Check) -> str:
     return line
 
 
-def run(target: Target, timeout: float, out: TextIO | None = None, clock: Callable[[], float] | None = None) -> bool:
-    """Every check, printed as it ends; True when none failed."""
+def run(
+    target: Target,
+    timeout: float,
+    *,
+    webhook_url: str | None = None,
+    out: TextIO | None = None,
+    clock: Callable[[], float] | None = None,
+) -> bool:
+    """Every check, printed as it ends; True when none failed. `webhook_url` replaces the stack's
+    WebhookUrl (an emulator's HTTP APIs may answer at another address than AWS's)."""
     from vary_region_cli import doctor_checks, doctor_probe
 
     report = Report(out or sys.stdout)
@@ -219,6 +227,8 @@ def run(target: Target, timeout: float, out: TextIO | None = None, clock: Callab
     if facts is None:
         report.out.write(report.summary() + "\n")
         return False
+    if webhook_url:
+        facts.webhook_url = webhook_url
     report.add(doctor_checks.check_api_key(target, facts))
     probe = doctor_probe.Probe(target, facts, timeout, **({"clock": clock} if clock else {}))
     for check in probe.run():

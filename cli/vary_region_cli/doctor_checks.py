@@ -153,7 +153,7 @@ def check_webhook(facts: StackFacts, job_id: str) -> Check:
     must read the table and refuse it with 401."""
     name = "webhook route"
     url = f"{facts.webhook_url.rstrip('/')}/{quote(job_id, safe='')}"
-    body = json.dumps({"task_id": "doctor-probe", "status": "processing", "percentage": "0"}).encode()
+    body = json.dumps({"task_id": "doctor-probe", "status": "processing", "percentage": "0"}, allow_nan=False).encode()
     logs = f"see the webhook function's log group ({facts.log_group('webhook')})"
     try:
         status, _ = _http("POST", url, {"Content-Type": "application/json"}, body)

@@ -205,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check failed, 1 otherwise.",
     )
     doctor.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait S seconds for the probe (120)")
+    doctor.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="post the probe webhook under this base URL instead of the stack's WebhookUrl output (an emulator "
+        "whose HTTP APIs answer at another address)",
+    )
     doctor.set_defaults(handler=cmd_doctor, command_parser=doctor)
     return parser
 
@@ -367,7 +373,7 @@ def cmd_doctor(args: argparse.Namespace, target: Target) -> int:
         raise CliError("--timeout must be positive")
     if not target.local and not target.stack_name:
         target.stack_name = doctor.DEFAULT_STACK_NAME
-    return EXIT_OK if doctor.run(target, args.timeout) else EXIT_JOB_FAILED
+    return EXIT_OK if doctor.run(target, args.timeout, webhook_url=args.webhook_url) else EXIT_JOB_FAILED
 
 
 def cmd_status(args: argparse.Namespace, target: Target) -> int:

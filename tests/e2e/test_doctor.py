@@ -211,6 +211,12 @@ def test_doctor_fails_when_the_webhook_route_does_not_answer_401(doctor_stack: S
     line = outcomes(result).get("webhook route", "")
     assert line.startswith("FAIL") and "answered 404: the route POST /webhook/{job_id} is missing" in line
 
+    # An emulator's HTTP API may answer at another address than the stack's output: --webhook-url.
+    real = doctor_stack.info["webhook_url"]
+    given = doctor(doctor_stack, tmp_path, "--stack-name", name, "--webhook-url", real, "--timeout", "30")
+    assert given.returncode == 0, given.stdout + given.stderr
+    assert outcomes(given).get("webhook route", "").startswith("PASS")
+
 
 def test_doctor_checks_the_local_stack_from_its_stack_file(doctor_stack: StackProcess, tmp_path: Path) -> None:
     home = tmp_path / "home"
