@@ -7,6 +7,9 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
+# The security scanner of `make lint`, in a virtualenv of its own: it pins its own boto3, PyYAML and more.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 PYTEST_ARGS ?=
 # pytest-xdist workers, each with a local stack of its own on free ports: two per core, because a
 # worker mostly waits on its stack (measured: one per core kept the cores about half busy); 0 runs
@@ -18,14 +21,14 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy mutation bench clean
+.PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy checkov mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
-	@echo "make lint            ruff (lint, format, complexity), the import contract and mypy"
+	@echo "make lint            ruff (lint, format, complexity), the import contract, mypy and checkov"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
 
@@ -40,6 +43,11 @@ venv: $(BIN)/.installed
 $(SAM_VENV)/.installed:
 	@test -x $(SAM_VENV)/bin/python || $(SAM_PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+	@touch $@
+
+$(CHECKOV_VENV)/.installed:
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	@touch $@
 
 demo: venv
@@ -86,6 +94,13 @@ lint: venv
 	@# The dependency rule: use cases over endings over adapters over the core (pyproject.toml).
 	$(BIN)/lint-imports
 	@$(MAKE) --no-print-directory mypy
+	@$(MAKE) --no-print-directory checkov
+
+# The template against checkov's CloudFormation checks: any failed check fails. A finding that is not
+# fixed is skipped in template.yaml itself (the resource's Metadata.checkov.skip, with its reason).
+# --skip-download: nothing is fetched from the vendor's platform (no account, no network needed).
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 # The tests and benchmarks too: they are checked against the layer's types (mypy_path, pyproject.toml).
 mypy: venv
@@ -100,4 +115,4 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output

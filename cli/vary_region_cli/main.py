@@ -1,7 +1,8 @@
 """vary-region: submit Vary Region (inpaint) jobs to the pipeline's bucket and follow them.
 
-Exit codes: 0 success; 1 the job FAILED or was REJECTED (watch); 2 watch timed out;
-3 the command could not do its work (configuration, missing job, AWS error, bad arguments).
+Exit codes: 0 success; 1 the job FAILED or was REJECTED (watch), or a check failed (doctor);
+2 watch timed out; 3 the command could not do its work (configuration, missing job, AWS error,
+bad arguments).
 """
 
 from __future__ import annotations
@@ -192,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--limit", type=int, default=20, metavar="N", help="list at most N held jobs (20)")
     usage.add_argument("--json", action="store_true", help="print it as JSON")
     usage.set_defaults(handler=cmd_usage, command_parser=usage)
+
+    doctor = commands.add_parser(
+        "doctor",
+        parents=common,
+        help="check a deployed stack end to end, without spending a credit",
+        description="Check a deployed stack (--stack-name, default vary-region; or --local): its outputs, "
+        "the API key (set, and accepted by APIFRAME's free account read), a probe job with a mask that is no "
+        "image (inbox -> submit function -> REJECTED + error.json, then removed), its state-change event on "
+        "the bus, an unsigned webhook refused with 401, and the alarm topic's subscribers. Exit 0 when no "
+        "check failed, 1 otherwise.",
+    )
+    doctor.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait S seconds for the probe (120)")
+    doctor.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="post the probe webhook under this base URL instead of the stack's WebhookUrl output (an emulator "
+        "whose HTTP APIs answer at another address)",
+    )
+    doctor.set_defaults(handler=cmd_doctor, command_parser=doctor)
     return parser
 
 
@@ -344,6 +364,16 @@ def cmd_usage(args: argparse.Namespace, target: Target) -> int:
     else:
         print(usage.render(report, args.limit), flush=True)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, target: Target) -> int:
+    from vary_region_cli import doctor
+
+    if args.timeout <= 0:
+        raise CliError("--timeout must be positive")
+    if not target.local and not target.stack_name:
+        target.stack_name = doctor.DEFAULT_STACK_NAME
+    return EXIT_OK if doctor.run(target, args.timeout, webhook_url=args.webhook_url) else EXIT_JOB_FAILED
 
 
 def cmd_status(args: argparse.Namespace, target: Target) -> int:
