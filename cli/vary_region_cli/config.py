@@ -163,7 +163,9 @@ def resolve(settings: CliSettings, cwd: Path | None = None) -> Target:
             bucket=settings.bucket,
             table=settings.table,
             endpoint_url=settings.endpoint_url,
-            region=settings.region,
+            # boto3 reads only AWS_DEFAULT_REGION; AWS_REGION is what Lambda, the AWS CLI v2 and the
+            # other SDKs read, and what the docs tell users to set.
+            region=settings.region or os.environ.get("AWS_REGION") or None,
             profile=settings.profile,
             local=False,
             stack_name=settings.stack_name,

@@ -47,7 +47,7 @@ def _global_options(defaults: bool) -> _Parser:
         help="read bucket and table from this CloudFormation stack's outputs (env VARY_REGION_STACK_NAME)",
     )
     group.add_argument("--endpoint-url", default=default, help="AWS endpoint (env AWS_ENDPOINT_URL)")
-    group.add_argument("--region", default=default, help="AWS region (env AWS_REGION)")
+    group.add_argument("--region", default=default, help="AWS region (env AWS_REGION, AWS_DEFAULT_REGION)")
     group.add_argument("--profile", default=default, help="AWS profile (env AWS_PROFILE)")
     group.add_argument(
         "--local",

@@ -122,3 +122,19 @@ def test_an_unreadable_stack_file_says_why(tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(CliError, match=r"cannot read the local stack file .*Permission denied"):
         load_stack_file(path)
+
+
+def test_aws_region_names_the_region_of_an_aws_target_but_not_of_the_local_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # boto3 itself reads only AWS_DEFAULT_REGION; the docs tell users AWS_REGION.
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    aws = resolve(CliSettings(stack_name="vary-region"), cwd=tmp_path)
+    assert aws.region == "eu-west-3"
+    assert aws.session.region_name == "eu-west-3"
+    assert resolve(CliSettings(stack_name="vary-region", region="us-east-2"), cwd=tmp_path).region == "us-east-2"
+    stack_file = tmp_path / "stack.json"
+    info = {"aws_endpoint_url": "http://127.0.0.1:1", "region": "us-east-1", "bucket": "b", "table": "t"}
+    stack_file.write_text(json.dumps(info))
+    assert resolve(CliSettings(stack_file=stack_file), cwd=tmp_path).region == "us-east-1"
