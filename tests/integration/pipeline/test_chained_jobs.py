@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from tests.support.builders import hook_of, mask_png, new_job_id, post_webhook, put_files, secret_of
+from tests.support.recorders import WebhookRecorder
 from tests.support.waits import (
+    FINAL_STATUSES,
     get_job,
     keys_under,
     read_error_json,
@@ -180,10 +182,23 @@ def test_given_duplicate_deliveries_in_every_stage_then_each_stage_is_paid_once(
 
 
 def test_given_a_replayed_webhook_of_a_stage_the_job_has_left_then_it_is_accepted_and_changes_nothing(
-    stack, settled, s3, bucket, table
+    stack, settled, s3, bucket, table, monkeypatch
 ):
+    answers = WebhookRecorder.install(stack, monkeypatch)
     job_id = new_job_id("replay")
     upload_inline(s3, bucket, job_id, chain_job())
+
+    def refused() -> dict[str, list[int]]:
+        by_stage = {stage: answers.statuses(job_id, stage) for stage in STAGES}
+        return {stage: got for stage, got in by_stage.items() if any(status >= 300 for status in got)}
+
+    # Each stage's own webhooks open its URL: one refused is the failure, seen as soon as it is answered.
+    wait_until(
+        lambda: refused() or (get_job(table, job_id) or {}).get("status") in FINAL_STATUSES,
+        timeout=30,
+        message=f"job {job_id} finished, or a webhook of it refused",
+    )
+    assert not refused(), f"a stage's own webhooks were refused: {refused()}"
     done = wait_for_job(table, job_id, timeout=30)
     assert done["status"] == "COMPLETED"
     imagine_task = done["imagine_task_id"]
