@@ -9,16 +9,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from PIL import Image
+from vary_region.core.job import parse_timestamp, utc_now
 
 from tests.support.builders import hook_of, mask_png, new_job_id, post_webhook, put_files, secret_of
 from tests.support.recorders import WebhookRecorder
 from tests.support.waits import (
     FINAL_STATUSES,
     get_job,
+    job_item,
     keys_under,
     read_error_json,
     read_json,
@@ -144,8 +147,17 @@ def test_given_every_webhook_lost_when_the_reconciler_runs_then_each_stage_moves
 
 
 def test_given_a_wake_up_lost_between_stages_when_the_reconciler_runs_then_the_next_stage_is_paid_once(
-    stack, settled, s3, bucket, table, provider
+    stack, settled, s3, bucket, table, provider, monkeypatch
 ):
+    reconciler = stack.functions["reconciler"].module.reconciler
+    handed_on: list[str] = []
+    hand_on = reconciler._wake
+
+    def recorded_hand_on(key: str) -> None:
+        handed_on.append(key)
+        hand_on(key)
+
+    monkeypatch.setattr(reconciler, "_wake", recorded_hand_on)
     completer = stack.functions["completion"].module.completer
     lost: list[str] = []
     wake, completer._wake = completer._wake, lost.append  # the hand-on to the submit queue never arrives
@@ -157,8 +169,17 @@ def test_given_a_wake_up_lost_between_stages_when_the_reconciler_runs_then_the_n
     finally:
         completer._wake = wake
 
-    item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "COMPLETED", timeout=30, interval=0.5)
+    quiet = timedelta(seconds=reconciler._settings.reconcile_quiet_seconds + 0.3)
+    wait_until(
+        lambda: utc_now() - parse_timestamp(job_item(table, job_id)["updated_at"]) > quiet,
+        timeout=10,
+        message=f"job {job_id} quiet",
+    )
 
+    stack.run_reconciler()
+
+    assert f"inbox/{job_id}.json" in handed_on, "one reconciler run after the quiet period hands the chain on"
+    item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "COMPLETED", timeout=30, interval=0.5)
     assert lost == [f"inbox/{job_id}.json"]
     assert [provider.stage_calls(job_id, stage, 200) for stage in STAGES] == [1, 1, 1]
     assert item["stage"] == "inpaint"
