@@ -128,9 +128,9 @@ class WebhookRecorder:
             with self._lock:
                 self.answers.append((event.get("rawPath", ""), status))
 
-    def statuses(self, job_id: str) -> list[int]:
-
-        path = "/webhook/" + webhook_token(job_id)
+    def statuses(self, job_id: str, stage: str = "inpaint") -> list[int]:
+        """The answers to the webhooks of one stage of the job (a plain job's is the inpaint)."""
+        path = "/webhook/" + webhook_token(job_id, stage)
         with self._lock:  # under v2 the path goes on with "~" and the stage's secret
             return [status for raw_path, status in self.answers if raw_path.partition("~")[0] == path]
 

@@ -195,6 +195,30 @@ def wait_for_job(
         raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last item: {item}") from None
 
 
+# What handling an upload decided for its job (the submit function's "upload handled" line): any other
+# outcome (waiting for the other file, a redelivery, deferred) decides nothing yet.
+DECIDED_OUTCOMES = ("rejected", "submitted", "failed", "ambiguous", "held")
+
+
+def wait_for_upload_outcome(caplog: Any, job_id: str, timeout: float = 20.0) -> str:
+    """What the submit function decided for the job, as soon as one handling of its uploads decided
+    it. Set `caplog.set_level("INFO", logger="vary-region")` before the upload."""
+
+    def decided() -> str | None:
+        return next(
+            (
+                str(record.outcome)
+                for record in list(caplog.records)
+                if record.getMessage() == "upload handled"
+                and getattr(record, "job_id", None) == job_id
+                and str(getattr(record, "outcome", "")) in DECIDED_OUTCOMES
+            ),
+            None,
+        )
+
+    return str(wait_until(decided, timeout, message=f"the submit function decided job {job_id}"))
+
+
 @contextmanager
 def not_raising(*errors: type[BaseException]) -> Iterator[None]:
     """The block must not raise any of `errors`: one that escapes fails the test's check, as an

@@ -9,14 +9,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from PIL import Image
+from vary_region.core.job import parse_timestamp, utc_now
 
 from tests.support.builders import hook_of, mask_png, new_job_id, post_webhook, put_files, secret_of
+from tests.support.recorders import WebhookRecorder
 from tests.support.waits import (
+    FINAL_STATUSES,
     get_job,
+    job_item,
     keys_under,
     read_error_json,
     read_json,
@@ -142,8 +147,17 @@ def test_given_every_webhook_lost_when_the_reconciler_runs_then_each_stage_moves
 
 
 def test_given_a_wake_up_lost_between_stages_when_the_reconciler_runs_then_the_next_stage_is_paid_once(
-    stack, settled, s3, bucket, table, provider
+    stack, settled, s3, bucket, table, provider, monkeypatch
 ):
+    reconciler = stack.functions["reconciler"].module.reconciler
+    handed_on: list[str] = []
+    hand_on = reconciler._wake
+
+    def recorded_hand_on(key: str) -> None:
+        handed_on.append(key)
+        hand_on(key)
+
+    monkeypatch.setattr(reconciler, "_wake", recorded_hand_on)
     completer = stack.functions["completion"].module.completer
     lost: list[str] = []
     wake, completer._wake = completer._wake, lost.append  # the hand-on to the submit queue never arrives
@@ -155,8 +169,17 @@ def test_given_a_wake_up_lost_between_stages_when_the_reconciler_runs_then_the_n
     finally:
         completer._wake = wake
 
-    item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "COMPLETED", timeout=30, interval=0.5)
+    quiet = timedelta(seconds=reconciler._settings.reconcile_quiet_seconds + 0.3)
+    wait_until(
+        lambda: utc_now() - parse_timestamp(job_item(table, job_id)["updated_at"]) > quiet,
+        timeout=10,
+        message=f"job {job_id} quiet",
+    )
 
+    stack.run_reconciler()
+
+    assert f"inbox/{job_id}.json" in handed_on, "one reconciler run after the quiet period hands the chain on"
+    item = run_reconciler_until(stack, table, job_id, lambda i: i["status"] == "COMPLETED", timeout=30, interval=0.5)
     assert lost == [f"inbox/{job_id}.json"]
     assert [provider.stage_calls(job_id, stage, 200) for stage in STAGES] == [1, 1, 1]
     assert item["stage"] == "inpaint"
@@ -180,10 +203,23 @@ def test_given_duplicate_deliveries_in_every_stage_then_each_stage_is_paid_once(
 
 
 def test_given_a_replayed_webhook_of_a_stage_the_job_has_left_then_it_is_accepted_and_changes_nothing(
-    stack, settled, s3, bucket, table
+    stack, settled, s3, bucket, table, monkeypatch
 ):
+    answers = WebhookRecorder.install(stack, monkeypatch)
     job_id = new_job_id("replay")
     upload_inline(s3, bucket, job_id, chain_job())
+
+    def refused() -> dict[str, list[int]]:
+        by_stage = {stage: answers.statuses(job_id, stage) for stage in STAGES}
+        return {stage: got for stage, got in by_stage.items() if any(status >= 300 for status in got)}
+
+    # Each stage's own webhooks open its URL: one refused is the failure, seen as soon as it is answered.
+    wait_until(
+        lambda: refused() or (get_job(table, job_id) or {}).get("status") in FINAL_STATUSES,
+        timeout=30,
+        message=f"job {job_id} finished, or a webhook of it refused",
+    )
+    assert not refused(), f"a stage's own webhooks were refused: {refused()}"
     done = wait_for_job(table, job_id, timeout=30)
     assert done["status"] == "COMPLETED"
     imagine_task = done["imagine_task_id"]

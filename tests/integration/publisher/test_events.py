@@ -17,7 +17,16 @@ import pytest
 
 from tests.support.builders import mask_png, new_job_id, put_files, upload_job
 from tests.support.recorders import ProviderRecorder
-from tests.support.waits import job_item, keys_under, read_error_json, settle_stack, wait_for_job, wait_until
+from tests.support.waits import (
+    FINAL_STATUSES,
+    get_job,
+    job_item,
+    keys_under,
+    read_error_json,
+    settle_stack,
+    wait_for_job,
+    wait_until,
+)
 
 STATE_CHANGE = "Vary Region Job State Change"
 REQUESTED = "Vary Region Job Requested"
@@ -281,20 +290,33 @@ def test_a_request_whose_job_id_names_no_job_is_refused_once_not_retried(stack, 
     settle_stack(stack, stack.simulator)
     caplog.set_level("INFO", logger="vary-region")
 
-    boto3.client("sqs").send_message(QueueUrl=stack.info.queue_url, MessageBody=json.dumps(_request(job_id)))
+    message_id = _send_to_queue(stack, json.dumps(_request(job_id)))
 
     def said(message: str) -> bool:
         return any(record.getMessage() == message for record in caplog.records)
 
-    wait_until(lambda: said("job request refused"), 20, message="the request refused")
+    answer = wait_until(lambda: _endings(caplog, message_id), 20, message="the submit function handled the request")
+    assert answer == {message_id: "job request refused"}, "refused, not failed: the message is not delivered again"
     settle_stack(stack, stack.simulator)
     assert not said("queue message failed"), "refused, not failed: the message is not delivered again"
     # Exactly the key it would have written: other tests leave keys such as inbox/a/b/c.json behind.
     assert f"inbox/{job_id}.json" not in keys_under(s3, bucket, "inbox/")
 
 
-def _send_to_queue(stack: Any, body: str) -> None:
-    boto3.client("sqs").send_message(QueueUrl=stack.info.queue_url, MessageBody=body)
+def _send_to_queue(stack: Any, body: str) -> str:
+    """Sends `body` to the submit queue; its message id (what the submit function logs it by)."""
+    return str(boto3.client("sqs").send_message(QueueUrl=stack.info.queue_url, MessageBody=body)["MessageId"])
+
+
+def _endings(caplog: Any, *message_ids: str) -> dict[str, str]:
+    """How the submit function ended these messages, those it ended with a log line: refused
+    (nothing names a job) or failed (the message comes back)."""
+    endings = ("job request refused", "queue message failed")
+    return {
+        record.message_id: record.getMessage()
+        for record in list(caplog.records)
+        if getattr(record, "message_id", None) in message_ids and record.getMessage() in endings
+    }
 
 
 def test_a_requested_job_with_nan_is_rejected_at_once_and_no_file_of_it_is_written(
@@ -306,9 +328,17 @@ def test_a_requested_job_with_nan_is_rejected_at_once_and_no_file_of_it_is_writt
     job_id = new_job_id("requested-nan")
 
     body = json.dumps(_request(job_id))[:-1] + ', "metadata": {"score": NaN}}'
-    _send_to_queue(stack, body)
-    _send_to_queue(stack, body)  # delivered twice, as SQS may
+    sent = (_send_to_queue(stack, body), _send_to_queue(stack, body))  # delivered twice, as SQS may
 
+    # Handled: the job has its final item, or the function ended both messages without writing one.
+    wait_until(
+        lambda: (get_job(table, job_id) or {}).get("status") in FINAL_STATUSES or len(_endings(caplog, *sent)) == 2,
+        20,
+        message="the submit function handled the request",
+    )
+    assert (get_job(table, job_id) or {}).get("error", {}).get("code") == "SPEC_INVALID_JSON", (
+        f"the request was not rejected at once: {_endings(caplog, *sent) or get_job(table, job_id)}"
+    )
     rejected = tap.wait_for(job_id, "REJECTED")
     assert rejected["detail"]["error"]["code"] == "SPEC_INVALID_JSON"
     assert "NaN" in rejected["detail"]["error"]["message"]

@@ -23,6 +23,7 @@ from tests.support.waits import (
     wait_for_job,
     wait_for_object,
     wait_for_queue_drained,
+    wait_for_upload_outcome,
 )
 
 PARENT_SIZE = (640, 384)
@@ -108,14 +109,18 @@ REJECTIONS = {
 
 @pytest.mark.parametrize("case", list(REJECTIONS), ids=list(REJECTIONS))
 def test_given_unusable_parent_or_mask_when_uploaded_then_rejected_with_code_and_nothing_paid(
-    wide_parents, stack, sim, s3, table, bucket, provider, case
+    wide_parents, stack, sim, s3, table, bucket, provider, case, caplog
 ):
     code, build = REJECTIONS[case]
     spec, mask = build()
     job_id = new_job_id(case)
+    caplog.set_level("INFO", logger="vary-region")
     files, etags = upload(s3, bucket, job_id, spec, mask)
 
-    item = wait_for_job(table, job_id, timeout=20)
+    outcome = wait_for_upload_outcome(caplog, job_id)
+
+    assert outcome == "rejected", f"the submit function's decision for {job_id}: {outcome}, not {code}"
+    item = wait_for_job(table, job_id, timeout=5)  # written before the decision is logged
 
     assert item["status"] == "REJECTED", item
     assert (item["error"]["code"], item["error"]["stage"]) == (code, "intake")
