@@ -24,7 +24,7 @@ from vary_region.settings import Settings, get_settings
 from vary_region.store.job_table import JobTable, JudgedStage
 from vary_region.store.schema import SLOTS_KEY
 from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
-from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
+from vary_region.wiring import apiframe_client, job_endings, parent_reader, provider_slot_limit
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
 from tests.support.recorders import HoldRecorder
@@ -41,9 +41,8 @@ def reconciler_at(stack: Any, moment: datetime, **overrides: Any) -> tuple[Recon
     store = JobTable(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
     woken: list[str] = []
-    reconciler = Reconciler(
-        settings, store, live._files, live._apiframe, live._queue, clock=lambda: moment, wake=woken.append
-    )
+    ends = job_endings(settings, store, JobFiles(boto3.client("s3"), settings.jobs_bucket), clock=lambda: moment)
+    reconciler = Reconciler(settings, store, ends, live._apiframe, live._queue, clock=lambda: moment, wake=woken.append)
     return reconciler, store, woken
 
 

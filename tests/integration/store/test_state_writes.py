@@ -30,6 +30,7 @@ from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import Settings
 from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.wiring import job_endings
 
 from tests.support.builders import new_job_id
 from tests.support.waits import get_job, read_json
@@ -123,7 +124,8 @@ class _Queue:
 
 
 def _completer(settings: Settings, store: JobTable, files: JobFiles, provider: _Provider, now: datetime) -> Any:
-    return JobCompleter(settings, store, files, provider, copier=None, clock=lambda: now)  # type: ignore[arg-type]
+    ends = job_endings(settings, store, files, clock=lambda: now)
+    return JobCompleter(settings, store, files, ends, provider, copier=None, clock=lambda: now)  # type: ignore[arg-type]
 
 
 def test_a_late_failure_of_a_stage_the_chain_has_left_fails_nothing_and_returns_no_credit(
@@ -165,7 +167,8 @@ def test_the_reconciler_timing_out_a_stage_the_chain_has_left_fails_nothing(stor
     # The reconciler's view (the open-jobs index) names the upscale, claimed long ago and still
     # running at the provider; before its verdict is written, the chain moves on and pays its inpaint.
     provider = _Provider(meanwhile=lambda: _moved_on_to_a_paid_inpaint(store, job_id, clock), state=TaskState.RUNNING)
-    reconciler = Reconciler(settings, store, files, provider, _Queue(), clock=lambda: clock)  # type: ignore[arg-type]
+    ends = job_endings(settings, store, files, clock=lambda: clock)
+    reconciler = Reconciler(settings, store, ends, provider, _Queue(), clock=lambda: clock)  # type: ignore[arg-type]
     report = reconciler.run()
 
     assert report.examined == 1 and report.outcomes == {"moved_on": 1}, report.to_dict()
