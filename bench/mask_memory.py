@@ -9,7 +9,7 @@ in the same run, is the mask step as it was before issue #23 (bench/baseline.py)
 the largest parent are measured too.
 
 The largest size of a form is the largest square the rules accept: 8192x8192, or less where
-decoding it would take more than submit/mask.py's MAX_DECODED_BYTES (MASK_TOO_LARGE).
+decoding it would take more than submit/mask_file.py's MAX_DECODED_BYTES (MASK_TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ def drawing(size: tuple[int, int]) -> Image.Image:
 
 
 def largest_side(form: MaskForm) -> int:
-    """The largest square side the rules accept for this form (the model in submit/mask.py)."""
+    """The largest square side the rules accept for this form (the model in submit/mask_file.py)."""
     from PIL import Image
-    from vary_region.submit.mask import MAX_DECODED_BYTES, MAX_SIDE, decoded_bytes_per_pixel, sniff_media_type
+    from vary_region.submit.mask_file import MAX_DECODED_BYTES, MAX_SIDE, decoded_bytes_per_pixel, sniff_media_type
 
     sample = form.encode(drawing((WARMUP_SIDE, WARMUP_SIDE)))
     media_type = sniff_media_type(sample)
@@ -185,7 +185,7 @@ def _step(files: dict[str, tuple[Path, Path, int]], parent: tuple[int, int], key
 def run(max_side: int | None = None, one_process: bool = False) -> Section:
     """Every form at its largest size. The smoke run caps the size (`max_side`) and measures every
     step in one process (`one_process`): it checks that the benchmark works, not the figures."""
-    from vary_region.submit.mask import MAX_SIDE
+    from vary_region.submit.mask_file import MAX_SIDE
 
     function = submit_function()
     memory = memory_size_mib(function)

@@ -76,7 +76,7 @@ def _regions_step(parent: tuple[int, int]) -> dict[str, object]:
 
 
 def _size_of(data: bytes) -> tuple[int, int]:
-    from vary_region.submit.mask import image_header_size
+    from vary_region.submit.mask_file import image_header_size
 
     size = image_header_size(data)
     if size is None:

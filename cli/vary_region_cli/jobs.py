@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from vary_region.core.job import JobStatus
 from vary_region.core.keys import MASK_EXTENSIONS, MAX_JOB_ID_CHARS, is_valid_job_id
-from vary_region.store.schema import plain
+from vary_region.store.schema import JOBS_BY_DAY_INDEX, plain
 
 from vary_region_cli.config import CliError, Target
 
 if TYPE_CHECKING:
     from vary_region_cli.events import JobEvents
 from vary_region_cli.masks import EXTENSIONS, data_url
-
-# The table's index of jobs by the UTC day they were received (template.yaml, JobsTable).
-JOBS_BY_DAY_INDEX = "jobs-by-day"
 
 INBOX = "inbox/"
 RESULTS = "results/"

@@ -12,7 +12,8 @@ from typing import Any
 
 # The pipeline's own checks and limits (stdlib only), so the CLI and the pipeline agree on what a mask is.
 from vary_region.core.errors import JobRejected
-from vary_region.submit.mask import MAX_SIDE, MIN_SIDE, validate_mask
+from vary_region.submit.mask import validate_mask
+from vary_region.submit.mask_file import MAX_SIDE, MIN_SIDE
 from vary_region.submit.mask_regions import TOO_SMALL, parse_mask_regions
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # APIFRAME's documented mask limit

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from vary_region.aws.job_files import JobFiles
+from vary_region.core.job import utc_now
 from vary_region.settings import DEFAULT_MAX_ACTIVE_TASKS, Settings, SettingsError
 from vary_region.store.job_table import JobTable
 
 if TYPE_CHECKING:
     from vary_region.aws.completion_queue import CompletionQueue
     from vary_region.completion.worker import JobCompleter
+    from vary_region.endings import JobEndings
     from vary_region.provider.apiframe_v1 import ApiframeClient
     from vary_region.provider.port import ProviderWebhooks
     from vary_region.publisher.publisher import StateChangePublisher
@@ -197,16 +200,28 @@ def job_completer(settings: Settings) -> JobCompleter:
         timeout_seconds=settings.image_timeout_seconds,
         attempts=settings.image_copy_attempts,
     )
+    store = task_store(settings)
     files = JobFiles(s3, settings.jobs_bucket)
     return JobCompleter(
         settings,
-        task_store(settings),
+        store,
         files,
+        job_endings(settings, store, files),
         apiframe_client(settings),
         copier,
         completion_queue(settings),
         wake=submit_wake(settings),
     )
+
+
+def job_endings(
+    settings: Settings, store: JobTable, files: JobFiles, clock: Callable[[], datetime] = utc_now
+) -> JobEndings:
+    """How the completion and reconciler functions end a job unsuccessfully: in the table and the
+    results folder they work on, under the stack's results prefix, at the clock's time."""
+    from vary_region.endings import JobEndings
+
+    return JobEndings(store, files, settings.results_prefix, clock)
 
 
 def state_change_publisher(settings: Settings) -> StateChangePublisher:
@@ -225,11 +240,11 @@ def webhook_receiver(settings: Settings) -> WebhookReceiver:
 def reconciler(settings: Settings) -> Reconciler:
     from vary_region.reconciler.reconciler import Reconciler
 
-    files = JobFiles(s3_client(), settings.jobs_bucket)
+    store = task_store(settings)
     return Reconciler(
         settings,
-        task_store(settings),
-        files,
+        store,
+        job_endings(settings, store, JobFiles(s3_client(), settings.jobs_bucket)),
         apiframe_client(settings),
         completion_queue(settings),
         wake=submit_wake(settings),

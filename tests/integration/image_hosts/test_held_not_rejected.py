@@ -97,7 +97,7 @@ def between_stages(stack: Any, s3: Any, bucket: str, table: Any, job_id: str) ->
         wait_until(lambda: handed, timeout=30, message="the upscale stage finished")
     finally:
         completer._wake = wake
-    item = get_job(table, job_id) or {}
+    item = job_item(table, job_id)
     assert (item.get("stage"), bool(item.get("upscale_task_id"))) == ("inpaint", True), item
     return handed[0], wake
 

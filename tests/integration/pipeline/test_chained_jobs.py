@@ -165,7 +165,7 @@ def test_given_a_wake_up_lost_between_stages_when_the_reconciler_runs_then_the_n
         job_id = new_job_id("lost-wake")
         upload_inline(s3, bucket, job_id, chain_job())
         wait_until(lambda: lost, timeout=30, message="the imagine stage finished")
-        assert (get_job(table, job_id) or {})["stage"] == "upscale"
+        assert job_item(table, job_id)["stage"] == "upscale"
     finally:
         completer._wake = wake
 
@@ -195,7 +195,7 @@ def test_given_duplicate_deliveries_in_every_stage_then_each_stage_is_paid_once(
 
     def redeliver_until_done() -> bool:
         submitter.handle_upload(key)  # the same S3 event, again and again, whatever stage is open
-        return (get_job(table, job_id) or {}).get("status") == "COMPLETED"
+        return job_item(table, job_id).get("status") == "COMPLETED"
 
     wait_until(redeliver_until_done, timeout=60, interval=0.1, message="the chain completes")
 

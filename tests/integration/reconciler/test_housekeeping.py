@@ -18,6 +18,7 @@ from vary_region.core.stages import JobStage
 from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import ImageOrigin
 from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.wiring import job_endings
 
 from tests.support.builders import mask_png, new_job_id, upload_job
 from tests.support.waits import get_job, job_item, settle_stack, wait_for_status
@@ -29,7 +30,8 @@ def reconciler_at(stack: Any, moment: datetime) -> tuple[Reconciler, JobTable]:
     settings = module.settings
     store = JobTable(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
-    return Reconciler(settings, store, live._files, live._apiframe, live._queue, clock=lambda: moment), store
+    ends = job_endings(settings, store, JobFiles(boto3.client("s3"), settings.jobs_bucket), clock=lambda: moment)
+    return Reconciler(settings, store, ends, live._apiframe, live._queue, clock=lambda: moment), store
 
 
 def test_a_held_job_is_not_rejected_as_incomplete_while_an_abandoned_one_is(stack, sim, table):

@@ -24,11 +24,11 @@ from vary_region.settings import Settings, get_settings
 from vary_region.store.job_table import JobTable, JudgedStage
 from vary_region.store.schema import SLOTS_KEY
 from vary_region.submit.submitter import JobSubmitter, SubmitOutcome
-from vary_region.wiring import apiframe_client, parent_reader, provider_slot_limit
+from vary_region.wiring import apiframe_client, job_endings, parent_reader, provider_slot_limit
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
 from tests.support.recorders import HoldRecorder
-from tests.support.waits import get_job, job_item, keys_under, read_error_json, settle_stack, wait_until
+from tests.support.waits import job_item, keys_under, read_error_json, settle_stack, wait_until
 
 DIRECT_INBOX = "ends-inbox/"  # not under the stack's notification prefix (inbox/)
 STAGES = ("imagine", "upscale", "inpaint")
@@ -41,9 +41,8 @@ def reconciler_at(stack: Any, moment: datetime, **overrides: Any) -> tuple[Recon
     store = JobTable(boto3.resource("dynamodb").Table(settings.jobs_table), max_active_tasks=1000)
     live = module.reconciler
     woken: list[str] = []
-    reconciler = Reconciler(
-        settings, store, live._files, live._apiframe, live._queue, clock=lambda: moment, wake=woken.append
-    )
+    ends = job_endings(settings, store, JobFiles(boto3.client("s3"), settings.jobs_bucket), clock=lambda: moment)
+    reconciler = Reconciler(settings, store, ends, live._apiframe, live._queue, clock=lambda: moment, wake=woken.append)
     return reconciler, store, woken
 
 
@@ -154,7 +153,7 @@ def test_a_parent_that_finished_without_an_image_is_refused_at_once(settings, s3
     result = submitter_for(settings, holds).handle_upload(key)
 
     assert result.outcome is SubmitOutcome.REJECTED, result
-    assert (get_job(table, job_id) or {}).get("error", {}).get("code") == "PARENT_HAS_NO_IMAGE"
+    assert job_item(table, job_id).get("error", {}).get("code") == "PARENT_HAS_NO_IMAGE"
     assert holds.held == [], "never held: a finished task gets no image later"
 
 
@@ -176,7 +175,7 @@ def test_a_held_job_that_loses_a_file_is_no_longer_held_and_the_stale_receipt_ru
     assert item["waiting_for"].startswith("waiting for the mask file")
     reconciler, _, _ = reconciler_at(stack, datetime.now(UTC) + timedelta(days=1, minutes=1))
     reconciler.run()
-    assert (get_job(table, job_id) or {}).get("error", {}).get("code") == "JOB_INCOMPLETE"
+    assert job_item(table, job_id).get("error", {}).get("code") == "JOB_INCOMPLETE"
 
 
 # ---- a changed job file never strands a chain -----------------------------------------------------
@@ -188,7 +187,7 @@ def test_a_chain_whose_job_file_now_starts_at_its_open_stage_still_claims_it(set
     holds = HoldRecorder()
     submitter = submitter_for(settings, holds)
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
-    imagine_task = wait_until(lambda: (get_job(table, job_id) or {}).get("imagine_task_id"), timeout=30)
+    imagine_task = wait_until(lambda: job_item(table, job_id).get("imagine_task_id"), timeout=30)
     wait_until(lambda: job_item(table, job_id)["stage"] == "upscale", timeout=30, message="the imagine finished")
     # The owner rewrites the file: now it starts from the imagine grid, so its first stage is the
     # chain's open one.
@@ -233,7 +232,7 @@ def test_an_upload_whose_invocation_ran_short_while_reading_its_inputs_is_deferr
     result = submitter_for(settings, holds).handle_upload(key, lambda: next(left))
 
     assert result.outcome is SubmitOutcome.DEFERRED
-    item = get_job(table, job_id) or {}
+    item = job_item(table, job_id)
     assert "submit_claim" not in item, "no claim: nothing can be stranded mid-call"
     assert sim.stats()["inpaint_calls"] == 0
     assert holds.held == [(key, None)], "back through the queue, to be handled whole later"

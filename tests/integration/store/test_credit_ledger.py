@@ -27,7 +27,7 @@ from vary_region.core.stages import JobStage, stages_from
 from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.support.builders import new_job_id
-from tests.support.waits import get_job
+from tests.support.waits import job_item
 
 pytestmark = pytest.mark.generation_blind
 
@@ -70,7 +70,7 @@ def test_the_first_claim_reserves_the_whole_chain_in_the_day_and_the_month(own_t
 
     assert _claim(store, job_id, "t1", now, JobStage.IMAGINE)
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["credits_reserved"] == {"imagine": 4, "upscale": 2, "inpaint": 4}
     assert (item["credit_day"], item["credit_month"]) == (now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
     assert _usage(store, now) == {"day": (10, 0), "month": (10, 0)}
@@ -108,7 +108,7 @@ def test_concurrent_claims_never_overshoot_a_limit_by_even_one_task(own_table, l
     kind = "day" if limit_kind == "daily_limit" else "month"
     assert _usage(store, now)[kind] == (20, 0)
     over = [job_id for job_id, outcome in zip(jobs, outcomes, strict=True) if outcome == "over"]
-    assert all("submit_claim" not in (get_job(own_table, job_id) or {}) for job_id in over), "over budget: unclaimed"
+    assert all("submit_claim" not in job_item(own_table, job_id) for job_id in over), "over budget: unclaimed"
 
 
 def test_a_chain_that_does_not_fit_in_what_is_left_reserves_nothing(own_table):
@@ -123,7 +123,7 @@ def test_a_chain_that_does_not_fit_in_what_is_left_reserves_nothing(own_table):
 
     assert over.value.fits_ever and over.value.period == Period(PeriodKind.DAY, now.strftime("%Y-%m-%d"))
     assert _usage(store, now)["day"] == (4, 0)
-    assert "submit_claim" not in (get_job(own_table, chain) or {})
+    assert "submit_claim" not in job_item(own_table, chain)
 
 
 def test_a_chain_dearer_than_the_limit_itself_can_never_fit(own_table):
@@ -148,7 +148,7 @@ def test_a_claim_given_back_gives_its_credits_back(own_table):
     assert store.release_claim(job_id, "t1", now, returned=none_spent(_reservation("t1", now)))
 
     assert _usage(store, now)["day"] == (0, 0)
-    assert "credits_reserved" not in (get_job(own_table, job_id) or {})
+    assert "credits_reserved" not in job_item(own_table, job_id)
     assert _claim(store, other, "t2", now), "the room is there for the next job"
 
 
@@ -164,7 +164,7 @@ def test_a_completed_job_counts_its_reservation_as_spent(own_table):
     assert store.mark_completed(job_id, "task-1", {}, now, all_spent(job.reservation))
     assert not store.mark_completed(job_id, "task-1", {}, now, all_spent(job.reservation)), "settled once"
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["credits_spent"] == {"inpaint": 4} and item["credits_returned"] == 0
     assert _usage(store, now) == {"day": (4, 4), "month": (4, 4)}
 
@@ -191,7 +191,7 @@ def test_a_task_the_provider_failed_gives_its_credits_back_when_the_policy_says_
     )
 
     assert _usage(store, now)["day"] == usage
-    assert (get_job(own_table, job_id) or {})["credits_spent"] == spent
+    assert job_item(own_table, job_id)["credits_spent"] == spent
 
 
 def test_a_chain_that_fails_before_a_stage_is_sent_gives_back_that_stage_and_the_rest(own_table):
@@ -208,7 +208,7 @@ def test_a_chain_that_fails_before_a_stage_is_sent_gives_back_that_stage_and_the
     )
 
     assert _usage(store, now)["day"] == (4, 4)
-    assert (get_job(own_table, job_id) or {})["credits_returned"] == 6
+    assert job_item(own_table, job_id)["credits_returned"] == 6
 
 
 def test_a_settlement_of_another_reservation_changes_nothing(own_table):
@@ -227,4 +227,4 @@ def test_a_settlement_of_another_reservation_changes_nothing(own_table):
     )
 
     assert _usage(store, now)["day"] == (4, 0)
-    assert (get_job(own_table, job_id) or {})["status"] == "RECEIVED"
+    assert job_item(own_table, job_id)["status"] == "RECEIVED"

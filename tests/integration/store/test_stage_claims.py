@@ -12,7 +12,7 @@ from vary_region.core.stages import JobStage
 from vary_region.store.job_table import JobTable, JudgedStage
 
 from tests.support.builders import new_job_id
-from tests.support.waits import get_job
+from tests.support.waits import job_item
 
 pytestmark = pytest.mark.generation_blind
 
@@ -43,7 +43,7 @@ def test_a_later_stage_is_claimed_once_whatever_the_number_of_deliveries(store, 
     assert not _claim(store, job_id, "t-up-2", JobStage.UPSCALE, first=False), "a second delivery loses"
     assert not _claim(store, job_id, "t-any", JobStage.IMAGINE, first=True), "nor is the first stage claimed again"
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert (item["submit_claim"], item["claim_stage"], item["stage"]) == ("t-up-1", "upscale", "upscale")
     assert item["webhook_secret_hash_upscale"] == "hash-t-up-1"
     assert item["webhook_secret_hash_imagine"] == "hash-t-imagine", "each stage keeps its own secret"
@@ -71,7 +71,7 @@ def test_a_stage_moves_on_only_from_itself_and_with_its_own_task(store, own_tabl
     assert store.advance_stage(job_id, JobStage.UPSCALE, "task-up", JobStage.INPAINT, NOW)
     assert not store.advance_stage(job_id, JobStage.UPSCALE, "task-up", JobStage.INPAINT, NOW), "a repeat loses"
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["stage"] == "inpaint" and "task_id" not in item and item["upscale_task_id"] == "task-up"
 
 
@@ -83,7 +83,7 @@ def test_a_report_about_a_stage_the_job_has_left_changes_nothing(store, own_tabl
     # The reconciler's form (no stage): only the task the job has now.
     assert not store.record_progress(job_id, "task-imagine", 90, NOW)
 
-    assert "task_id" not in (get_job(own_table, job_id) or {})
+    assert "task_id" not in job_item(own_table, job_id)
     assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False), "the next stage can still be claimed"
 
 
@@ -94,7 +94,7 @@ def test_a_later_stage_given_back_keeps_the_job_claimed_and_can_be_won_again(sto
 
     assert store.release_claim(job_id, "t-up-1", NOW, first=False)
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["submit_claim"] == "t-up-1", "the paid imagine stays on record: the job is never a new one"
     job = store.get(job_id)
     assert job is not None and job.was_submitted and not job.stage_claimed, "the next delivery may claim it"
@@ -122,7 +122,7 @@ def test_a_late_submission_write_of_a_stage_that_already_finished_gives_the_next
 
     assert not store.mark_submitted(job_id, "t-imagine", "task-imagine", NOW, JobStage.IMAGINE)
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert "task_id" not in item and item["status"] == "PROCESSING" and item["stage"] == "upscale"
     assert _claim(store, job_id, "t-up", JobStage.UPSCALE, first=False)
 

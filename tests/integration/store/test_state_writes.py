@@ -30,9 +30,10 @@ from vary_region.provider.task_result import TaskResult, TaskState
 from vary_region.reconciler.reconciler import Reconciler
 from vary_region.settings import Settings
 from vary_region.store.job_table import JobTable, JudgedStage
+from vary_region.wiring import job_endings
 
 from tests.support.builders import new_job_id
-from tests.support.waits import get_job, read_json
+from tests.support.waits import job_item, read_json
 
 pytestmark = pytest.mark.generation_blind
 
@@ -86,7 +87,7 @@ def _moved_on_to_a_paid_inpaint(store: JobTable, job_id: str, now: datetime) -> 
 
 
 def _assert_open_on_its_inpaint(own_table: Any, job_id: str) -> None:
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["status"] == "SUBMITTED" or item["status"] == "PROCESSING", item.get("error")
     assert (item["stage"], item["task_id"], item["submit_claim"]) == ("inpaint", "task-in", "t-in")
     assert "error" not in item and "credits_spent" not in item and "credits_returned" not in item
@@ -125,7 +126,8 @@ class _Queue:
 
 
 def _completer(settings: Settings, store: JobTable, files: JobFiles, provider: _Provider, now: datetime) -> Any:
-    return JobCompleter(settings, store, files, provider, copier=None, clock=lambda: now)  # type: ignore[arg-type]
+    ends = job_endings(settings, store, files, clock=lambda: now)
+    return JobCompleter(settings, store, files, ends, provider, copier=None, clock=lambda: now)  # type: ignore[arg-type]
 
 
 def test_a_late_failure_of_a_stage_the_chain_has_left_fails_nothing_and_returns_no_credit(
@@ -150,7 +152,7 @@ def test_a_late_failure_of_a_stage_the_chain_has_left_fails_nothing_and_returns_
     current = _completer(settings, store, files, _Provider(), now).complete(CompletionRequest(job_id, "task-in"))
 
     assert current.outcome is CompletionOutcome.FAILED
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert (item["status"], item["error"]["code"]) == ("FAILED", "PROVIDER_TASK_FAILED")
     assert item["credits_spent"] == {"upscale": 2}, "the upscale was paid; the failed inpaint is refunded"
     assert _usage(store, now) == (2, 2), "the inpaint's 4 credits went back"
@@ -167,7 +169,8 @@ def test_the_reconciler_timing_out_a_stage_the_chain_has_left_fails_nothing(stor
     # The reconciler's view (the open-jobs index) names the upscale, claimed long ago and still
     # running at the provider; before its verdict is written, the chain moves on and pays its inpaint.
     provider = _Provider(meanwhile=lambda: _moved_on_to_a_paid_inpaint(store, job_id, clock), state=TaskState.RUNNING)
-    reconciler = Reconciler(settings, store, files, provider, _Queue(), clock=lambda: clock)  # type: ignore[arg-type]
+    ends = job_endings(settings, store, files, clock=lambda: clock)
+    reconciler = Reconciler(settings, store, ends, provider, _Queue(), clock=lambda: clock)  # type: ignore[arg-type]
     report = reconciler.run()
 
     assert report.examined == 1 and report.outcomes == {"moved_on": 1}, report.to_dict()
@@ -202,7 +205,7 @@ def test_a_failure_is_pinned_to_the_task_or_claim_it_was_judged_on(store, own_ta
     assert not store.mark_failed(job_id, error, now, JudgedStage(JobStage.INPAINT)), "claimed: not between stages"
     assert not store.mark_failed(job_id, error, now, JudgedStage(JobStage.INPAINT, claim="t-in-1")), "another claim"
 
-    assert (get_job(own_table, job_id) or {})["status"] == "PROCESSING"
+    assert job_item(own_table, job_id)["status"] == "PROCESSING"
     assert store.mark_failed(job_id, error, now, JudgedStage(JobStage.INPAINT, claim="t-in-2"))
 
 
@@ -213,13 +216,13 @@ def test_a_stage_that_moves_on_drops_the_ambiguity_flag_of_the_stage_before(stor
     assert store.claim_submission(job_id, "t-up", "h", "grid-1", None, {}, now, stage=JobStage.UPSCALE)
     ambiguous = JobError("SUBMIT_AMBIGUOUS", "the answer was lost", ErrorStage.SUBMIT)
     assert store.mark_submit_ambiguous(job_id, "t-up", ambiguous, now)
-    assert (get_job(own_table, job_id) or {})["needs_attention"] is True
+    assert job_item(own_table, job_id)["needs_attention"] is True
 
     # Its webhook arrived after all: the upscale exists, finished, and the chain moves on to its inpaint.
     assert store.record_final_signal(job_id, "task-up", now, JobStage.UPSCALE)
     assert store.advance_stage(job_id, JobStage.UPSCALE, "task-up", JobStage.INPAINT, now)
 
-    item = get_job(own_table, job_id) or {}
+    item = job_item(own_table, job_id)
     assert item["stage"] == "inpaint"
     assert "needs_attention" not in item and "error" not in item
     job = store.get(job_id)
@@ -267,6 +270,6 @@ def test_a_final_write_whose_answer_was_lost_is_won_and_its_error_json_written(s
     assert lost == [200], "the first attempt was applied and its answer lost"
     assert won, "the write's own first attempt is no lost race"
     status = "REJECTED" if end == "reject" else "FAILED"
-    assert (get_job(own_table, job_id) or {})["status"] == status
+    assert job_item(own_table, job_id)["status"] == status
     assert read_json(boto3.client("s3"), files.bucket, f"results/{job_id}/error.json")["status"] == status
     assert store.slots_in_use() == slots, "the slot went back once"

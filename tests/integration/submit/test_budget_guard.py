@@ -33,7 +33,16 @@ from vary_region_cli.usage import held_for_credits
 
 from tests.support.builders import job_json, mask_png, new_job_id, put_files
 from tests.support.recorders import HoldRecorder, ProviderRecorder
-from tests.support.waits import get_job, keys_under, read_error_json, read_json, settle_stack, wait_for_job, wait_until
+from tests.support.waits import (
+    get_job,
+    job_item,
+    keys_under,
+    read_error_json,
+    read_json,
+    settle_stack,
+    wait_for_job,
+    wait_until,
+)
 
 DIRECT_INBOX = "budget-inbox/"  # not under the stack's notification prefix (inbox/)
 INPAINT = 4  # credits, the default price list
@@ -115,7 +124,7 @@ def test_a_burst_against_a_small_daily_limit_makes_exactly_as_many_paid_submissi
     assert wait_for_spent == [{"reserved": {"inpaint": 4}, "spent": {"inpaint": 4}, "returned": 0}] * 3
     assert _usage(submitter, clock)["day"] == (3 * INPAINT, 3 * INPAINT)
     for job_id in others:
-        item = get_job(table, job_id) or {}
+        item = job_item(table, job_id)
         if over_budget == "reject":
             assert item["status"] == "REJECTED" and item["error"]["code"] == "BUDGET_EXCEEDED"
             error = read_error_json(s3, bucket, job_id)
@@ -261,7 +270,7 @@ def test_a_submission_the_provider_turned_away_gives_its_reservation_back(settin
         sim.set_faults(rate_limit_next=0)
 
     assert _usage(submitter, clock)["day"] == (0, 0)
-    assert "credits_reserved" not in (get_job(table, job_id) or {})
+    assert "credits_reserved" not in job_item(table, job_id)
     assert submitter.handle_upload(f"{DIRECT_INBOX}{job_id}/job.json").outcome is SubmitOutcome.SUBMITTED
     assert wait_for_job(table, job_id, timeout=30)["status"] == "COMPLETED"
 
@@ -277,7 +286,7 @@ def test_a_provider_balance_too_low_holds_the_job_and_it_goes_once_topped_up(
 
     result = submitter.handle_upload(_upload(s3, bucket, job_id))
 
-    item = get_job(table, job_id) or {}
+    item = job_item(table, job_id)
     assert result.outcome is SubmitOutcome.HELD and item["held_reason"] == "PROVIDER_BALANCE_LOW", item
     assert provider.inpaint_calls(job_id) == 0
     sim.set_faults(account_credits=10_000)
@@ -328,14 +337,14 @@ def test_a_later_stage_the_provider_turns_away_ends_the_chain_and_gives_back_onl
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED  # the upscale
     # The stack's completion confirms the upscale and moves the job on to its inpaint stage.
     wait_for_job(table, job_id, statuses=("PROCESSING",), timeout=30)
-    wait_until(lambda: (get_job(table, job_id) or {}).get("stage") == "inpaint", 30, message="the inpaint stage open")
+    wait_until(lambda: job_item(table, job_id).get("stage") == "inpaint", 30, message="the inpaint stage open")
     sim.set_faults(reject_inpaint="the mask is not accepted")
     try:
         result = submitter.handle_upload(key)  # the hand-over to the inpaint stage
     finally:
         sim.set_faults(reject_inpaint=None)
 
-    item = get_job(table, job_id) or {}
+    item = job_item(table, job_id)
     assert result.outcome is SubmitOutcome.FAILED and item["status"] == "FAILED", item
     assert item["error"]["code"] == "PROVIDER_REJECTED"
     assert read_error_json(s3, bucket, job_id)["status"] == "FAILED"
@@ -357,7 +366,7 @@ def test_a_held_job_whose_limit_was_lowered_below_its_cost_is_rejected(settings,
     result = lowered.handle_upload(key)
 
     assert result.outcome is SubmitOutcome.REJECTED
-    assert (get_job(table, chain) or {})["error"]["code"] == "BUDGET_EXCEEDED"
+    assert job_item(table, chain)["error"]["code"] == "BUDGET_EXCEEDED"
     wait_for_job(table, first, timeout=30)
 
 
@@ -394,7 +403,7 @@ def test_a_budget_held_job_says_until_the_next_day_and_status_and_watch_tell_it(
 
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
 
-    item = get_job(table, held) or {}
+    item = job_item(table, held)
     assert (item.get("held_reason"), item.get("held_until")) == ("BUDGET_EXCEEDED", "2901-03-11T00:00:00.000Z")
     code, out, err = _cli(stack, "status", held)
     assert code == 0 and json.loads(out).get("held_until") == "2901-03-11T00:00:00.000Z"
@@ -408,12 +417,12 @@ def test_a_budget_held_job_says_until_the_next_day_and_status_and_watch_tell_it(
 
     written = item["updated_at"]
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD  # a wake-up the same day: nothing written
-    assert (get_job(table, held) or {})["updated_at"] == written
+    assert job_item(table, held)["updated_at"] == written
 
     clock.next_day()  # another job takes the new day's room before the held one wakes
     assert submitter.handle_upload(_upload(s3, bucket, new_job_id("fills-day-two"))).outcome is SubmitOutcome.SUBMITTED
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
-    assert (get_job(table, held) or {}).get("held_until") == "2901-03-12T00:00:00.000Z", "a new day, still full"
+    assert job_item(table, held).get("held_until") == "2901-03-12T00:00:00.000Z", "a new day, still full"
 
     clock.next_day()
     assert submitter.handle_upload(key).outcome is SubmitOutcome.SUBMITTED
@@ -442,7 +451,7 @@ def test_a_budget_held_job_waits_until_the_full_period_that_opens_last(
 
     assert submitter.handle_upload(key).outcome is SubmitOutcome.HELD
 
-    item = get_job(table, held) or {}
+    item = job_item(table, held)
     assert (item.get("held_reason"), item.get("held_until")) == ("BUDGET_EXCEEDED", until)
     _, _, err = _cli(stack, "status", held)
     assert f"{BUDGET_WORDS}; until {until[:19]}Z, when the next UTC {period}'s budget opens" in err

@@ -52,7 +52,7 @@ def _claim(store: JobTable, job_id: str, token: str, secret_hash: str = "hash-1"
 
 
 def _claim_fields(table: Any, job_id: str) -> dict[str, Any]:
-    item = get_job(table, job_id) or {}
+    item = job_item(table, job_id)
     fields = ("status", "submit_claim", "submit_claimed_at", "webhook_secret_hash", "parent_task_id", "task_id")
     return {name: item.get(name) for name in fields}
 

@@ -269,7 +269,7 @@ def test_given_parent_larger_than_the_header_read_when_read_then_it_stops_after_
     from vary_region.image_hosts.pinned_http import pinned_session, read_prefix
     from vary_region.image_hosts.url_policy import check_image_url
     from vary_region.settings import ImageOrigin
-    from vary_region.submit.mask import image_header_size
+    from vary_region.submit.mask_file import image_header_size
 
     parent = parent_id()
     # A noisy picture does not compress: several times the 64 KiB a ranged read may take.

@@ -160,7 +160,7 @@ def test_a_job_held_for_a_slot_says_about_when_it_is_tried_again_and_its_claim_c
     def observed_handle(key: str, time_left: Any = None) -> SubmitResult:
         result = real_handle(key, time_left)
         if result.job_id == job_id and result.outcome is SubmitOutcome.HELD:
-            holds.append(get_job(table, job_id) or {})
+            holds.append(job_item(table, job_id))
         return result
 
     monkeypatch.setattr(submitter, "handle_upload", observed_handle)

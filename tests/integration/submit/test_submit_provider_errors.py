@@ -23,7 +23,6 @@ from vary_region.submit.submitter import SubmitOutcome
 from tests.support.builders import job_json, mask_png, new_job_id, put_files, s3_notification, sqs_event_for
 from tests.support.faults import fail_error_json_write_once
 from tests.support.waits import (
-    get_job,
     job_item,
     keys_under,
     settle_stack,
@@ -180,7 +179,7 @@ def test_given_500_on_submit_then_never_resent_and_flagged_ambiguous(stack, sim,
     finally:
         # What the reconciler does after the ambiguity window (an hour): end the job and free its slot.
         error = JobError("SUBMIT_AMBIGUOUS", "test over", ErrorStage.RECONCILE)
-        claim = (get_job(table, job_id) or {}).get("submit_claim")
+        claim = job_item(table, job_id).get("submit_claim")
         JobTable(table).mark_failed(job_id, error, datetime.now(UTC), JudgedStage(JobStage.INPAINT, claim=claim))
 
 

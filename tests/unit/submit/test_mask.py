@@ -437,7 +437,8 @@ def test_given_validated_mask_when_turned_into_a_data_url_then_it_round_trips(fm
 
 
 # --- every format is binarised, and checked against the parent's size ------------------------------
-from vary_region.submit.mask import MaskFit, fit_mask, image_header_size  # noqa: E402
+from vary_region.submit.mask import MaskFit, fit_mask  # noqa: E402
+from vary_region.submit.mask_file import image_header_size  # noqa: E402
 
 
 def sent(mask_bytes: bytes, size: tuple[int, int], fit: MaskFit = MaskFit.EXACT) -> Image.Image:

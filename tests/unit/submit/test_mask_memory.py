@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 from vary_region.core.errors import JobError, JobRejected
 from vary_region.submit import mask as mask_module
-from vary_region.submit.mask import MAX_DECODED_BYTES, MaskFit, binarise, fit_mask, validate_mask
+from vary_region.submit.mask import MaskFit, binarise, fit_mask, validate_mask
+from vary_region.submit.mask_file import MAX_DECODED_BYTES
 from vary_region.submit.mask_regions import parse_mask_regions, render_regions
 
 from tests.support.builders import mask_png

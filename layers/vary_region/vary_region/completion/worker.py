@@ -57,6 +57,7 @@ class JobCompleter:
         settings: Settings,
         store: JobTable,
         files: JobFiles,
+        ends: JobEndings,
         apiframe: Provider,
         copier: ImageCopier,
         queue: CompletionQueue | None = None,
@@ -73,7 +74,7 @@ class JobCompleter:
         self._queue = queue
         self._clock = clock
         self._sleep = sleep
-        self._ends = JobEndings(store, files, settings.results_prefix, clock)
+        self._ends = ends
 
     @tracer.capture_method(capture_response=False)
     def handle(self, request: CompletionRequest, deadline: float | None = None) -> CompletionResult:

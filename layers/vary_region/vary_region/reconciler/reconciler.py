@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vary_region.aws.completion_queue import CompletionQueue, CompletionRequest
-from vary_region.aws.job_files import JobFiles
 from vary_region.core.errors import ErrorStage, JobError, ProviderRejected, ProviderUnavailable, RequestNotSent
 from vary_region.core.job import Job, parse_timestamp, utc_now
 from vary_region.endings import JobEndings
@@ -48,7 +47,7 @@ class Reconciler:
         self,
         settings: Settings,
         store: JobTable,
-        files: JobFiles,
+        ends: JobEndings,
         apiframe: Provider,
         queue: CompletionQueue,
         clock: Callable[[], datetime] = utc_now,
@@ -59,11 +58,10 @@ class Reconciler:
         self._wake = wake  # hands a job's inbox key to the submit function
         self._settings = settings
         self._store = store
-        self._files = files
         self._apiframe = apiframe
         self._queue = queue
         self._clock = clock
-        self._ends = JobEndings(store, files, settings.results_prefix, clock)
+        self._ends = ends
 
     @tracer.capture_method(capture_response=False)
     def run(self, limit: int | None = None, deadline: float | None = None) -> ReconcileReport:

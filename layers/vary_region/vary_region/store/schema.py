@@ -9,6 +9,8 @@ from typing import Any
 # rewrites `updated_at`, the index's sort key). Items written before sharding carry plain "ACTIVE".
 ACTIVE_SHARDS = 8
 OPEN_JOBS_INDEX = "open-jobs-by-updated"
+# Every job by the UTC day it was received (`created_day`, sorted by `created_at`): `vary-region list`.
+JOBS_BY_DAY_INDEX = "jobs-by-day"
 ACTIVE_VALUES = (*(f"ACTIVE#{shard}" for shard in range(ACTIVE_SHARDS)), "ACTIVE")
 # The provider-slot counter shares the job table; job ids never contain "/", so this key is no job's.
 SLOTS_KEY = "/provider-slots"

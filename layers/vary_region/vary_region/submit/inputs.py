@@ -10,7 +10,8 @@ from vary_region.core.errors import JobRejected
 from vary_region.core.keys import InboxObject, InboxObjectKind, mask_type_of_key
 from vary_region.settings import Settings
 from vary_region.submit.job_spec import JobSpec, Limits, MaskObject, parse_inline_job, parse_job_spec
-from vary_region.submit.mask import Mask, normalise_media_type, validate_mask
+from vary_region.submit.mask import Mask, validate_mask
+from vary_region.submit.mask_file import normalise_media_type
 
 # The job's spec, and its mask (None when job.json gives it as regions).
 Inputs = tuple[JobSpec, Mask | None]

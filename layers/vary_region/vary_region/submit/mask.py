@@ -16,49 +16,38 @@ What is sent to APIFRAME is always that black-and-white image as a PNG at the pa
 Pillow is imported inside the functions that decode, draw or resize: the handlers' import (their cold
 start) never loads it, and the completion, webhook and reconciler functions never need it.
 
-Memory: the submit function has 512 MB. Decoding is the one full-size step that cannot be avoided
-(Pillow keeps 1, 2 or 4 bytes a pixel by mode; progressive and multi-scan JPEGs also hold their
-coefficients, WebP's decoder three more copies), so what a mask's form would take decoded is
-estimated from its header and capped (`MAX_DECODED_BYTES`, else `MASK_TOO_LARGE`) before anything is
-decoded. Everything after is done in strips of rows or on one bit a pixel: the black-and-white
-result is kept packed (8 MB at 8192x8192), never as a full-size copy per colour band.
-`make bench` measures the peak of every form at its largest (bench/mask_memory.py).
+The file itself (its format, header, whether it is whole, what decoding it takes) is checked in
+`mask_file.py`, before anything is decoded. Everything after the decode is done in strips of rows or
+on one bit a pixel: the black-and-white result is kept packed (8 MB at 8192x8192), never as a
+full-size copy per colour band. `make bench` measures the peak of every form at its largest
+(bench/mask_memory.py).
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from vary_region.core.errors import JobRejected
+from vary_region.submit.mask_file import (
+    MAX_SIDE,
+    MIN_SIDE,
+    check_container_end,
+    check_decoded_size,
+    normalise_media_type,
+    open_image,
+    sniff_media_type,
+    truncated,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-MIN_SIDE = 16
-MAX_SIDE = 8192
 THRESHOLD = 128
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"  # the empty IEND chunk and its CRC
-_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
-_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-# What one decoded pixel takes in Pillow, by mode (every mode not named: 4 bytes, "RGB" included).
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
-# The decode's peak, measured in bench/mask_memory.py, beside the image itself: libwebp's decoder
-# holds two canvases and hands Pillow a third copy; a JPEG's coefficients (2 bytes each, 64 per 8x8
-# block of each component) are held whole when it has several scans (progressive, or a sequential
-# file with more than one: the header does not say, so every JPEG is counted as if it had).
-_WEBP_COPIES = 4
-_JPEG_COEFFICIENT_BYTES = 2
-# At most this much decoded: with the Python runtime and the layer's imports (about 45 MB), the
-# file's bytes (8 MB) and the step's own buffers, a mask's peak stays near half of the submit
-# function's 512 MB. 8192x8192 fits in grey, palette, 1-bit and 16-bit grey PNG and grey JPEG.
-MAX_DECODED_BYTES = 192 * 1024 * 1024
 # Binarised this many pixels at a time: a strip's copies and bands are a few MB, not the image's size.
 _STRIP_PIXELS = 1 << 20
 
@@ -104,13 +93,6 @@ class BinaryMask:
         return f"data:image/png;base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
-def normalise_media_type(media_type: str | None) -> str | None:
-    if not media_type:
-        return None
-    media_type = media_type.split(";", 1)[0].strip().lower()
-    return _ALIASES.get(media_type, media_type)
-
-
 def validate_mask(data: bytes, declared_type: str | None, max_bytes: int) -> Mask:
     """Return the checked mask, or raise JobRejected with the reason."""
     if not data:
@@ -123,19 +105,19 @@ def validate_mask(data: bytes, declared_type: str | None, max_bytes: int) -> Mas
     declared = normalise_media_type(declared_type)
     if declared and declared.startswith("image/") and declared != media_type:
         raise JobRejected("MASK_TYPE_MISMATCH", f"the mask is declared as {declared} but its content is {media_type}")
-    _check_container_end(data, media_type)
-    image = _open(data, media_type)
+    check_container_end(data, media_type)
+    image = open_image(data, media_type)
     width, height = image.size
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         # Checked on the header alone, before a decompression bomb could allocate anything.
         raise JobRejected(
             "MASK_DIMENSIONS_INVALID", f"the mask is {width}x{height}; each side must be {MIN_SIDE}..{MAX_SIDE} pixels"
         )
-    _check_decoded_size(image, media_type)
+    check_decoded_size(image, media_type)
     try:
         image.load()
     except Exception:  # Pillow raises OSError, SyntaxError, ValueError... for corrupt data
-        raise _truncated(media_type) from None
+        raise truncated(media_type) from None
     pixels, selects_something = _packed_binary(image)
     if not selects_something:
         raise JobRejected("MASK_BLANK", "the mask selects nothing: it has no white (painted) pixel")
@@ -194,40 +176,6 @@ def _unpacked(mask: Mask) -> Image.Image:
     return bits.convert("L")
 
 
-def decoded_bytes_per_pixel(image: Image.Image, media_type: str) -> float:
-    """What decoding this opened (not loaded) mask takes at its peak, per pixel, from its header."""
-    per_pixel = float(_BYTES_PER_PIXEL.get(image.mode, 4))
-    if media_type == "image/webp":
-        return per_pixel * _WEBP_COPIES
-    if media_type == "image/jpeg":
-        return per_pixel + _JPEG_COEFFICIENT_BYTES * _jpeg_components_per_pixel(image)
-    return per_pixel
-
-
-def _check_decoded_size(image: Image.Image, media_type: str) -> None:
-    """MASK_TOO_LARGE when decoding the file would take more than MAX_DECODED_BYTES (from the header)."""
-    width, height = image.size
-    per_pixel = decoded_bytes_per_pixel(image, media_type)
-    needed = width * height * per_pixel
-    if needed > MAX_DECODED_BYTES:
-        largest = int(MAX_DECODED_BYTES / per_pixel)
-        side = min(MAX_SIDE, int(largest**0.5))
-        raise JobRejected(
-            "MASK_TOO_LARGE",
-            f"the mask is {width}x{height} ({image.mode} {_FORMATS[media_type].replace('WEBP', 'WebP')}): "
-            f"decoding it takes {needed / 2**20:.1f} MiB, over the {MAX_DECODED_BYTES / 2**20:.0f} MiB a mask may "
-            f"take; in this form at most {largest / 1e6:.1f} megapixels (say {side}x{side}). "
-            "A grey, palette or 1-bit PNG may be 8192x8192",
-        )
-
-
-def _jpeg_components_per_pixel(image: Image.Image) -> float:
-    """Samples a pixel of this JPEG stores, all components together (subsampled ones count less)."""
-    layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
-    most = max(h for _, h, _, _ in layers) * max(v for _, _, v, _ in layers)
-    return sum(h * v for _, h, v, _ in layers) / most
-
-
 def _packed_binary(image: Image.Image) -> tuple[bytes, bool]:
     """The image binarised strip by strip, one bit a pixel (never a full-size copy of it), and
     whether any pixel is white."""
@@ -274,83 +222,7 @@ def encode_png(binary: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def sniff_media_type(data: bytes) -> str | None:
-    if data.startswith(_PNG_SIGNATURE):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-def image_header_size(head: bytes) -> tuple[int, int] | None:
-    """Width and height from an image's first bytes, or None while they are not enough.
-
-    Pillow reads PNG and JPEG headers from a prefix; its WebP reader wants the whole file, so a
-    WebP's size is read from its VP8/VP8L/VP8X header (the first 30 bytes) instead.
-    """
-    media_type = sniff_media_type(head)
-    if media_type is None:
-        return None
-    if media_type == "image/webp":
-        return _webp_header_size(head)
-    try:
-        with _open_plain(head, media_type) as image:
-            return image.size
-    except Exception:  # not enough bytes yet (or not an image): the caller reads on, or gives up
-        return None
-
-
-def _open(data: bytes, media_type: str) -> Image.Image:
-    try:
-        return _open_plain(data, media_type)
-    except Exception:
-        raise _truncated(media_type) from None
-
-
-def _open_plain(data: bytes, media_type: str) -> Image.Image:
-    # The three plugins imported by name: Image.open would otherwise import every format Pillow has.
-    from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
-
-    _ = (JpegImagePlugin, PngImagePlugin, WebPImagePlugin)
-    return Image.open(io.BytesIO(data), formats=[_FORMATS[media_type]])
-
-
 def _pixels_of(mask: Mask) -> bytes:
-    image = _open(mask.data, mask.media_type)
+    image = open_image(mask.data, mask.media_type)
     image.load()
     return _packed_binary(image)[0]
-
-
-def _check_container_end(data: bytes, media_type: str) -> None:
-    """A file cut at its very end still decodes (decoders stop once they have every pixel), but a
-    mask that lost its last bytes in transit is not the file the user made."""
-    if media_type == "image/png" and not data.endswith(_PNG_END):
-        raise _truncated(media_type)
-    if media_type == "image/jpeg" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        raise _truncated(media_type)
-    if media_type == "image/webp":
-        (riff_size,) = struct.unpack("<I", data[4:8])
-        if riff_size + 8 > len(data):
-            raise _truncated(media_type)
-
-
-def _truncated(media_type: str) -> JobRejected:
-    kind = _FORMATS.get(media_type, "image").replace("WEBP", "WebP")
-    return JobRejected("MASK_TRUNCATED", f"the {kind} mask is truncated or corrupt")
-
-
-def _webp_header_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 30:
-        return None
-    kind = data[12:16]
-    if kind == b"VP8X":
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if kind == b"VP8L" and data[20] == 0x2F:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    return None

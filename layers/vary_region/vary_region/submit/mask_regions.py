@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from vary_region.core.errors import JobRejected
-from vary_region.submit.mask import MAX_SIDE, BinaryMask, check_parent_size, encode_png
+from vary_region.submit.mask import BinaryMask, check_parent_size, encode_png
+from vary_region.submit.mask_file import MAX_SIDE
 from vary_region.submit.spec_keys import MASK_KEYS, did_you_mean, refuse_unknown_keys
 
 # Value types are NamedTuples, not frozen dataclasses: they are built at every cold start of the

@@ -128,7 +128,7 @@ class ParentReader:
 
     def _image_size(self, url: str) -> tuple[int, int]:
         from vary_region.image_hosts.pinned_http import read_prefix
-        from vary_region.submit.mask import image_header_size
+        from vary_region.submit.mask_file import image_header_size
 
         try:
             target = check_image_url(url, self._allowed, self._resolver, address_allowed=self._address_allowed)
