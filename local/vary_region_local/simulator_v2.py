@@ -222,11 +222,14 @@ def v2_webhook(view: dict[str, Any], api_key: str, shape: JobShape = CURRENT) ->
     return body, {"X-Webhook-Signature": signature(api_key, body), "X-Webhook-Event": event}
 
 
-def _number(value: Any) -> int:
+def _number(value: Any) -> Any:
+    """v1's percentage string as v2's number; anything else as it is (tests post odd forms on purpose)."""
+    if value is None:
+        return 0
     try:
         return int(float(value))
     except (TypeError, ValueError):
-        return 0
+        return value
 
 
 _V1_FIELDS = frozenset(

@@ -72,7 +72,8 @@ class KeysSeen:
     first submit fail before anything is sent, as an unreachable provider does."""
 
     def __init__(self, real: ApiframeV2Client, refuse_first: bool = False) -> None:
-        self.real, self.keys, self._refuse = real, [], refuse_first
+        self.real, self._refuse = real, refuse_first
+        self.keys: list[str | None] = []
 
     def submit(self, request: Any, idempotency_key: str | None = None) -> str:
         self.keys.append(idempotency_key)
