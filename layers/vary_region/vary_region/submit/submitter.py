@@ -67,7 +67,6 @@ class JobSubmitter:
         self._hold = hold
         self._store = store
         self._files = files
-        self._apiframe = apiframe
         self._clock = clock
         self._ends = JobEndings(store, files, settings.results_prefix, clock)
         self._inputs = JobInputs(settings, files)
