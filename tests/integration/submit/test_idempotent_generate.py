@@ -7,8 +7,9 @@ The provider documents the key on generate; on the action endpoint it does not, 
 answer leaves the job SUBMIT_AMBIGUOUS and nothing is sent again, as in v1. A claim given back (the
 provider certainly took nothing) is followed by a new claim, and a new claim sends a new key.
 
-These run in either test pass (the simulator here always speaks v2); the end-to-end twin, a chain
-from a prompt completing through a v2 stack under a lost answer, is in tests/e2e/test_apiframe_v2.py.
+The simulator here speaks v2 whatever the pass, so the v1 pass runs these and the v2 pass skips them
+(fixed_generation); the end-to-end twin, a chain from a prompt completing through a v2 stack under a
+lost answer, is in tests/e2e/test_apiframe_v2.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from vary_region_local.simulator import ApiframeSimulator
 from tests.support.builders import mask_png, new_job_id, put_files
 from tests.support.waits import get_job
 
+pytestmark = pytest.mark.fixed_generation
 DIRECT_INBOX = "direct-inbox/"  # not under the stack's notification prefix (inbox/)
 CHAIN = {
     "imagine": {"prompt": "a lighthouse at dusk", "aspect_ratio": "3:2", "index": "2"},
