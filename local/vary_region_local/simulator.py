@@ -25,6 +25,7 @@ import math
 import random
 import re
 import signal
+import socket
 import struct
 import threading
 import time
@@ -116,6 +117,15 @@ class SimulatorFaults:
     account_credits: int = _INITIAL_CREDITS
     account_status: int | None = None
     max_concurrent_jobs: int = 12  # what v2's GET /v2/me reports as the plan's limit (not enforced)
+    # The next N paid calls (either generation) are accepted, their task created and charged, and
+    # their answer lost: the caller sees `lose_answer_status` (a 5xx), or with None a connection
+    # closed before any answer.
+    lose_answer_next: int = 0
+    lose_answer_status: int | None = None
+    # v2's older pages' forms: a finished job's `result` as one URL (a grid job's grid, an upsample's
+    # image) instead of {images, gridUrl}; statuses in lower case instead of upper case.
+    string_result: bool = False
+    lowercase_statuses: bool = False
 
 
 def _fault_kinds() -> dict[str, tuple[type, bool]]:
@@ -151,8 +161,8 @@ def _coerce_fault(name: str, value: object) -> object:
         raise ValueError(f"{name} must be an integer")
     if name in ("image_status", "account_status") and not 100 <= value <= 599:
         raise ValueError(f"{name} must be an HTTP status code")
-    if name == "server_error_status" and not 500 <= value <= 599:
-        raise ValueError("server_error_status must be a 5xx HTTP status code")
+    if name in ("server_error_status", "lose_answer_status") and not 500 <= value <= 599:
+        raise ValueError(f"{name} must be a 5xx HTTP status code")
     return base(value)
 
 
@@ -167,6 +177,7 @@ class _Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     truncate: bool = False
+    reset: bool = False  # the connection is closed without an answer
     bytes_per_second: float | None = None
     throttle_after: int = 0
 
@@ -220,6 +231,11 @@ class ApiframeSimulator:
         self.faults = SimulatorFaults()
         self.inpaint_requests: list[dict[str, Any]] = []
         self.stage_requests: list[dict[str, Any]] = []  # the /imagine and /upscale-1x bodies, in order
+        # Every v2 paid request: its path, its Idempotency-Key header, the job it named and the status
+        # the caller saw (0: no answer at all).
+        self.paid_requests: list[dict[str, Any]] = []
+        self._idempotent_jobs: dict[str, str] = {}  # a generate's Idempotency-Key -> its job id
+        self._generate_lock = threading.Lock()  # a key's first request creates its job alone
         # Every image GET: its path, its Range header (None without one) and the status answered.
         self.image_requests_log: list[dict[str, Any]] = []
         # Every webhook sent (url, headers, body as text), so tests can replay or alter a real one.
@@ -289,6 +305,7 @@ class ApiframeSimulator:
             self._stats["running_tasks_peak"] = self._running_tasks
             self.inpaint_requests.clear()
             self.stage_requests.clear()
+            self.paid_requests.clear()
             self.image_requests_log.clear()
             self.webhook_log.clear()
 
@@ -341,20 +358,54 @@ class ApiframeSimulator:
             self._count(counted[path])
         if not self._authorized(authorization):
             return _json(401, {})
-        return route(body)
+        answer = route(body)
+        return self._lose_answer(answer) if path in counted else answer
 
     def _handle_v2(self, method: str, path: str, api_key: str | None, body: bytes) -> _Response:
         """A v2 request, answered by the v1 route it stands for, in v2's words (v1 paths: 404)."""
         translated = simulator_v2.v2_request(method, path, body)
         if translated is None:
-            return _json(404, simulator_v2.v2_answer(path, 404, {"message": "not found"}, 0))
+            return _json(404, simulator_v2.v2_error(404, {"message": "not found"}))
         v1_method, v1_path, v1_body = translated
         counted = {"/inpaint": "inpaint_calls", "/imagine": "imagine_calls", "/upscale-1x": "upscale_calls"}
         if v1_path in counted:
             self._count(counted[v1_path])
         presented = (api_key or "").strip().encode()
         if not hmac.compare_digest(presented, self.api_key.encode()):
-            return _json(401, simulator_v2.v2_answer(v1_path, 401, {"message": "invalid API key"}, 0))
+            return _json(401, simulator_v2.v2_error(401, {"message": "invalid API key"}))
+        if path not in simulator_v2.PAID_PATHS:
+            return self._answer_v2(v1_method, v1_path, v1_body)
+        refusal = simulator_v2.v2_refusal(path, body)
+        key = getattr(self._request, "idempotency_key", None)
+        if refusal is not None:
+            answer = _json(400, simulator_v2.v2_error(400, {"message": refusal}))
+        elif path == simulator_v2.GENERATE_PATH and key:
+            answer = self._generate_once(key, v1_method, v1_path, v1_body)
+        else:
+            answer = self._answer_v2(v1_method, v1_path, v1_body)
+        answer = self._lose_answer(answer)
+        with self._lock:
+            job_id = json.loads(answer.body or b"{}").get("jobId") if answer.status == 202 else None
+            self.paid_requests.append(
+                {"path": path, "idempotency_key": key, "job_id": job_id, "status": 0 if answer.reset else answer.status}
+            )
+        return answer
+
+    def _generate_once(self, key: str, v1_method: str, v1_path: str, v1_body: bytes) -> _Response:
+        """As the provider documents its Idempotency-Key: a generate sent again with the key of one
+        that made a job answers that job, and makes (and charges) no other."""
+        with self._generate_lock:
+            with self._lock:
+                known = self._idempotent_jobs.get(key)
+            if known is not None:
+                return _json(202, {"jobId": known, "status": self._job_shape().status("QUEUED")})
+            answer = self._answer_v2(v1_method, v1_path, v1_body)
+            if answer.status == 202:
+                with self._lock:
+                    self._idempotent_jobs[key] = json.loads(answer.body)["jobId"]
+            return answer
+
+    def _answer_v2(self, v1_method: str, v1_path: str, v1_body: bytes) -> _Response:
         try:
             answer = self._routes[(v1_method, v1_path)](v1_body)
         except _BadRequest as exc:
@@ -363,8 +414,28 @@ class ApiframeSimulator:
             payload = json.loads(answer.body or b"{}")
         except ValueError:
             payload = {}
-        v2 = simulator_v2.v2_answer(v1_path, answer.status, payload, self.faults.max_concurrent_jobs)
-        return _json(answer.status, v2, answer.headers)
+        v2 = simulator_v2.v2_answer(v1_path, answer.status, payload, self.faults.max_concurrent_jobs, self._job_shape())
+        # A paid call is accepted with 202, as the provider answers a new job.
+        status = 202 if answer.status == 200 and v1_path in ("/imagine", "/upscale-1x", "/inpaint") else answer.status
+        return _json(status, v2, answer.headers)
+
+    def _job_shape(self, faults: SimulatorFaults | None = None) -> simulator_v2.JobShape:
+        faults = faults or self.faults
+        return simulator_v2.JobShape(lowercase_statuses=faults.lowercase_statuses, string_result=faults.string_result)
+
+    def _lose_answer(self, answer: _Response) -> _Response:
+        """An accepted paid call's answer, or (lose_answer_next) a 5xx or a closed connection instead:
+        the task exists and is charged, the caller cannot know it."""
+        if answer.status >= 300:
+            return answer
+        with self._lock:
+            if self.faults.lose_answer_next <= 0:
+                return answer
+            self.faults.lose_answer_next -= 1
+            status = self.faults.lose_answer_status
+        if status is None:
+            return _Response(0, b"", reset=True)
+        return _json(status, simulator_v2.v2_error(status, {}) if self.api_version == "v2" else {})
 
     def _authorized(self, header: str | None) -> bool:
         presented = (header or "").strip().encode()  # bytes: compare_digest refuses non-ASCII str
@@ -621,7 +692,8 @@ class ApiframeSimulator:
         if not task.webhook_url or drop == "all" or (drop == "final" and final):
             return
         if self.api_version == "v2":  # the job, signed with the key; no secret is echoed
-            body, signed = simulator_v2.v2_webhook(_with_extras(payload, task.faults), self.api_key)
+            shape = self._job_shape(task.faults)
+            body, signed = simulator_v2.v2_webhook(_with_extras(payload, task.faults), self.api_key, shape)
         else:
             body, signed = json.dumps(_with_extras(payload, task.faults)).encode(), {}
         for _ in range(2 if task.faults.duplicate_webhooks else 1):
@@ -720,11 +792,6 @@ class ApiframeSimulator:
         if task.task_type == "imagine":
             size = _picture_size(self.image_size, task.aspect_ratio)
             pictures = [_landscape(f"imagine|{task.prompt}|{i}", size) for i in range(1, 5)]
-            # As Midjourney's: the grid holds the four pictures at full size, so it is twice as wide and high.
-            images = {str(i): _png(picture) for i, picture in enumerate(pictures, start=1)}
-            images["grid"] = _png(_grid([p.resize((p.width * 2, p.height * 2)) for p in pictures]))
-            with self._lock:
-                return self._images.setdefault(task.task_id, images)
         else:
             parent = Image.open(io.BytesIO(self.parent_image_png(task.parent_task_id or ""))).convert("RGB")
             seed = f"{task.parent_task_id}|{task.prompt}"
@@ -903,12 +970,12 @@ def _picture_size(base: tuple[int, int], aspect_ratio: str) -> tuple[int, int]:
 
 
 def _grid(pictures: list[Image.Image]) -> Image.Image:
-    """2x2 of the pictures at half size; odd sizes split unevenly so the grid keeps the full size."""
+    """As Midjourney's: a 2x2 composite of the four pictures at full size, so twice as wide and high
+    as each (an upscale of one of them is one quarter of its grid)."""
     w, h = pictures[0].size
-    grid = Image.new("RGB", (w, h))
-    cells = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]
-    for picture, (left, top, right, bottom) in zip(pictures, cells, strict=True):
-        grid.paste(picture.resize((right - left, bottom - top), Image.Resampling.LANCZOS), (left, top))
+    grid = Image.new("RGB", (2 * w, 2 * h))
+    for index, picture in enumerate(pictures):
+        grid.paste(picture, ((index % 2) * w, (index // 2) * h))
     return grid
 
 
@@ -952,6 +1019,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             self.server.sim._request.range = self.headers.get("Range")
+            self.server.sim._request.idempotency_key = self.headers.get("Idempotency-Key")
             headers = self.headers
             response = self.server.sim._handle(
                 method, self.path, headers.get("Authorization"), body, headers.get("X-API-Key")
@@ -974,6 +1042,10 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def _write(self, response: _Response) -> None:
+        if response.reset:  # the request was taken; its answer never leaves: the connection just closes
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))

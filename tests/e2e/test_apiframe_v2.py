@@ -49,7 +49,7 @@ class V2Stack:
 
     def webhooks_of(self, task_id: str) -> list[dict[str, Any]]:
         sent = requests.get(f"{self.sim}/_sim/webhooks", timeout=5).json()["webhooks"]
-        return [hook for hook in sent if json.loads(hook["body"]).get("id") == task_id]
+        return [hook for hook in sent if json.loads(hook["body"]).get("jobId") == task_id]
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,55 @@ def test_a_chain_from_a_prompt_completes_through_v2(sim: V2Stack) -> None:
     assert [(task["stage"], task["credits"]) for task in tasks] == [("imagine", 16), ("upscale", 4), ("inpaint", 16)]
     stats = sim.stats()
     assert (stats["imagine_calls"], stats["upscale_calls"], stats["inpaint_calls"]) == (1, 1, 1)
+
+
+def test_a_chain_whose_generate_answer_is_lost_completes_with_one_task_and_one_charge_per_stage(
+    sim: V2Stack,
+) -> None:
+    """The simulator takes the chain's generate, charges it and closes the connection without an
+    answer: the submitter sends it again with the same Idempotency-Key and gets the same job."""
+    sim.faults(lose_answer_next=1)  # the next paid call: this chain's generate
+    job_id = new_job_id("v2-lost-generate")
+    document = {
+        "imagine": {"prompt": "a lighthouse", "aspect_ratio": "3:2", "index": "2"},
+        "mask": {"regions": [{"rect": [0.2, 0.2, 0.3, 0.3]}], "units": "fraction"},
+    }
+    sim.s3.put_object(Bucket=sim.bucket, Key=f"inbox/{job_id}/job.json", Body=json.dumps(document).encode())
+
+    item = wait_for_status(sim.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=60)
+
+    assert item["status"] == "COMPLETED" and "needs_attention" not in item, item
+    tasks = read_json(sim.s3, sim.bucket, f"results/{job_id}/result.json")["tasks"]
+    assert [(task["stage"], task["credits"]) for task in tasks] == [("imagine", 16), ("upscale", 4), ("inpaint", 16)]
+    stats = sim.stats()
+    assert stats["imagine_calls"] == 2, "the lost generate was sent again"
+    assert (stats["tasks_created"], stats["credits_spent"]) == (3, 36), "one task, and one charge, per stage"
+
+
+def test_a_job_completes_when_the_statuses_are_lower_case_as_on_older_pages(sim: V2Stack) -> None:
+    sim.faults(lowercase_statuses=True)
+    job_id = new_job_id("v2-lower-case")
+    upload_job(sim.s3, sim.bucket, job_id)
+
+    item = wait_for_status(sim.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=40)
+
+    assert item["status"] == "COMPLETED", item
+    assert json.loads(sim.webhooks_of(item["task_id"])[-1]["body"])["status"] == "completed"
+
+
+def test_a_grid_answered_as_one_url_is_never_completed_as_it_is(sim: V2Stack) -> None:
+    """An older page's `result`: one URL. The parent (an upsample) is read from it; the inpaint's grid
+    alone, without its four images, is not a result to complete a job with."""
+    sim.faults(string_result=True)
+    job_id = new_job_id("v2-one-url")
+    upload_job(sim.s3, sim.bucket, job_id)
+
+    item = wait_for_status(sim.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=40)
+
+    assert (item["status"], item["error"]["code"]) == ("FAILED", "RESULT_INCOMPLETE"), item
+    assert "0 images instead of 4" in item["error"]["message"]
+    assert read_error_json(sim.s3, sim.bucket, job_id)["error"]["code"] == "RESULT_INCOMPLETE"
+    assert sim.stats()["inpaint_calls"] == 1, "the parent was read from its one URL, and the inpaint paid once"
 
 
 def test_a_failed_v2_job_is_failed_with_error_json(sim: V2Stack) -> None:
@@ -162,7 +211,7 @@ def test_forged_resigned_altered_or_secretless_v2_webhooks_get_401_and_replays_c
     job_id = new_job_id("v2-forged")
     upload_job(sim.s3, sim.bucket, job_id)
     done = wait_for_status(sim.table, job_id, ("COMPLETED",), timeout=40)
-    final = next(hook for hook in sim.webhooks_of(done["task_id"]) if json.loads(hook["body"])["status"] == "completed")
+    final = next(hook for hook in sim.webhooks_of(done["task_id"]) if json.loads(hook["body"])["status"] == "COMPLETED")
     url, body = final["url"], final["body"].encode()
     progress = json.dumps({"id": done["task_id"], "status": "processing", "progress": 10}).encode()
     signed = {"Content-Type": "application/json", "X-Webhook-Event": "progress"}
@@ -172,7 +221,7 @@ def test_forged_resigned_altered_or_secretless_v2_webhooks_get_401_and_replays_c
 
     assert post(url, progress, signed) == 401, "no signature"
     assert post(url, progress, signed | {"X-Webhook-Signature": signature("afk_another-key", progress)}) == 401
-    altered = body.replace(b'"completed"', b'"processing"', 1)
+    altered = body.replace(b'"COMPLETED"', b'"PROCESSING"', 1)
     assert post(url, altered, signed | {"X-Webhook-Signature": final["headers"]["X-Webhook-Signature"]}) == 401
     rightly_signed = signed | {"X-Webhook-Signature": signature(API_KEY, progress)}
     assert post(url.rpartition("~")[0], progress, rightly_signed) == 401, "signed, without the stage's URL secret"

@@ -233,15 +233,24 @@ def test_a_mask_of_another_size_is_scaled_to_the_parent(sim: ApiframeSimulator) 
     assert differing_box(png(result["image_urls"][0]), parent) == (0, 0, 32, 32)
 
 
-def test_the_grid_is_the_four_variations_at_half_size(sim: ApiframeSimulator) -> None:
-    result = finished(sim)
+@pytest.mark.parametrize("kind", ["inpaint", "imagine"])
+def test_the_grid_is_a_2x2_composite_of_the_four_at_full_size(sim: ApiframeSimulator, kind: str) -> None:
+    """As Midjourney's grid: twice the width and height of each variant, each quadrant that variant."""
+    if kind == "inpaint":
+        result = finished(sim)
+    else:
+        task_id = api(sim, "/imagine", {"prompt": "a lake", "aspect_ratio": "3:2"}).json()["task_id"]
+        assert sim.wait_idle(5)
+        result = api(sim, "/fetch", {"task_id": task_id}).json()
     grid = png(result["original_image_url"])
-    assert grid.size == SIZE
-    halves = [png(url).resize((32, 32), Image.Resampling.LANCZOS) for url in result["image_urls"]]
-    quadrants = [grid.crop((x, y, x + 32, y + 32)) for y in (0, 32) for x in (0, 32)]
-    for index, quadrant in enumerate(quadrants):
-        distances = [sum(ImageChops.difference(quadrant, half).convert("L").tobytes()) for half in halves]
-        assert distances.index(min(distances)) == index
+    variants = [png(url) for url in result["image_urls"]]
+    width, height = variants[0].size
+    assert all(variant.size == (width, height) for variant in variants)
+    assert grid.size == (2 * width, 2 * height)
+    quadrants = [grid.crop((x, y, x + width, y + height)) for y in (0, height) for x in (0, width)]
+    assert [differing_box(quadrant, variant) for quadrant, variant in zip(quadrants, variants, strict=True)] == [
+        None
+    ] * 4
 
 
 def test_parent_pictures_are_deterministic_per_id_and_served_for_any_id(sim: ApiframeSimulator) -> None:
@@ -344,6 +353,21 @@ def test_inpaint_response_delay_leaves_a_timed_out_client_with_a_real_task(sim: 
     with pytest.raises(requests.Timeout):
         api(sim, "/inpaint", {"parent_task_id": "p", "mask": mask_url()}, timeout=0.25)
     assert sim.stats()["tasks_created"] == 1 and len(sim.inpaint_requests) == 1
+
+
+@pytest.mark.parametrize("status", [None, 502])
+def test_lose_answer_next_takes_the_task_and_loses_its_answer(sim: ApiframeSimulator, status: int | None) -> None:
+    sim.set_faults(lose_answer_next=1, lose_answer_status=status)
+    body = {"parent_task_id": "p", "mask": mask_url()}
+    if status is None:
+        with pytest.raises(requests.ConnectionError):  # the connection closes before any answer
+            api(sim, "/inpaint", body)
+    else:
+        assert api(sim, "/inpaint", body).status_code == status
+    assert (sim.stats()["tasks_created"], sim.stats()["credits_spent"]) == (1, 4), "taken and charged"
+    assert api(sim, "/inpaint", body).status_code == 200, "only the next one"
+    with pytest.raises(ValueError, match="5xx"):
+        sim.set_faults(lose_answer_status=200)
 
 
 def test_fail_task(sim: ApiframeSimulator, receiver: Receiver) -> None:
@@ -509,3 +533,139 @@ def test_the_command_line_runs_until_ctrl_c() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
+
+
+# ---- the v2 dialect, as the provider's pages document it ------------------------------------------
+V2_KEY = "afk_test-key"
+
+
+@pytest.fixture
+def sim2() -> Iterator[ApiframeSimulator]:
+    simulator = ApiframeSimulator(
+        api_key=V2_KEY, step_delay=0.01, progress_steps=(50,), image_size=SIZE, api_version="v2"
+    )
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def v2(
+    sim: ApiframeSimulator, path: str, body: dict[str, Any] | None = None, key: str | None = None, **kwargs: Any
+) -> requests.Response:
+    headers = {"X-API-Key": V2_KEY} | ({"Idempotency-Key": key} if key else {})
+    if body is None:
+        return requests.get(sim.base_url + path, headers=headers, timeout=5)
+    return requests.post(sim.base_url + path, json=body, headers=headers, timeout=5, **kwargs)
+
+
+GENERATE = {"prompt": "a lighthouse", "model": "midjourney", "midjourneyParams": {"aspect_ratio": "16:9"}}
+
+
+def test_v2_generate_is_at_the_documented_path_only_and_answers_202(sim2: ApiframeSimulator) -> None:
+    response = v2(sim2, "/v2/images/generate", GENERATE | {"midjourneyParams": {"aspect_ratio": "1:2"}})
+    assert response.status_code == 202
+    assert response.json() == {"jobId": response.json()["jobId"], "status": "QUEUED"}
+    assert v2(sim2, "/v2/images/midjourney/generate", GENERATE).status_code == 404, "not in the docs"
+    assert sim2.stats()["tasks_created"] == 1
+    assert sim2.wait_idle(5)
+    job = v2(sim2, f"/v2/jobs/{response.json()['jobId']}").json()
+    assert png(job["result"]["images"][0]).size == (32, 64), "midjourneyParams.aspect_ratio reaches the pictures"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"prompt": "a lighthouse", "aspectRatio": "16:9", "model": "midjourney"}, "aspectRatio"),
+        ({"prompt": "a lighthouse"}, "model"),
+        ({"prompt": "a lighthouse", "model": "flux-2-pro"}, "model"),
+        ({"prompt": "", "model": "midjourney"}, "prompt"),
+        ({"prompt": "x" * 2001, "model": "midjourney"}, "prompt"),
+        (GENERATE | {"midjourneyParams": {"aspect_ratio": "wide"}}, "aspect_ratio"),
+        (GENERATE | {"midjourneyParams": {"ar": "16:9"}}, "ar"),
+        (GENERATE | {"webhookEvents": ["done"]}, "webhookEvents"),
+    ],
+)
+def test_v2_refuses_request_fields_the_docs_do_not_name(
+    sim2: ApiframeSimulator, body: dict[str, Any], why: str
+) -> None:
+    response = v2(sim2, "/v2/images/generate", body)
+    assert response.status_code == 400 and why in response.json()["error"]["message"]
+    upsample = {"parentJobId": "grid-1", "action": "upsample", "index": 1, "aspect_ratio": "1:1"}
+    assert v2(sim2, "/v2/images/midjourney/action", upsample).status_code == 400
+    assert sim2.stats()["tasks_created"] == 0
+
+
+def test_v2_idempotency_key_same_key_same_job_charged_once(sim2: ApiframeSimulator) -> None:
+    first = v2(sim2, "/v2/images/generate", GENERATE, key="key-1").json()["jobId"]
+    again = v2(sim2, "/v2/images/generate", GENERATE, key="key-1")
+    assert (again.status_code, again.json()["jobId"]) == (202, first)
+    other = v2(sim2, "/v2/images/generate", GENERATE, key="key-2").json()["jobId"]
+    keyless = {v2(sim2, "/v2/images/generate", GENERATE).json()["jobId"] for _ in range(2)}
+    assert len({first, other, *keyless}) == 4
+    stats = sim2.stats()
+    assert (stats["imagine_calls"], stats["tasks_created"], stats["credits_spent"]) == (5, 4, 64)
+    assert [r["idempotency_key"] for r in sim2.paid_requests] == ["key-1", "key-1", "key-2", None, None]
+
+
+def test_v2_actions_do_not_honour_the_key_which_is_documented_on_generate_only(sim2: ApiframeSimulator) -> None:
+    upsample = {"parentJobId": "grid-1", "action": "upsample", "index": 2}
+    jobs = {v2(sim2, "/v2/images/midjourney/action", upsample, key="same").json()["jobId"] for _ in range(2)}
+    assert len(jobs) == 2 and sim2.stats()["credits_spent"] == 8
+
+
+@pytest.mark.parametrize("status", [None, 500, 504])
+def test_v2_lost_answer_the_job_exists_and_the_same_key_finds_it(sim2: ApiframeSimulator, status: int | None) -> None:
+    sim2.set_faults(lose_answer_next=1, lose_answer_status=status)
+    if status is None:
+        with pytest.raises(requests.ConnectionError):
+            v2(sim2, "/v2/images/generate", GENERATE, key="lost-1")
+    else:
+        lost = v2(sim2, "/v2/images/generate", GENERATE, key="lost-1")
+        assert lost.status_code == status and lost.json()["error"]["code"] == "server_error"
+    made = sim2.paid_requests[0]["job_id"] or next(iter(sim2._tasks))
+    assert sim2.task(made) is not None, "the job exists"
+
+    resent = v2(sim2, "/v2/images/generate", GENERATE, key="lost-1")
+
+    assert (resent.status_code, resent.json()["jobId"]) == (202, made)
+    assert (sim2.stats()["tasks_created"], sim2.stats()["credits_spent"]) == (1, 16), "one job, charged once"
+
+
+def test_v2_statuses_are_upper_case_or_with_the_switch_lower_case(sim2: ApiframeSimulator) -> None:
+    job_id = v2(sim2, "/v2/images/generate", GENERATE).json()["jobId"]
+    assert sim2.wait_idle(5)
+    job = v2(sim2, f"/v2/jobs/{job_id}").json()
+    assert job["status"] == "COMPLETED" and job["model"] == "midjourney" and job["creditCost"] == 16
+    assert set(job["result"]) == {"images", "gridUrl"} and len(job["result"]["images"]) == 4
+    assert job["error"] is None and "action" not in job, "the documented fields"
+    sim2.set_faults(lowercase_statuses=True)
+    assert v2(sim2, f"/v2/jobs/{job_id}").json()["status"] == "completed"
+    queued = v2(sim2, "/v2/images/generate", GENERATE).json()
+    assert queued["status"] == "queued"
+
+
+def test_v2_string_result_is_one_url_the_grid_or_the_upsamples_image(sim2: ApiframeSimulator) -> None:
+    sim2.set_faults(string_result=True)
+    grid_job = v2(sim2, "/v2/images/generate", GENERATE).json()["jobId"]
+    assert sim2.wait_idle(5)
+    result = v2(sim2, f"/v2/jobs/{grid_job}").json()["result"]
+    assert isinstance(result, str) and result.endswith("/grid.png")
+    upsample = {"parentJobId": grid_job, "action": "upsample", "index": 3}
+    upsampled = v2(sim2, "/v2/images/midjourney/action", upsample).json()["jobId"]
+    assert sim2.wait_idle(5)
+    image = v2(sim2, f"/v2/jobs/{upsampled}").json()["result"]
+    assert isinstance(image, str)
+    assert png(image).size == (png(result).width // 2, png(result).height // 2), "one quarter of its grid"
+
+
+def test_v2_webhooks_are_the_documented_signed_events(sim2: ApiframeSimulator, receiver: Receiver) -> None:
+    v2(sim2, "/v2/images/generate", GENERATE | {"webhookUrl": receiver.url})
+    assert sim2.wait_idle(5)
+    events = [(headers["X-Webhook-Event"], body) for headers, body in receiver.calls]
+    assert [event for event, _ in events] == ["progress", "completed"]
+    assert set(events[0][1]) == {"event", "jobId", "status", "progress", "model"}
+    assert events[0][1]["status"] == "PROCESSING"
+    final = events[1][1]
+    assert set(final) == {"event", "jobId", "status", "progress", "result", "model", "creditCost", "completedAt"}
+    assert final["status"] == "COMPLETED" and set(final["result"]) == {"images", "gridUrl"}
+    assert all(headers["X-Webhook-Signature"].startswith("sha256=") for headers, _ in receiver.calls)

@@ -138,10 +138,11 @@ def create_simulator_task(sim: Any, api_key: str, prompt: str = "a lighthouse") 
     import requests
 
     if sim.api_version == "v2":
-        url, headers = f"{sim.base_url}/v2/images/midjourney/generate", {"X-API-Key": api_key}
+        url, headers = f"{sim.base_url}/v2/images/generate", {"X-API-Key": api_key}
+        body = {"prompt": prompt, "model": "midjourney"}
     else:
-        url, headers = f"{sim.base_url}/imagine", {"Authorization": api_key}
-    response = requests.post(url, json={"prompt": prompt}, headers=headers, timeout=10)
+        url, headers, body = f"{sim.base_url}/imagine", {"Authorization": api_key}, {"prompt": prompt}
+    response = requests.post(url, json=body, headers=headers, timeout=10)
     response.raise_for_status()
     created = response.json()
     return wait_for_sim_task(sim, created.get("task_id") or created["jobId"], ("finished",))

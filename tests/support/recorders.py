@@ -47,6 +47,7 @@ class ProviderRecorder:
             from vary_region_local.simulator_v2 import v2_request
 
             method, path, body = v2_request(method, path, body) or (method, path, body)
+            status = 200 if status == 202 else status  # v2 accepts a paid call with 202, v1 with 200
         call: dict[str, Any] = {"method": method, "path": path, "status": status, "task_ids": (), "webhook_url": None}
         if method == "POST" and path in ("/fetch", "/fetch-many", "/inpaint", "/imagine", "/upscale-1x"):
             try:

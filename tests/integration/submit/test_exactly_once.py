@@ -213,8 +213,8 @@ class SentThenCrashed:
         self.real = real
         self.sent: list[str] = []
 
-    def submit(self, request: InpaintRequest) -> str:
-        self.sent.append(self.real.submit(request))
+    def submit(self, request: InpaintRequest, idempotency_key: str | None = None) -> str:
+        self.sent.append(self.real.submit(request, idempotency_key))
         raise RuntimeError("bug after the request was sent")
 
 

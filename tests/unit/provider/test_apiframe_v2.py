@@ -20,6 +20,7 @@ from tests.support.waits import not_raising
 
 KEY = "afk_test-key"
 SECRET = "s" * 43
+KEY_OF_CLAIM = "4b1c9a5e-0d7f-5b8e-9a33-1f2e3d4c5b6a"  # an idempotency key, as paid_call.idempotency_key makes
 
 
 def test_each_stage_request_takes_v2s_wire_form_with_the_secret_in_the_url() -> None:
@@ -39,8 +40,13 @@ def test_each_stage_request_takes_v2s_wire_form_with_the_secret_in_the_url() -> 
         {"action": "upsample", "parentJobId": "grid-1", "index": 3},
     )
     path, body = v2_request(ImagineRequest("a lighthouse", "16:9", url, SECRET))
-    assert path == "/v2/images/midjourney/generate"
-    assert body == {"prompt": "a lighthouse", "aspectRatio": "16:9", "webhookUrl": f"{url}~{SECRET}"}
+    assert path == "/v2/images/generate"
+    assert body == {
+        "prompt": "a lighthouse",
+        "model": "midjourney",
+        "midjourneyParams": {"aspect_ratio": "16:9"},
+        "webhookUrl": f"{url}~{SECRET}",
+    }
     assert "webhook_secret" not in json.dumps(body)
 
 
@@ -98,7 +104,7 @@ class _Answer:
 
 
 class _Session(requests.Session):
-    def __init__(self, *answers: _Answer) -> None:
+    def __init__(self, *answers: _Answer | Exception) -> None:
         super().__init__()
         self.answers = list(answers)
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
@@ -106,10 +112,13 @@ class _Session(requests.Session):
     def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # an _Answer
         assert not args and isinstance(url, str), "the client passes a str url and keywords only"
         self.calls.append((method, url, kwargs))
-        return self.answers.pop(0)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
-def _client(*answers: _Answer) -> tuple[ApiframeV2Client, _Session]:
+def _client(*answers: _Answer | Exception) -> tuple[ApiframeV2Client, _Session]:
     session = _Session(*answers)
     client = ApiframeV2Client(
         "https://api.apiframe.ai",
@@ -123,7 +132,7 @@ def _client(*answers: _Answer) -> tuple[ApiframeV2Client, _Session]:
 
 def test_the_key_goes_in_x_api_key_and_the_new_job_id_is_read() -> None:
     client, session = _client(_Answer(200, {"jobId": "job-9", "status": "queued"}))
-    assert client.submit(UpscaleRequest("grid-1", "1", None, None)) == "job-9"
+    assert client.submit(UpscaleRequest("grid-1", "1", None, None), KEY_OF_CLAIM) == "job-9"
     method, url, kwargs = session.calls[0]
     assert (method, url) == ("POST", "https://api.apiframe.ai/v2/images/midjourney/action")
     assert kwargs["headers"]["X-API-Key"] == KEY and "Authorization" not in kwargs["headers"]
@@ -141,17 +150,17 @@ def test_the_key_goes_in_x_api_key_and_the_new_job_id_is_read() -> None:
 def test_typed_refusals_get_their_codes_and_are_never_resent(status: int, code: str) -> None:
     client, session = _client(_Answer(status, {"error": {"code": "x", "message": "refused here"}}))
     with pytest.raises(ProviderRejected) as refused:
-        client.submit(UpscaleRequest("grid-1", "1", None, None))
+        client.submit(UpscaleRequest("grid-1", "1", None, None), KEY_OF_CLAIM)
     assert (refused.value.code, refused.value.message, len(session.calls)) == (code, "refused here", 1)
 
 
 def test_a_429_is_retried_after_its_retry_after_and_a_500_is_ambiguous() -> None:
     client, session = _client(_Answer(429, {}, {"Retry-After": "1"}), _Answer(200, {"id": "job-2"}))
-    assert client.submit(UpscaleRequest("grid-1", "1", None, None)) == "job-2"
+    assert client.submit(UpscaleRequest("grid-1", "1", None, None), KEY_OF_CLAIM) == "job-2"
     assert len(session.calls) == 2
     client, session = _client(_Answer(500, {}))
     with pytest.raises(SubmissionAmbiguous):
-        client.submit(UpscaleRequest("grid-1", "1", None, None))
+        client.submit(UpscaleRequest("grid-1", "1", None, None), KEY_OF_CLAIM)
     assert len(session.calls) == 1
 
 
@@ -212,7 +221,7 @@ def test_an_uncertain_answer_to_a_paid_call_is_ambiguous_never_a_refusal_and_red
 ) -> None:
     client, session = _client(_Answer(status, {}, {"Location": "http://elsewhere.example/"}))
     with not_raising(ProviderRejected), pytest.raises(SubmissionAmbiguous):
-        client.submit(InpaintRequest("up-1", "data:image/png;base64,AA", None, None, None))
+        client.submit(InpaintRequest("up-1", "data:image/png;base64,AA", None, None, None), KEY_OF_CLAIM)
     assert len(session.calls) == 1 and session.calls[0][2]["allow_redirects"] is False
 
 

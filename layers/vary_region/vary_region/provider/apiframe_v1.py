@@ -7,6 +7,12 @@ mid-response), or that ended in an error raised after the API's handler may have
 behind a gateway (502, 504), may have created a task and is reported as SubmissionAmbiguous
 instead. Failures before anything was sent (the key could not be read, the body could not be
 built) are RequestNotSent. Fetch is free, so it retries every transient answer.
+
+A paid call that carries a key the provider documents as deduplicating it (v2's generate and its
+`Idempotency-Key`) may be sent again after an uncertain answer (`resend_uncertain`): the same bytes
+and the same key, within the same retry budget. Once one attempt may have landed, the call can only
+end with an answer that names the task or as SubmissionAmbiguous, never as a refusal or as
+"unavailable" (either would give the claim back, and a new claim sends a new key).
 """
 
 from __future__ import annotations
@@ -95,9 +101,9 @@ class ApiframeClient:
         return self._given_session or traced_http_session()
 
     @tracer.capture_method(capture_response=False)
-    def submit(self, request: StageRequest) -> str:
+    def submit(self, request: StageRequest, idempotency_key: str | None = None) -> str:
         """POST a paid task (/imagine, /upscale-1x, /inpaint); returns the new task id. Never resends
-        a request that may have landed."""
+        a request that may have landed. v1 documents no idempotency key: none is sent."""
         path, payload = v1_request(request)
         body = self._call(path, payload, ambiguous_after_send=True)
         task_id = body.get("task_id") if isinstance(body, dict) else None
@@ -148,20 +154,25 @@ class ApiframeClient:
         payload: dict[str, Any] | None,
         *,
         ambiguous_after_send: bool = False,
+        resend_uncertain: bool = False,
+        headers: dict[str, str] | None = None,
         deadline: float | None = None,
     ) -> Any:
-        """POST `payload` to `path`, or GET it when there is no payload."""
-        body, headers = self._prepare(path, payload)
+        """POST `payload` to `path`, or GET it when there is no payload. headers: added to every
+        attempt unchanged (an idempotency key). resend_uncertain: a paid call whose uncertain answers
+        may be sent again because the provider deduplicates it by its key."""
+        body, prepared = self._prepare(path, payload)
+        headers = prepared | (headers or {})
         budget_end = time.monotonic() + self._retry.budget_seconds
         deadline = budget_end if deadline is None else min(budget_end, deadline)
         from requests.exceptions import RequestException
 
-        attempt = 0
+        attempt, landed = 0, _MayHaveLanded(path, resend_uncertain)
         while True:
             retry_after: float | None = None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ProviderUnavailable(f"no time left to call APIFRAME {path}")
+                raise landed.or_else(ProviderUnavailable(f"no time left to call APIFRAME {path}"))
             try:
                 response = self._session.request(
                     "GET" if body is None else "POST",
@@ -173,22 +184,20 @@ class ApiframeClient:
                 )
             except RequestException as exc:
                 if ambiguous_after_send and _may_have_been_received(exc):
-                    raise SubmissionAmbiguous(
-                        f"no answer from APIFRAME {path} after sending ({type(exc).__name__})"
-                    ) from None
+                    landed.record(f"no answer from APIFRAME {path} after sending ({type(exc).__name__})")
                 reason = f"{type(exc).__name__} calling APIFRAME {path}"
             else:
                 if response.status_code < 300:
                     return _json_or_empty(response)
                 if ambiguous_after_send and _uncertain(response.status_code):
-                    raise SubmissionAmbiguous(f"APIFRAME {path} answered {response.status_code} after receiving it")
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise ProviderRejected(response.status_code, provider_error_message(response))
+                    landed.record(f"APIFRAME {path} answered {response.status_code} after receiving it")
+                elif response.status_code not in RETRYABLE_STATUS:
+                    raise landed.or_else(ProviderRejected(response.status_code, provider_error_message(response)))
                 reason = f"APIFRAME {path} answered {response.status_code}"
                 retry_after = _retry_after_seconds(response)
             pause = self._retry.delay(attempt, retry_after)
             if time.monotonic() + pause > deadline:
-                raise ProviderUnavailable(f"{reason}; gave up after {attempt + 1} attempts")
+                raise landed.or_else(ProviderUnavailable(f"{reason}; gave up after {attempt + 1} attempts"))
             self._sleep(pause)
             attempt += 1
 
@@ -207,6 +216,27 @@ class ApiframeClient:
         except (TypeError, ValueError) as exc:
             raise RequestNotSent(f"the {path} request could not be built ({type(exc).__name__})") from exc
         return body, headers | {"Content-Type": "application/json"}
+
+
+class _MayHaveLanded:
+    """Whether an attempt of a paid call may have reached the provider, and what that leaves the call."""
+
+    def __init__(self, path: str, resend_uncertain: bool) -> None:
+        self._path, self._resend = path, resend_uncertain
+        self._first: str | None = None
+
+    def record(self, reason: str) -> None:
+        """An attempt may have landed: without a deduplicating key the call ends here, ambiguous."""
+        if not self._resend:
+            raise SubmissionAmbiguous(reason)
+        self._first = self._first or reason
+
+    def or_else(self, error: Exception) -> Exception:
+        """How the call ends without an answer naming its task: `error`, unless an attempt may have
+        landed (then a refusal or an outage of a resend says nothing about that attempt)."""
+        if self._first is None:
+            return error
+        return SubmissionAmbiguous(f"{self._first}; sent again with the same idempotency key, then: {error}")
 
 
 def whole_number(value: Any) -> int | None:

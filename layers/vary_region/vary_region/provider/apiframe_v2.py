@@ -1,11 +1,19 @@
 """APIFRAME v2 (`https://api.apiframe.ai`, `X-API-Key`): the same port as v1, its own wire form.
 
-Paid requests go to `POST /v2/images/midjourney/action` (`upsample`, `inpaint`, with `parentJobId`)
-and `POST /v2/images/midjourney/generate` (the imagine stage; this path is assumed, the docs found
-name only the action endpoint). Jobs are read with `GET /v2/jobs/:id`; there is no batch read, so
-`fetch_many` reads them one by one (reads are free). The retry, ambiguity and rejection rules are
-v1's, from the same transport; v2's typed errors add two codes of their own: 402 (the account has
-too few credits) and 409 (the parent is too old for follow-up actions).
+Paid requests, as the provider's pages name them: the imagine stage is `POST /v2/images/generate`
+with `"model": "midjourney"` and the model's own `midjourneyParams` (`aspect_ratio`, "W:H"); the
+follow-up actions are `POST /v2/images/midjourney/action` (`upsample`, `inpaint`, with
+`parentJobId`). Both answer 202 with `{"jobId", "status"}`. Every paid call carries an
+`Idempotency-Key` (the job's, its stage's and its claim's: see submit/paid_call.py). The provider
+documents the key on generate only, so only a generate whose answer was uncertain (a 5xx, a reset,
+a time-out) is sent again, with the same key; an action's uncertain answer stays ambiguous, as in v1.
+
+Jobs are read with `GET /v2/jobs/:id`; there is no batch read, so `fetch_many` reads them one by one
+(reads are free). A job's `result` is `{images, gridUrl}` on the current pages and a single URL on
+older ones; its status is upper case now (`COMPLETED`) and was lower case: both are read. The retry,
+ambiguity and rejection rules are otherwise v1's, from the same transport; v2's typed errors add two
+codes of their own: 402 (the account has too few credits) and 409 (the parent is too old for
+follow-up actions).
 """
 
 from __future__ import annotations
@@ -19,8 +27,13 @@ from vary_region.provider.stage_requests import ImagineRequest, InpaintRequest, 
 from vary_region.provider.task_result import MalformedTaskPayload, TaskResult, TaskState, parse_percentage
 from vary_region.provider.webhook_token import url_with_secret
 
-GENERATE_PATH = "/v2/images/midjourney/generate"
+GENERATE_PATH = "/v2/images/generate"
 ACTION_PATH = "/v2/images/midjourney/action"
+MODEL = "midjourney"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The paid calls whose key the provider documents ("prevents duplicate jobs if the same request is
+# sent multiple times"): only these are sent again after an uncertain answer.
+DEDUPLICATED_PATHS = frozenset({GENERATE_PATH})
 # v2's own codes for two of its typed errors; every other refusal stays PROVIDER_REJECTED.
 REJECTION_CODES = {402: "PROVIDER_CREDITS_INSUFFICIENT", 409: "PARENT_TOO_OLD"}
 # Statuses seen or assumed for a v2 job; anything not listed is still running.
@@ -36,7 +49,8 @@ def v2_request(request: StageRequest) -> tuple[str, dict[str, Any]]:
     per-job secret travels in the webhook URL instead (see webhook_token.url_with_secret)."""
     body: dict[str, Any]
     if isinstance(request, ImagineRequest):
-        path, body = GENERATE_PATH, {"prompt": request.prompt, "aspectRatio": request.aspect_ratio}
+        path = GENERATE_PATH
+        body = {"prompt": request.prompt, "model": MODEL, "midjourneyParams": {"aspect_ratio": request.aspect_ratio}}
     elif isinstance(request, InpaintRequest):
         path = ACTION_PATH
         body = {"action": "inpaint", "parentJobId": request.parent_task_id, "mask": request.mask_data_url}
@@ -55,10 +69,19 @@ class ApiframeV2Client(ApiframeClient):
     """v2 behind the same methods as v1's client: submit, fetch, fetch_many, account_credits."""
 
     @tracer.capture_method(capture_response=False)
-    def submit(self, request: StageRequest) -> str:
+    def submit(self, request: StageRequest, idempotency_key: str | None = None) -> str:
+        """idempotency_key: the same for every attempt of this claim's call (a new claim, a new key)."""
         path, payload = v2_request(request)
+        if not idempotency_key:
+            raise RequestNotSent(f"a paid v2 call needs an idempotency key; {path} not called")
         try:
-            body = self._call(path, payload, ambiguous_after_send=True)
+            body = self._call(
+                path,
+                payload,
+                ambiguous_after_send=True,
+                resend_uncertain=path in DEDUPLICATED_PATHS,
+                headers={IDEMPOTENCY_HEADER: idempotency_key},
+            )
         except ProviderRejected as exc:
             raise ProviderRejected(exc.status, exc.message, REJECTION_CODES.get(exc.status)) from None
         job_id = _job_id(body)
@@ -106,7 +129,10 @@ class ApiframeV2Client(ApiframeClient):
 def parse_v2_job(payload: Any) -> TaskResult:
     """A v2 job (GET /v2/jobs/:id, or a webhook body, bare or wrapped in `data` / `job`) as the
     pipeline's TaskResult. An upsample's one image is its `image_url`; a grid job's four are
-    `image_urls`, with `result.gridUrl` as the grid."""
+    `image_urls`, with `result.gridUrl` as the grid. A `result` that is one URL (the older pages'
+    form) names the job's one image whatever the job is: it is both `image_url` and `grid_url`, and
+    the stage reading it decides whether that is whole (an upsample) or not (a grid without its
+    four images is RESULT_INCOMPLETE, never completed as it is)."""
     if isinstance(payload, dict):
         for wrapper in ("data", "job"):
             inner = payload.get(wrapper)
@@ -120,6 +146,7 @@ def parse_v2_job(payload: Any) -> TaskResult:
     status = status.strip().lower() if isinstance(status, str) else None
     found = payload.get("result")
     result: dict[str, Any] = found if isinstance(found, dict) else {}
+    single = found.strip() or None if isinstance(found, str) else None
     listed = result.get("images")
     images = [u.strip() if isinstance(u, str) else "" for u in listed] if isinstance(listed, list) else []
     if status in FAILED_STATUSES:
@@ -136,12 +163,12 @@ def parse_v2_job(payload: Any) -> TaskResult:
         state=state,
         provider_status=status,
         percentage=parse_percentage(payload.get("progress")),
-        grid_url=grid.strip() or None if isinstance(grid, str) else None,
+        grid_url=grid.strip() or None if isinstance(grid, str) else single,
         image_urls=tuple(images),
         error_message=_error_message(payload.get("error")) if state is TaskState.FAILED else None,
         task_type=task_type,
         reported_running=state is TaskState.RUNNING and status in RUNNING_STATUSES,
-        image_url=images[0] or None if len(images) == 1 else None,
+        image_url=images[0] or None if len(images) == 1 else single,
     )
 
 

@@ -17,9 +17,13 @@ API_VERSIONS = ("v1", "v2")
 
 
 class Provider(Protocol):
-    def submit(self, request: StageRequest) -> str:
+    def submit(self, request: StageRequest, idempotency_key: str | None = None) -> str:
         """Start one paid task; its id. Raises ProviderRejected, ProviderUnavailable,
-        SubmissionAmbiguous or RequestNotSent, and never resends a request that may have landed."""
+        SubmissionAmbiguous or RequestNotSent, and never resends a request that may have landed,
+        unless the provider documents that the request's idempotency key makes a resend harmless.
+
+        idempotency_key: one per job, stage and claim (v2 sends it with every paid call and requires
+        it; v1 documents no such key and sends none)."""
         ...
 
     def fetch(self, task_id: str, deadline: float | None = None) -> TaskResult: ...

@@ -8,9 +8,10 @@ concurrent events lose the claim and do nothing. Once claimed, the claim is give
 APIFRAME certainly did not take the request; every other failure leaves the job flagged and never
 resent.
 
-What stays here is that claim protocol: claim, call the provider once, record. The free work
-before it is delegated: reading the inputs (inputs.py), checking each stage (plan.py), whether and
-how a job is held (holds.py), a job its checks stop (setbacks.py), requested jobs (requested.py).
+What stays here is the claim: who may pay for a stage, and when. The free work before it is
+delegated: reading the inputs (inputs.py), checking each stage (plan.py), whether and how a job is
+held (holds.py), a job its checks stop (setbacks.py), requested jobs (requested.py); so is the work
+after it: the won claim's one paid call and its recording (paid_call.py).
 """
 
 from __future__ import annotations
@@ -21,33 +22,24 @@ from dataclasses import replace
 from datetime import datetime
 
 from vary_region.aws.job_files import JobFiles
-from vary_region.core.credits import CreditReservation, OverBudget, Settlement, none_spent, reserve
-from vary_region.core.errors import (
-    ErrorStage,
-    JobError,
-    JobRejected,
-    ProviderRejected,
-    ProviderUnavailable,
-    RequestNotSent,
-    SubmissionAmbiguous,
-)
+from vary_region.core.credits import CreditReservation, OverBudget, reserve
+from vary_region.core.errors import JobRejected, ProviderUnavailable
 from vary_region.core.job import Job, utc_now
 from vary_region.core.keys import InboxObject, ResultKeys, parse_inbox_key
 from vary_region.core.stages import JobStage, stages_from
 from vary_region.endings import JobEndings, ensure_error_document
-from vary_region.observability import MetricUnit, logger, metrics, tracer
+from vary_region.observability import logger, tracer
 from vary_region.provider.balance import ProviderBalance
 from vary_region.provider.port import Provider
-from vary_region.provider.stage_requests import StageRequest
 from vary_region.provider.webhook_auth import hash_webhook_secret, new_webhook_secret
 from vary_region.provider.webhook_token import webhook_token
 from vary_region.settings import Settings
-from vary_region.store.job_table import JobTable, JudgedStage, ProviderBusy
+from vary_region.store.job_table import JobTable, ProviderBusy
 from vary_region.submit.holds import HeldReason, Hold, Holder, HoldPolicy
 from vary_region.submit.inputs import JobInputs, WaitingForFiles
 from vary_region.submit.job_spec import JobSpec
-from vary_region.submit.mask import BinaryMask
 from vary_region.submit.outcome import SubmitOutcome, SubmitResult
+from vary_region.submit.paid_call import PaidCall
 from vary_region.submit.parent import ParentNotReady, ParentReader
 from vary_region.submit.plan import StagePlan, StagePlanner
 from vary_region.submit.requested import JobRequests, RequestedJob
@@ -75,7 +67,6 @@ class JobSubmitter:
         self._hold = hold
         self._store = store
         self._files = files
-        self._apiframe = apiframe
         self._clock = clock
         self._ends = JobEndings(store, files, settings.results_prefix, clock)
         self._inputs = JobInputs(settings, files)
@@ -84,6 +75,9 @@ class JobSubmitter:
         self._holder = Holder(hold, store, self._holds, clock) if hold is not None else None
         self._setbacks = Setbacks(settings, store, self._ends, self._holds, self._holder, clock)
         self._requests = JobRequests(settings, store, files, clock, self._setbacks.reject)
+        self._paid_call = PaidCall(
+            settings, store, files, apiframe, self._ends, self._holder, self.webhook_url, clock, balance
+        )
 
     @tracer.capture_method(capture_response=False)
     def handle_upload(self, key: str, time_left: TimeLeft | None = None) -> SubmitResult:
@@ -139,7 +133,7 @@ class JobSubmitter:
         plan = self._planner.plan(stage, first, spec, mask, existing)
         return self._submit(uploaded, plan, spec, existing, time_left)
 
-    # --- the claim protocol: claim, call the provider once, record --------------------------------
+    # --- the claim: won once, then the stage's one paid call (paid_call.py) -------------------------
 
     def _submit(
         self, uploaded: InboxObject, plan: StagePlan, spec: JobSpec, existing: Job | None, time_left: TimeLeft | None
@@ -182,7 +176,7 @@ class JobSubmitter:
             return self._holder.hold_back(uploaded, message, HeldReason.PROVIDER_SLOTS_FULL, stage=plan.later)
         if not claimed:
             return SubmitResult(SubmitOutcome.ALREADY_HANDLED, job_id)
-        return self._send(uploaded, plan, token, secret, reservation, mask_key)
+        return self._paid_call.send(uploaded, plan, token, secret, reservation)
 
     def _reservation(self, plan: StagePlan, existing: Job | None, token: str) -> CreditReservation | None:
         """The first claim sets aside the whole chain's credits; later stages live on that reservation."""
@@ -191,77 +185,6 @@ class JobSubmitter:
             return reserve(stages_from(plan.stage), lambda s: price(s.value), self._clock(), token)
         return existing.reservation if existing is not None else None
 
-    def _send(
-        self,
-        uploaded: InboxObject,
-        plan: StagePlan,
-        token: str,
-        secret: str,
-        reservation: CreditReservation | None,
-        mask_key: str | None,
-    ) -> SubmitResult:
-        """The claim is won: the stage's one paid request, then its task recorded on the job."""
-        job_id = uploaded.job_id
-        given_back = None
-        if plan.first and reservation is not None:
-            given_back = none_spent(reservation)
-            metrics.add_metric(name="CreditsReserved", unit=MetricUnit.Count, value=reservation.total)
-        try:
-            if plan.mask is not None and mask_key is not None:
-                # Only after a won claim: a delivery that lost the claim, or was held, never replaces
-                # the mask that was sent. A failed write is still before sending: the claim goes back.
-                self._store_sent_mask(mask_key, plan.mask)
-            task_id = self._apiframe.submit(self._stage_request(job_id, plan, secret))
-        except RequestNotSent:
-            # Nothing reached APIFRAME (e.g. the API key could not be read): give the claim back so the
-            # redelivered event can try again.
-            self._give_back(job_id, token, plan, given_back)
-            raise
-        except ProviderRejected as exc:
-            error = JobError(exc.code, exc.message, ErrorStage.SUBMIT)
-            self._ends.fail(job_id, error, JudgedStage(plan.stage, claim=token), reservation, open_stage_paid=False)
-            logger.warning("APIFRAME rejected the submission", extra={"provider_status": exc.status})
-            return SubmitResult(SubmitOutcome.FAILED, job_id, error=error)
-        except SubmissionAmbiguous as exc:
-            return self._record_ambiguous(job_id, token, str(exc))
-        except ProviderUnavailable:
-            # Known not accepted (429/408/503/unreachable past the retry budget): give the claim back.
-            # Held in the queue, a long provider outage never walks the message into the DLQ.
-            self._give_back(job_id, token, plan, given_back)
-            if self._holder is None:
-                raise
-            message = "APIFRAME unavailable; job held back for a later attempt"
-            return self._holder.hold_back(
-                uploaded, message, HeldReason.PROVIDER_UNAVAILABLE, stage=plan.later, warning=True
-            )
-        except Exception as exc:
-            # Not known to have happened before sending (a bug, an error while reading the answer): the
-            # task may exist and be paid for, so the claim is kept and the request never resent. (A
-            # BaseException such as SystemExit leaves the claim too; the reconciler ends the job later.)
-            logger.exception("unexpected error during submission; treated as ambiguous, not resending")
-            return self._record_ambiguous(job_id, token, f"unexpected {type(exc).__name__} during submission")
-        return self._record_submitted(job_id, token, task_id, plan)
-
-    def _record_submitted(self, job_id: str, token: str, task_id: str, plan: StagePlan) -> SubmitResult:
-        logger.append_keys(task_id=task_id)  # from here on, every line (an error too) names the paid task
-        if self._balance is not None:
-            self._balance.note_spent(self._settings.credits_of(plan.stage.value))
-        try:
-            recorded = self._store.mark_submitted(job_id, token, task_id, self._clock(), plan.stage)
-        except Exception:
-            logger.exception("the paid task could not be recorded on the job; its webhook can still complete it")
-            raise
-        if not recorded:
-            logger.error("the paid task could not be recorded on the job; its webhook can still complete it")
-        logger.info("stage submitted")
-        return SubmitResult(SubmitOutcome.SUBMITTED, job_id, task_id)
-
-    def _store_sent_mask(self, key: str, mask: BinaryMask) -> None:
-        try:
-            self._files.write_bytes(key, mask.data, mask.media_type)
-        except Exception as exc:
-            raise RequestNotSent(f"the mask could not be stored beside the results ({type(exc).__name__})") from exc
-
     def _time_for_paid_call(self, time_left: TimeLeft | None) -> bool:
         return time_left is None or time_left() >= self._settings.seconds_for_paid_call
 
@@ -269,31 +192,6 @@ class JobSubmitter:
         self.defer(uploaded.key)
         logger.info("too little time left in this invocation for a paid call; upload deferred, untouched")
         return SubmitResult(SubmitOutcome.DEFERRED, uploaded.job_id)
-
-    def _give_back(self, job_id: str, token: str, plan: StagePlan, returned: Settlement | None) -> None:
-        """The provider certainly did not take the request: the claim, its slot and (a first stage's)
-        reserved credits go back."""
-        if self._store.release_claim(job_id, token, self._clock(), first=plan.first, returned=returned) and returned:
-            metrics.add_metric(name="CreditsReturned", unit=MetricUnit.Count, value=returned.returned)
-
-    def _stage_request(self, job_id: str, plan: StagePlan, secret: str) -> StageRequest:
-        try:
-            return plan.build(self.webhook_url(job_id, plan.stage), secret)
-        except Exception as exc:  # still before the client is even called
-            raise RequestNotSent(f"the {plan.stage} request could not be built ({type(exc).__name__})") from exc
-
-    def _record_ambiguous(self, job_id: str, token: str, reason: str) -> SubmitResult:
-        """The job stays SUBMITTED and flagged: its webhook (carrying the job's secret) can still complete
-        it; otherwise the reconciler fails it after the ambiguity window. It is never resent."""
-        error = JobError(
-            "SUBMIT_AMBIGUOUS",
-            f"{reason}. The task may exist at APIFRAME; it was not resent. The job completes if its webhook "
-            "arrives, otherwise it fails after the ambiguity window.",
-            ErrorStage.SUBMIT,
-        )
-        self._store.mark_submit_ambiguous(job_id, token, error, self._clock())
-        logger.error("submission outcome unknown; not resending", extra={"error_code": error.code})
-        return SubmitResult(SubmitOutcome.AMBIGUOUS, job_id, error=error)
 
     # --- used by the handler ----------------------------------------------------------------------
 
