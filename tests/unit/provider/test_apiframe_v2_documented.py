@@ -229,7 +229,9 @@ def test_a_generate_whose_answers_stay_uncertain_is_ambiguous_never_unavailable_
         client.submit(ImagineRequest("a lighthouse", "1:1", None, None), CLAIM_KEY)
 
 
-@pytest.mark.parametrize("lost", [_Answer(500, {}), _reset(), requests.exceptions.ReadTimeout()], ids=["500", "reset", "read-timeout"])
+@pytest.mark.parametrize(
+    "lost", [_Answer(500, {}), _reset(), requests.exceptions.ReadTimeout()], ids=["500", "reset", "read-timeout"]
+)
 def test_an_action_whose_answer_was_lost_stays_ambiguous_the_key_being_undocumented_there(lost: Any) -> None:
     client, session = _client(lost, ACCEPTED)
     with pytest.raises(SubmissionAmbiguous):
