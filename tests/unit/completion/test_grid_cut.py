@@ -67,7 +67,9 @@ def test_the_quarters_are_stored_as_png_in_midjourneys_order(format: str, mode: 
         data, content_type = files.written[quarter.key]
         image = Image.open(io.BytesIO(data))
         assert (image.format, content_type, image.size) == ("PNG", "image/png", (32, 24))
-        red, green, blue = image.convert("RGB").getpixel((16, 12))[:3]
+        pixel = image.convert("RGB").getpixel((16, 12))
+        assert isinstance(pixel, tuple)
+        red, green, blue = pixel[:3]
         assert max(abs(red - colour[0]), abs(green - colour[1]), abs(blue - colour[2])) < 24, (quarter.name, colour)
         assert (quarter.source_url, quarter.size) == (GRID.source_url, len(data))
 
