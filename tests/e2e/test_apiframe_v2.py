@@ -21,7 +21,7 @@ from vary_region_local.simulator_v2 import signature
 
 from tests.e2e.conftest import StackProcess, user_env
 from tests.support.builders import job_json, mask_png, new_job_id, upload_job
-from tests.support.waits import read_error_json, read_json, wait_for_status
+from tests.support.waits import assert_cut_from_the_grid, read_error_json, read_json, wait_for_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fixed_generation]
 API_KEY = "afk_local-v2-key"
@@ -134,18 +134,17 @@ def test_a_job_completes_when_the_statuses_are_lower_case_as_on_older_pages(sim:
     assert json.loads(sim.webhooks_of(item["task_id"])[-1]["body"])["status"] == "completed"
 
 
-def test_a_grid_answered_as_one_url_is_never_completed_as_it_is(sim: V2Stack) -> None:
+def test_a_grid_answered_as_one_url_completes_with_its_quarters(sim: V2Stack) -> None:
     """An older page's `result`: one URL. The parent (an upsample) is read from it; the inpaint's grid
-    alone, without its four images, is not a result to complete a job with."""
+    alone is copied and cut into the four images it is a 2x2 composite of."""
     sim.faults(string_result=True)
     job_id = new_job_id("v2-one-url")
     upload_job(sim.s3, sim.bucket, job_id)
 
     item = wait_for_status(sim.table, job_id, ("COMPLETED", "FAILED", "REJECTED"), timeout=40)
 
-    assert (item["status"], item["error"]["code"]) == ("FAILED", "RESULT_INCOMPLETE"), item
-    assert "0 images instead of 4" in item["error"]["message"]
-    assert read_error_json(sim.s3, sim.bucket, job_id)["error"]["code"] == "RESULT_INCOMPLETE"
+    assert item["status"] == "COMPLETED", item
+    assert_cut_from_the_grid(sim.s3, sim.bucket, job_id)
     assert sim.stats()["inpaint_calls"] == 1, "the parent was read from its one URL, and the inpaint paid once"
 
 

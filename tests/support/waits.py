@@ -3,6 +3,7 @@ submit queue, and the reconciler run until a job changes; settle_stack before a 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -227,3 +228,30 @@ def not_raising(*errors: type[BaseException]) -> Iterator[None]:
         yield
     except errors as exc:
         raise AssertionError(f"raised {type(exc).__name__}: {exc}") from exc
+
+
+def _stored_image(s3: Any, bucket: str, key: str) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def assert_cut_from_the_grid(s3: Any, bucket: str, job_id: str) -> dict[str, Any]:
+    """A completed job whose four images are its grid's quarters (a grid stage's one-URL result); its result.json."""
+    folder = f"results/{job_id}/"
+    result = read_json(s3, bucket, folder + "result.json")
+    assert sorted(result["images"]) == ["1", "2", "3", "4", "grid"]
+    assert result["variants_cut_from_grid"] is True
+    grid = _stored_image(s3, bucket, folder + "grid.png").convert("RGB")
+    width, height = grid.size
+    boxes = [(0, 0, width // 2, height // 2), (width // 2, 0, width, height // 2)]
+    boxes += [(0, height // 2, width // 2, height), (width // 2, height // 2, width, height)]
+    for name, box in zip(("1", "2", "3", "4"), boxes, strict=True):
+        variant = _stored_image(s3, bucket, folder + f"{name}.png")
+        assert variant.size == (width // 2, height // 2) and min(variant.size) >= 256, (name, variant.size)
+        assert variant.convert("RGB").tobytes() == grid.crop(box).tobytes(), f"variant {name} is its quarter"
+        assert result["images"][name]["key"] == folder + f"{name}.png"
+        assert result["images"][name]["source_url"] == result["images"]["grid"]["source_url"]
+    distinct = {_stored_image(s3, bucket, folder + f"{name}.png").tobytes() for name in "1234"}
+    assert len(distinct) == 4, "four different pictures, not one quarter four times"
+    return result

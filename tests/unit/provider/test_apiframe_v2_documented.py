@@ -417,12 +417,23 @@ def test_an_upsamples_one_image_is_its_image() -> None:
 
 
 @pytest.mark.parametrize("example", [COMPLETED_JOB_OLDER, COMPLETED_EVENT], ids=["job", "event"])
-def test_a_result_that_is_one_url_is_that_url_whole_for_an_upsample_and_not_for_a_grid(example: str) -> None:
+def test_a_result_that_is_one_url_is_an_upsamples_image_or_a_grid_stages_grid(example: str) -> None:
     result = parse_v2_job(json.loads(example))
 
     assert (result.image_url, result.grid_url, result.image_urls) == (OLDER_URL, OLDER_URL, ())
+    assert result.one_url_result is True, "the completion worker cuts a grid stage's four images from it"
     assert result.incomplete_reason(single_image=True) is None, "an upsample's one image"
-    assert result.incomplete_reason() is not None, "a grid stage without its four images is never completed as it is"
+    assert result.incomplete_reason() is None, "a grid stage's grid, whole"
+    assert result.result_urls == {"grid": OLDER_URL}, "only the grid is copied"
+
+
+def test_a_result_object_short_of_images_is_never_taken_for_a_one_url_grid() -> None:
+    job = json.loads(COMPLETED_JOB)
+    job["result"] = {"images": [], "gridUrl": job["result"]["gridUrl"]}
+    result = parse_v2_job(job)
+
+    assert result.one_url_result is False
+    assert result.incomplete_reason() == "0 images instead of 4", "asked again, then RESULT_INCOMPLETE, as today"
 
 
 @pytest.mark.parametrize("status", ["ARCHIVED", "waiting", "", None, 7])

@@ -28,7 +28,9 @@ def result_document(
     *,
     tasks: list[dict[str, Any]] | None = None,
     parent: CopiedImage | None = None,
+    cut: bool = False,
 ) -> dict[str, Any]:
+    """cut: the four images were cut from the grid (a grid stage's result that was the grid alone)."""
     document: dict[str, Any] = {
         "job_id": job.job_id,
         "status": "COMPLETED",
@@ -54,6 +56,8 @@ def result_document(
     }
     if tasks is not None:
         document["tasks"] = tasks
+    if cut:
+        document["variants_cut_from_grid"] = True
     if parent is not None:
         document["parent"] = {"key": parent.key, "source_url": parent.source_url, "bytes": parent.size}
     return document

@@ -17,6 +17,7 @@ from enum import StrEnum
 from vary_region.aws.completion_queue import CompletionQueue, CompletionRequest
 from vary_region.aws.job_files import JobFiles
 from vary_region.completion.documents import credits_document, result_document
+from vary_region.completion.grid_cut import GridNotCut, cut_grid
 from vary_region.completion.image_copier import ImageCopier
 from vary_region.core.credits import all_spent
 from vary_region.core.errors import ErrorStage, ImageCopyError, JobError, ProviderRejected, ProviderUnavailable
@@ -215,18 +216,25 @@ class JobCompleter:
             raise
         parent = next((image for image in copied if image.name == "parent"), None)
         images = [image for image in copied if image.name != "parent"]
-        completed_at = timestamp(self._clock())
-        summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
-        tasks = self._tasks(job, result.task_id)
-        document = result_document(job, result.task_id, images, completed_at, tasks=tasks, parent=parent)
-        settlement = all_spent(job.reservation) if job.reservation is not None else None
-        if settlement is not None:
-            document["credits"] = credits_document(settlement)
-        if job.mask_key:
-            document["mask"] = {"key": job.mask_key}
         try:
+            if result.one_url_result:  # the grid alone: its four images are its quarters
+                images += cut_grid(self._files, images[0], keys.image, self._settings.max_image_bytes)
+            completed_at = timestamp(self._clock())
+            summary = {"result_json": keys.result_json, "images": {image.name: image.key for image in images}}
+            tasks = self._tasks(job, result.task_id)
+            document = result_document(
+                job, result.task_id, images, completed_at, tasks=tasks, parent=parent, cut=result.one_url_result
+            )
+            settlement = all_spent(job.reservation) if job.reservation is not None else None
+            if settlement is not None:
+                document["credits"] = credits_document(settlement)
+            if job.mask_key:
+                document["mask"] = {"key": job.mask_key}
             self._files.write_json(keys.result_json, document)
             completed = self._store.mark_completed(job.job_id, result.task_id, summary, self._clock(), settlement)
+        except GridNotCut as exc:
+            message = f"the provider's result is a grid alone, and it could not be cut into four images: {exc}"
+            return self._fail(job, result.task_id, JobError("RESULT_INCOMPLETE", message, ErrorStage.PROVIDER))
         except BaseException:
             self._store.release_copy_lease(job.job_id, lease)
             raise

@@ -130,9 +130,9 @@ def parse_v2_job(payload: Any) -> TaskResult:
     """A v2 job (GET /v2/jobs/:id, or a webhook body, bare or wrapped in `data` / `job`) as the
     pipeline's TaskResult. An upsample's one image is its `image_url`; a grid job's four are
     `image_urls`, with `result.gridUrl` as the grid. A `result` that is one URL (the older pages'
-    form) names the job's one image whatever the job is: it is both `image_url` and `grid_url`, and
-    the stage reading it decides whether that is whole (an upsample) or not (a grid without its
-    four images is RESULT_INCOMPLETE, never completed as it is)."""
+    form) names the job's one image whatever the job is: it is both `image_url` and `grid_url`
+    (`one_url_result`): an upsample's image, or a grid stage's grid, which the completion worker
+    cuts into the four images it is a 2x2 composite of."""
     if isinstance(payload, dict):
         for wrapper in ("data", "job"):
             inner = payload.get(wrapper)
@@ -169,6 +169,7 @@ def parse_v2_job(payload: Any) -> TaskResult:
         task_type=task_type,
         reported_running=state is TaskState.RUNNING and status in RUNNING_STATUSES,
         image_url=images[0] or None if len(images) == 1 else single,
+        one_url_result=single is not None,
     )
 
 

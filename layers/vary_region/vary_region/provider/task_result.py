@@ -41,16 +41,22 @@ class TaskResult:
     task_type: str | None = None
     image_url: str | None = None  # an upscale's one image
     reported_running: bool = False  # the provider said in so many words that the task is at work
+    # v2's older pages give `result` as one URL: a grid stage's grid, with no URL of its four images
+    # (the completion worker cuts them from it). Never set for a list of images that is merely short.
+    one_url_result: bool = False
 
     def incomplete_reason(self, single_image: bool = False) -> str | None:
         """Why a finished result is not a whole one, or None when it is.
 
         A finished inpaint (or imagine) is a grid plus exactly four distinct images; anything else
         (one image, four without a grid, five, repeats, none) is not a result to complete a job with.
-        single_image: an upscale's result, which is one `image_url`.
+        single_image: an upscale's result, which is one `image_url`. A grid stage's result given as one
+        URL is whole: that URL is the grid, the 2x2 composite of the four images.
         """
         if single_image:
             return None if self.image_url else "no image_url"
+        if self.one_url_result:
+            return None if self.grid_url else "no grid"
         problems = []
         if not self.grid_url:
             problems.append("no grid")
