@@ -7,6 +7,11 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
+# make rehearse: the AWS emulator, in a virtualenv of its own, with the SAM transform the CLI above
+# bundles (aws-sam-translator), so the emulator expands the template as `sam validate` reads it.
+REHEARSE_VENV := .venv-rehearse
+MINISTACK_VERSION := 1.5.33
+SAM_TRANSLATOR_VERSION := 1.115.0
 PYTEST_ARGS ?=
 # pytest-xdist workers, each with a local stack of its own on free ports: auto is one per core;
 # 0 runs the tests one after another in pytest's own process (as PYTEST_ARGS=-n0 does).
@@ -17,13 +22,14 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy mutation bench clean
+.PHONY: help venv demo local test unit integration area test-v2 e2e check-template rehearse lint mypy mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make rehearse        deploy template.yaml into MiniStack (IAM enforced) and run every path through it"
 	@echo "make lint            ruff (lint, format, complexity), the import contract and mypy"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
@@ -39,6 +45,12 @@ venv: $(BIN)/.installed
 $(SAM_VENV)/.installed:
 	@test -x $(SAM_VENV)/bin/python || $(SAM_PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+	@touch $@
+
+$(REHEARSE_VENV)/.installed:
+	@test -x $(REHEARSE_VENV)/bin/python || $(PYTHON) -m venv $(REHEARSE_VENV)
+	$(REHEARSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	@touch $@
 
 demo: venv
@@ -79,6 +91,11 @@ e2e: venv
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
+# docs/deploy.md "Rehearsing a deploy": sam build + sam deploy into the emulator, then every path.
+rehearse: venv $(SAM_VENV)/.installed $(REHEARSE_VENV)/.installed
+	$(BIN)/python -m vary_region_local.rehearsal --ministack-python $(REHEARSE_VENV)/bin/python \
+		--sam $(SAM_VENV)/bin/sam --runtime-python $(PYTHON) $(REHEARSE_ARGS)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -99,4 +116,4 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(SAM_VENV) $(REHEARSE_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output
