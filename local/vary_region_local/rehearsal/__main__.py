@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(client_environment(emulator.endpoint, certificate))
         print(f"==> MiniStack on {emulator.endpoint} (AUTH=true, TLS), simulator on {provider.base_url}", flush=True)
         stack = deploy(args, emulator, provider)
-        denials = DenialWatch(emulator.log_path)
+        denials = DenialWatch(emulator.log_path, stack)
         run_paths(Pipeline(stack, provider, REPO_ROOT, denials), report)
-        denials.into(report, stack)
+        denials.into(report)
     except (EmulatorError, DeployError) as exc:
         error = str(exc)
     except (KeyboardInterrupt, SystemExit) as exc:

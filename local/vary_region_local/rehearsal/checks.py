@@ -155,6 +155,10 @@ def _inbox(pipeline: Pipeline) -> list[str]:
 def check_forged_webhook(pipeline: Pipeline) -> str:
     """A real webhook of the plain job, replayed with another secret, and one to a made-up token."""
     before = pipeline.job(PLAIN_JOB)
+    if before.get("status") not in ("COMPLETED", "FAILED", "REJECTED"):
+        raise PathFailed(
+            f"{PLAIN_JOB} is {before.get('status')}: a job still moving cannot show a forgery changed nothing"
+        )
     sent = [w for w in pipeline.provider.webhook_log if "/_aws/execute-api/" in w["url"]]
     real = next((w for w in sent if json.loads(w["body"]).get("task_id") == before.get("task_id")), None)
     if real is None:

@@ -10,6 +10,7 @@ statements the template gives it, not around a refused call.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,18 @@ def describe(found: set[tuple[str, str]]) -> str:
 
 
 class DenialWatch:
-    """The denials in the emulator's log so far, read on from where the last look stopped: a path
-    waiting for a job fails at once, naming the action, instead of running into its time-out."""
+    """The denials seen so far: the emulator's log (read on from where the last look stopped) and the
+    functions' log groups (the webhook function's output reaches only its group). A path waiting for
+    a job fails at once, naming the action, instead of running into its time-out."""
 
-    def __init__(self, emulator_log: Path) -> None:
-        self.emulator_log, self._offset, self._carry = emulator_log, 0, ""
+    GROUPS_EVERY = 3.0  # seconds between two reads of the log groups: five API calls each
+
+    def __init__(self, emulator_log: Path, stack: DeployedStack) -> None:
+        self.emulator_log, self.stack = emulator_log, stack
+        self._offset, self._carry, self._groups_read = 0, "", 0.0
         self.found: set[tuple[str, str]] = set()
 
-    def look(self) -> set[tuple[str, str]]:
+    def look(self, *, groups_now: bool = False) -> set[tuple[str, str]]:
         if self.emulator_log.is_file():
             with self.emulator_log.open("rb") as log:
                 log.seek(self._offset)
@@ -50,11 +55,14 @@ class DenialWatch:
             lines = (self._carry + chunk.decode(errors="replace")).split("\n")
             self._carry = lines.pop()  # a line still being written is read whole next time
             self.found |= found_in("\n".join(lines))
+        if groups_now or time.monotonic() - self._groups_read >= self.GROUPS_EVERY:
+            self._groups_read = time.monotonic()
+            self.found |= {denial for text in _function_logs(self.stack) for denial in found_in(text)}
         return self.found
 
-    def into(self, report: Report, stack: DeployedStack) -> None:
+    def into(self, report: Report) -> None:
         name = "IAM: every function within its role's statements"
-        found = self.look() | {denial for text in _function_logs(stack) for denial in found_in(text)}
+        found = self.look(groups_now=True)
         if found:
             report.failed.append((name, describe(found)))
             print(f"--> {name}\n    FAIL {describe(found)}", flush=True)

@@ -24,6 +24,7 @@ MINISTACK_VERSION = "1.5.33"
 REGION = "us-east-1"
 ACCOUNT_ID = "000000000000"  # MiniStack's default account; "test" keys are that account's root
 START_TIMEOUT = 60.0
+SERVER_SCRIPT = Path(__file__).with_name("ministack_server.py")
 
 
 class EmulatorError(Exception):
@@ -117,8 +118,9 @@ class MiniStack:
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.check_version()
         # hypercorn directly, as `ministack -d` runs it: `ministack` in the foreground also binds
-        # port 443 whenever it is free, which a rehearsal must not take from the machine.
-        command = [str(self.python), "-m", "hypercorn", "ministack.app:app"]
+        # port 443 whenever it is free, which a rehearsal must not take from the machine. Through
+        # ministack_server.py, which logs each denial (workarounds.DENIALS_LOGGED).
+        command = [str(self.python), str(SERVER_SCRIPT), "ministack.app:app"]
         command += ["--bind", f"127.0.0.1:{self.port}", "--keep-alive", "75"]
         command += ["--certfile", str(self.certificate.cert), "--keyfile", str(self.certificate.key)]
         with self.log_path.open("wb") as log:

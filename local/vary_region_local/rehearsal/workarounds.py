@@ -57,7 +57,14 @@ SQS_BATCH_ACTIONS = Workaround(
     "the batch too, SQS developer guide 'Amazon SQS batch actions'): each statement allowing "
     "sqs:SendMessage, DeleteMessage or ChangeMessageVisibility also names its batch twin",
 )
-ALL = (SPLIT_IN_CONDITIONS, SCALING_CONFIG_NUMBER, HTTP_API_ROUTES, SECRET_REF_ARN, SQS_BATCH_ACTIONS)
+DENIALS_LOGGED = Workaround(
+    "denials-logged",
+    "1.5.33",
+    "a call IAM denies is answered but recorded nowhere (its CloudTrail records only calls that reached "
+    "their service), and a function may log the refusal by its code alone: the emulator is started "
+    "through rehearsal/ministack_server.py, which logs each denial it answers, in AWS's words",
+)
+ALL = (SPLIT_IN_CONDITIONS, SCALING_CONFIG_NUMBER, HTTP_API_ROUTES, SECRET_REF_ARN, SQS_BATCH_ACTIONS, DENIALS_LOGGED)
 _BATCH_TWINS = {
     f"sqs:{action}": f"sqs:{action}Batch" for action in ("SendMessage", "DeleteMessage", "ChangeMessageVisibility")
 }
