@@ -107,11 +107,11 @@ def _started(pipeline: Pipeline) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    began = time.monotonic()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(args.state_dir)
     args.state_dir.mkdir(parents=True)
-    began = time.monotonic()
     print(f"==> emulator gaps worked around in this tooling ({len(workarounds.ALL)}):")
     for gap in workarounds.ALL:
         print(f"    {gap.name} (MiniStack {gap.seen_in}): {gap.reason}")
@@ -123,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         provider.start()
         emulator.start()
         os.environ.update(client_environment(emulator.endpoint, certificate))
-        print(f"==> MiniStack on {emulator.endpoint} (AUTH=true, TLS), simulator on {provider.base_url}", flush=True)
+        print(
+            f"==> MiniStack on {emulator.endpoint} (AUTH=true, TLS; up in {time.monotonic() - began:.0f}s), "
+            f"simulator on {provider.base_url}",
+            flush=True,
+        )
         stack = deploy(args, emulator, provider)
+        paths_began = time.monotonic()
         denials = DenialWatch(emulator.log_path, stack)
         run_paths(Pipeline(stack, provider, REPO_ROOT, denials), report)
         denials.into(report)
+        print(f"==> paths: {time.monotonic() - paths_began:.0f}s", flush=True)
     except (EmulatorError, DeployError) as exc:
         error = str(exc)
     except (KeyboardInterrupt, SystemExit) as exc:

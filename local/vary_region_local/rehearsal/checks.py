@@ -121,7 +121,8 @@ def check_chain(pipeline: Pipeline) -> str:
     stages = [task.get("stage") for task in result.get("tasks", [])]
     if stages != ["imagine", "upscale", "inpaint"]:
         raise PathFailed(f"{CHAIN_JOB} COMPLETED through stages {stages}, not imagine, upscale, inpaint")
-    return "prompt + region -> imagine -> upscale-1x -> inpaint (region drawn at the upscale's size) -> COMPLETED"
+    took = (result.get("timings") or {}).get("duration_seconds")
+    return f"prompt + region -> imagine -> upscale-1x -> inpaint (region at the upscale's size) -> COMPLETED in {took}s"
 
 
 def start_requested(pipeline: Pipeline) -> None:

@@ -121,7 +121,9 @@ class MiniStack:
         # port 443 whenever it is free, which a rehearsal must not take from the machine. Through
         # ministack_server.py, which logs each denial (workarounds.DENIALS_LOGGED).
         command = [str(self.python), str(SERVER_SCRIPT), "ministack.app:app"]
-        command += ["--bind", f"127.0.0.1:{self.port}", "--keep-alive", "75"]
+        # --workers 0: served in this process, as `ministack` serves (hypercorn's default spawns a
+        # fresh interpreter per worker, which would lose ministack_server.py's denial log).
+        command += ["--bind", f"127.0.0.1:{self.port}", "--keep-alive", "75", "--workers", "0"]
         command += ["--certfile", str(self.certificate.cert), "--keyfile", str(self.certificate.key)]
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(  # noqa: S603 - the pinned emulator's interpreter
