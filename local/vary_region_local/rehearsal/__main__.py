@@ -53,7 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def deploy(args: argparse.Namespace, emulator: MiniStack, provider: RehearsalProvider) -> DeployedStack:
+def deploy(args: argparse.Namespace, provider: RehearsalProvider) -> DeployedStack:
     sam = Sam(args.sam, REPO_ROOT, args.state_dir, dict(os.environ), args.runtime_python)
     started = time.monotonic()
     built = sam.build(args.template.resolve())
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f"simulator on {provider.base_url}",
             flush=True,
         )
-        stack = deploy(args, emulator, provider)
+        stack = deploy(args, provider)
         paths_began = time.monotonic()
         denials = DenialWatch(emulator.log_path, stack)
         run_paths(Pipeline(stack, provider, REPO_ROOT, denials), report)
