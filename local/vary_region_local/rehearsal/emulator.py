@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -151,6 +152,14 @@ class MiniStack:
         process, self._process = self._process, None
         if process is None:
             return
+        try:
+            self._end(process)
+        finally:
+            # Each Lambda worker unpacked its code and the layer here: about a gigabyte a rehearsal.
+            shutil.rmtree(self.folder / "tmp", ignore_errors=True)
+
+    @staticmethod
+    def _end(process: subprocess.Popen[bytes]) -> None:
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(process.pid, sig)  # the group this process leads: the server and its workers
