@@ -7,9 +7,11 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
-# The security scanner of `make lint`, in a virtualenv of its own: it pins its own boto3, PyYAML and more.
-CHECKOV_VENV := .venv-checkov
-CHECKOV_VERSION := 3.3.30
+# make rehearse: the AWS emulator, in a virtualenv of its own, with the SAM transform the CLI above
+# bundles (aws-sam-translator), so the emulator expands the template as `sam validate` reads it.
+REHEARSE_VENV := .venv-rehearse
+MINISTACK_VERSION := 1.5.33
+SAM_TRANSLATOR_VERSION := 1.115.0
 PYTEST_ARGS ?=
 # pytest-xdist workers, each with a local stack of its own on free ports: two per core, because a
 # worker mostly waits on its stack (measured: one per core kept the cores about half busy); 0 runs
@@ -21,13 +23,15 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo local test unit integration area test-v2 e2e check-template lint mypy checkov mutation bench clean
+.PHONY: help venv demo local test unit integration area test-v2 e2e check-template rehearse rehearse-mutants lint mypy checkov mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make rehearse        deploy template.yaml into MiniStack (IAM enforced) and run every path through it"
+	@echo "make rehearse-mutants  remove one IAM statement at a time: the rehearsal must name the denied action"
 	@echo "make lint            ruff (lint, format, complexity), the import contract, mypy and checkov"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
@@ -48,6 +52,12 @@ $(SAM_VENV)/.installed:
 $(CHECKOV_VENV)/.installed:
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+$(REHEARSE_VENV)/.installed:
+	@test -x $(REHEARSE_VENV)/bin/python || $(PYTHON) -m venv $(REHEARSE_VENV)
+	$(REHEARSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		ministack==$(MINISTACK_VERSION) aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	@touch $@
 
 demo: venv
@@ -88,6 +98,15 @@ e2e: venv
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
+# docs/deploy.md "Rehearsing a deploy": sam build + sam deploy into the emulator, then every path.
+REHEARSE_TOOLS = --ministack-python $(REHEARSE_VENV)/bin/python --sam $(SAM_VENV)/bin/sam --runtime-python $(PYTHON)
+rehearse: venv $(SAM_VENV)/.installed $(REHEARSE_VENV)/.installed
+	$(BIN)/python -m vary_region_local.rehearsal $(REHEARSE_TOOLS) $(REHEARSE_ARGS)
+
+# IAM proved by running: each mutant removes one statement; the rehearsal must fail naming the denied action.
+rehearse-mutants: venv $(SAM_VENV)/.installed $(REHEARSE_VENV)/.installed
+	$(BIN)/python -m vary_region_local.rehearsal.mutants $(REHEARSE_TOOLS) $(REHEARSE_ARGS)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -115,4 +134,4 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(REHEARSE_VENV) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache demo-output

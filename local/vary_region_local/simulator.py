@@ -704,16 +704,19 @@ class ApiframeSimulator:
         headers = {"Content-Type": "application/json", **(signed or {})}
         if secret:
             headers["x-webhook-secret"] = secret
+        entry: dict[str, Any] = {"url": url, "headers": headers, "body": body.decode()}
         with self._lock:
             if len(self.webhook_log) < 10_000:
-                self.webhook_log.append({"url": url, "headers": headers, "body": body.decode()})
+                self.webhook_log.append(entry)
         try:
             with requests.post(
                 url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT, allow_redirects=False
             ) as response:
                 delivered = 200 <= response.status_code < 300
-        except requests.RequestException:
+                entry["answer"] = response.status_code
+        except requests.RequestException as exc:
             delivered = False
+            entry["answer"] = type(exc).__name__  # what a test or the rehearsal reads when one failed
         # The provider's delivery guarantees are unknown: count a failure, never retry it.
         self._count("webhooks_sent" if delivered else "webhooks_failed")
 

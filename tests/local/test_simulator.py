@@ -318,6 +318,8 @@ def test_failed_webhook_deliveries_are_counted_and_not_retried(sim: ApiframeSimu
     assert sim.stats()["webhooks_failed"] == 4 and sim.stats()["webhooks_sent"] == 0
     inpaint(sim, webhook_url="http://127.0.0.1:9/nobody-listens")
     assert sim.wait_idle(5) and sim.stats()["webhooks_failed"] == 8
+    # The webhook log keeps each answer, so a caller can tell which deliveries failed, and how.
+    assert [entry.get("answer") for entry in sim.webhook_log] == [500] * 4 + ["ConnectionError"] * 4
 
 
 # ---- faults --------------------------------------------------------------------------------------

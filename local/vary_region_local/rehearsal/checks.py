@@ -1,0 +1,202 @@
+"""Each path the rehearsal runs through the deployed stack, as one check that says what it saw.
+
+The jobs start together (`start_*`) and are judged after (`check_*`), so the slow paths overlap:
+the lost webhook's quiet time runs while the other jobs go through.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from vary_region_local.rehearsal.paths import Pipeline
+from vary_region_local.rehearsal.report import PathFailed
+
+REJECTED_JOB, PLAIN_JOB, CHAIN_JOB = "rehearsal-rejected", "rehearsal-plain", "rehearsal-chain"
+REQUESTED_JOB, LOST_JOB = "rehearsal-requested", "rehearsal-lost-webhook"
+REQUESTED_DETAIL = {
+    "job_id": REQUESTED_JOB,
+    "parent_task_id": "demo-parent-1",
+    "prompt": "a red balloon",
+    "mask": {"regions": [{"rect": [0.3, 0.1, 0.4, 0.5]}], "units": "fraction"},
+}
+# Deployed with ReconcileQuietSeconds at its minimum (30): a job quiet for that long is checked.
+QUIET_SECONDS = 30
+
+
+# ---- the lost webhook: started first, recovered last --------------------------------------------
+def start_lost_webhook(pipeline: Pipeline) -> None:
+    # The fault holds for tasks created while it is on: only this job's task loses its final webhook.
+    pipeline.provider.set_faults(drop_webhooks="final")
+    try:
+        pipeline.drop_job(LOST_JOB, json.loads(pipeline.example("job.json")), pipeline.example("mask.png"))
+        pipeline.wait_for(LOST_JOB, lambda item: bool(item.get("task_id")), "submitted")
+    finally:
+        pipeline.provider.set_faults(drop_webhooks=None)
+
+
+def check_lost_webhook(pipeline: Pipeline) -> str:
+    item = pipeline.wait_for(LOST_JOB, lambda i: i.get("percentage") == 75, "at its last progress webhook (75 %)")
+    if item.get("status") in ("COMPLETED", "FAILED", "REJECTED"):
+        raise PathFailed(f"{LOST_JOB} ended {item['status']} without its final webhook: nothing was lost")
+    task = pipeline.provider.task(str(item["task_id"])) or {}
+    if task.get("status") != "finished":
+        pipeline.wait_for(
+            LOST_JOB,
+            lambda _: (pipeline.provider.task(str(item["task_id"])) or {}).get("status") == "finished",
+            "finished at the provider",
+        )
+    quiet_since = time.time() - _age_seconds(str(pipeline.job(LOST_JOB).get("updated_at", "")))
+    time.sleep(max(0.0, quiet_since + QUIET_SECONDS + 1 - time.time()))
+    if pipeline.job(LOST_JOB).get("status") == "COMPLETED":
+        raise PathFailed(f"{LOST_JOB} COMPLETED before the reconciler ran: its final webhook was not lost")
+    ran = pipeline.run_reconciler_schedule()
+    result = pipeline.completed_with_results(LOST_JOB)
+    return (
+        f"final webhook dropped, job quiet {QUIET_SECONDS}s at 75 %; {ran['rule']} ({ran['schedule']}) target "
+        f"invoked -> Fetch -> completion queue -> COMPLETED, {len(result.get('images', {}))} images in S3"
+    )
+
+
+def _age_seconds(timestamp: str) -> float:
+    from datetime import UTC, datetime
+
+    if not timestamp:
+        return 0.0
+    parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - parsed.astimezone(UTC)).total_seconds())
+
+
+# ---- a rejected job ---------------------------------------------------------------------------------
+def start_rejected(pipeline: Pipeline) -> None:
+    pipeline.drop_job(REJECTED_JOB, json.loads(pipeline.example("job.json")), b"this is not a PNG")
+
+
+def check_rejected(pipeline: Pipeline) -> str:
+    item = pipeline.wait(REJECTED_JOB)
+    code = (item.get("error") or {}).get("code")
+    if item.get("status") != "REJECTED" or code != "MASK_NOT_IMAGE":
+        raise PathFailed(f"{REJECTED_JOB}: {item.get('status')} {code}, not REJECTED MASK_NOT_IMAGE")
+    document = pipeline.read_json(f"results/{REJECTED_JOB}/error.json")
+    if (document.get("error") or {}).get("code", document.get("code")) != code:
+        raise PathFailed(f"results/{REJECTED_JOB}/error.json does not name {code}: {document}")
+    return "inbox -> S3 notification -> submit queue -> submit function -> REJECTED MASK_NOT_IMAGE + error.json"
+
+
+# ---- a plain job, a chain, a requested job ----------------------------------------------------------
+def start_plain(pipeline: Pipeline) -> None:
+    pipeline.drop_job(PLAIN_JOB, json.loads(pipeline.example("job.json")), pipeline.example("mask.png"))
+
+
+def check_plain(pipeline: Pipeline) -> str:
+    result = pipeline.completed_with_results(PLAIN_JOB)
+    task_id = pipeline.job(PLAIN_JOB).get("task_id")
+    sent = [w for w in pipeline.provider.webhook_log if "/_aws/execute-api/" in w["url"]]
+    own = [w for w in sent if json.loads(w["body"]).get("task_id") == task_id]
+    if not own or own[-1].get("answer") != 200:
+        raise PathFailed(f"the final webhook of {PLAIN_JOB} was not taken by the deployed API: {own[-1:]}")
+    # A progress webhook that meets a cold start can outlast the simulator's 5 s wait: the emulator
+    # starts a local worker per concurrent invocation and imports the layer in it (seconds on a small
+    # machine; about one on Lambda). The provider does not resend progress; the job goes on regardless.
+    slow = [w for w in sent if w.get("answer") == "ReadTimeout"]
+    refused = [
+        (w["url"].rsplit("/", 1)[0], w.get("answer")) for w in sent if w.get("answer") not in (200, "ReadTimeout")
+    ]
+    if refused:
+        raise PathFailed(f"webhooks refused by the deployed API: {refused}")
+    return (
+        f"COMPLETED by its final webhook through the deployed HTTP API, {len(result.get('images', {}))} images "
+        f"copied by the completion function; {len(sent) - len(slow)} of {len(sent)} webhooks answered 200 "
+        f"({len(slow)} progress reports outlasted the simulator's 5 s wait during cold starts)"
+    )
+
+
+def start_chain(pipeline: Pipeline) -> None:
+    pipeline.put(f"inbox/{CHAIN_JOB}/job.json", pipeline.example("job-from-prompt.json"))
+
+
+def check_chain(pipeline: Pipeline) -> str:
+    result = pipeline.completed_with_results(CHAIN_JOB)
+    stages = [task.get("stage") for task in result.get("tasks", [])]
+    if stages != ["imagine", "upscale", "inpaint"]:
+        raise PathFailed(f"{CHAIN_JOB} COMPLETED through stages {stages}, not imagine, upscale, inpaint")
+    took = (result.get("timings") or {}).get("duration_seconds")
+    return f"prompt + region -> imagine -> upscale-1x -> inpaint (region at the upscale's size) -> COMPLETED in {took}s"
+
+
+def start_requested(pipeline: Pipeline) -> None:
+    answer = pipeline.events.put_events(
+        Entries=[
+            {
+                "Source": "com.example.rehearsal",
+                "DetailType": "Vary Region Job Requested",
+                "EventBusName": pipeline.stack.outputs["EventBusName"],
+                "Detail": json.dumps(REQUESTED_DETAIL),
+            }
+        ]
+    )
+    if answer.get("FailedEntryCount"):
+        raise PathFailed(f"the bus refused the request: {answer['Entries']}")
+
+
+def check_requested(pipeline: Pipeline) -> str:
+    pipeline.completed_with_results(REQUESTED_JOB)
+    if f"{REQUESTED_JOB}.json" not in _inbox(pipeline):
+        raise PathFailed(f"the requested job's file inbox/{REQUESTED_JOB}.json was not written")
+    return "Vary Region Job Requested -> the deployed rule -> submit queue -> inbox/<id>.json -> COMPLETED"
+
+
+def _inbox(pipeline: Pipeline) -> list[str]:
+    listed = pipeline.s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="inbox/").get("Contents", [])
+    return [o["Key"].removeprefix("inbox/") for o in listed]
+
+
+# ---- a forged webhook -------------------------------------------------------------------------------
+def check_forged_webhook(pipeline: Pipeline) -> str:
+    """A real webhook of the plain job, replayed with another secret, and one to a made-up token."""
+    before = pipeline.job(PLAIN_JOB)
+    if before.get("status") not in ("COMPLETED", "FAILED", "REJECTED"):
+        raise PathFailed(
+            f"{PLAIN_JOB} is {before.get('status')}: a job still moving cannot show a forgery changed nothing"
+        )
+    sent = [w for w in pipeline.provider.webhook_log if "/_aws/execute-api/" in w["url"]]
+    real = next((w for w in sent if json.loads(w["body"]).get("task_id") == before.get("task_id")), None)
+    if real is None:
+        raise PathFailed(f"no webhook of {PLAIN_JOB} to replay")
+    body = json.dumps({**json.loads(real["body"]), "status": "failed", "message": "forged"})
+    forged = pipeline.post_webhook(real["url"], {**real["headers"], "x-webhook-secret": "forged"}, body)
+    made_up = pipeline.post_webhook(real["url"].rsplit("/", 1)[0] + "/not-a-token", real["headers"], body)
+    after = pipeline.job(PLAIN_JOB)
+    if forged.status_code != 401 or made_up.status_code != 401:
+        raise PathFailed(f"forged webhooks answered {forged.status_code} and {made_up.status_code}, not 401")
+    if _fields(after) != _fields(before):
+        raise PathFailed(f"a forged webhook changed {PLAIN_JOB}: {_fields(before)} -> {_fields(after)}")
+    return "wrong secret and made-up token: 401 from the deployed route and function, the job untouched"
+
+
+def _fields(item: dict[str, Any]) -> tuple[Any, ...]:
+    return item.get("status"), item.get("updated_at"), item.get("error")
+
+
+# ---- the state changes on the bus ------------------------------------------------------------------
+def check_state_changes(pipeline: Pipeline) -> str:
+    expected = {REJECTED_JOB: "REJECTED", PLAIN_JOB: "COMPLETED", CHAIN_JOB: "COMPLETED", REQUESTED_JOB: "COMPLETED"}
+    deadline = time.monotonic() + 30  # the publisher reads the stream a moment behind the table
+    statuses: dict[str, set[str]] = {}
+    codes: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for event in pipeline.state_changes():
+            detail = event.get("detail", {})
+            statuses.setdefault(str(detail.get("job_id")), set()).add(str(detail.get("status")))
+            codes[f"{detail.get('job_id')} {detail.get('status')}"] = (detail.get("error") or {}).get("code")
+        if all(final in statuses.get(job, set()) for job, final in expected.items()):
+            break
+    missing = {job: final for job, final in expected.items() if final not in statuses.get(job, set())}
+    if missing:
+        raise PathFailed(f"no state-change event for {missing}; events seen: {statuses}")
+    code = codes.get(f"{REJECTED_JOB} REJECTED")
+    if code != "MASK_NOT_IMAGE":
+        raise PathFailed(f"the REJECTED event of {REJECTED_JOB} names {code}, not MASK_NOT_IMAGE")
+    count = sum(map(len, statuses.values()))
+    return f"{count} statuses on the bus via the table's stream and the publisher; REJECTED with {code}"

@@ -1,0 +1,58 @@
+"""The APIFRAME simulator as the deployed stack's provider: over TLS, posting webhooks to the emulator.
+
+A deployed stack only speaks https to APIFRAME (the template's ApiframeBaseUrl and AllowedImageHosts
+admit https alone), so the simulator serves the rehearsal's certificate. The submit function tells
+APIFRAME to post webhooks to its `WEBHOOK_BASE_URL`, the API's AWS host
+(`https://<api-id>.execute-api.<region>.amazonaws.com/webhook/...`): here that host is the emulator,
+which serves the same API at `/_aws/execute-api/<api-id>/<stage>/...`, so the simulator sends each
+webhook there. That is the local endpoint replacing AWS's, not an emulator gap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from vary_region_local.rehearsal.emulator import Certificate
+from vary_region_local.simulator import ApiframeSimulator
+
+_AWS_EXECUTE_API = re.compile(r"(?P<api>[a-z0-9]+)\.execute-api\.[a-z0-9-]+\.amazonaws\.com")
+API_KEY = "rehearsal-key"
+STEP_DELAY = 0.3  # as make local: progress at 25, 50, 75 %, a step apart
+
+
+class RehearsalProvider(ApiframeSimulator):
+    def __init__(self, certificate: Certificate, emulator_endpoint: str, **options: Any) -> None:
+        super().__init__(api_key=API_KEY, step_delay=STEP_DELAY, **options)
+        self.certificate, self.emulator_endpoint = certificate, emulator_endpoint
+        self.webhook_targets: list[str] = []  # where each webhook went, as the gateway rewrote it
+
+    def start(self) -> str:
+        super().start()
+        assert self._server is not None
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(str(self.certificate.cert), str(self.certificate.key))
+        # The listening socket, wrapped: each connection's handshake happens in its handler thread.
+        self._server.socket = server_context.wrap_socket(
+            self._server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        self.base_url = self.base_url.replace("http://", "https://", 1)
+        # Webhooks go to the emulator over TLS, signed by the same certificate.
+        os.environ["REQUESTS_CA_BUNDLE"] = str(self.certificate.cert)
+        return self.base_url
+
+    def _post_webhook(self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None) -> None:
+        target = self.gateway(url)
+        self.webhook_targets.append(target)
+        super()._post_webhook(target, secret, body, signed)
+
+    def gateway(self, url: str) -> str:
+        """The emulator's address of a deployed API's URL; any other URL unchanged."""
+        parts = urlsplit(url)
+        match = _AWS_EXECUTE_API.fullmatch(parts.hostname or "")
+        if match is None:
+            return url
+        return f"{self.emulator_endpoint}/_aws/execute-api/{match['api']}/$default{parts.path}"
