@@ -7,6 +7,9 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM_VERSION := 1.170.0
+# The security scanner of `make lint`, in a virtualenv of its own: it pins its own boto3, PyYAML and more.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 # make rehearse: the AWS emulator, in a virtualenv of its own, with the SAM transform the CLI above
 # bundles (aws-sam-translator), so the emulator expands the template as `sam validate` reads it.
 REHEARSE_VENV := .venv-rehearse
