@@ -11,6 +11,7 @@ emits what it emits deployed.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from typing import Any, TextIO
 
@@ -54,3 +55,51 @@ class RepeatedScheduledMetricsHidden:
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...: the stream's own
         return getattr(self._stream, name)
+
+
+class WholeLines:
+    """A text stream over `stream` where each thread's text goes through in whole lines, one write
+    per line under a lock. Deployed, each invocation has a stdout of its own; here concurrent
+    invocations share one, and `print` writes its text and its newline separately, so two
+    functions' JSON lines (an EMF document and a log line) could be glued into one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.wrapped = stream
+        self._lock = threading.Lock()
+        self._partial = threading.local()
+
+    def write(self, text: str) -> int:
+        held = getattr(self._partial, "text", "") + text
+        whole, newline, rest = held.rpartition("\n")
+        self._partial.text = rest
+        if newline:
+            with self._lock:
+                self.wrapped.write(whole + newline)
+        return len(text)
+
+    def end_of_invocation(self) -> None:
+        """Whatever the thread left without a newline, as its own line (CloudWatch ends it too)."""
+        held, self._partial.text = getattr(self._partial, "text", ""), ""
+        if held:
+            with self._lock:
+                self.wrapped.write(held + "\n")
+
+    def flush(self) -> None:
+        self.wrapped.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the stream's own
+        return getattr(self.wrapped, name)
+
+
+def whole_lines_stdout() -> WholeLines:
+    """sys.stdout as WholeLines, installed again when something (pytest's capture) replaced it."""
+    current = sys.stdout
+    if isinstance(current, WholeLines):
+        return current
+    with _INSTALL_LOCK:
+        if not isinstance(sys.stdout, WholeLines):
+            sys.stdout = WholeLines(sys.stdout)
+        return sys.stdout  # type: ignore[return-value]
+
+
+_INSTALL_LOCK = threading.Lock()

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
+from vary_region_local.console import whole_lines_stdout
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -138,7 +140,11 @@ class LocalFunction:
         from vary_region.observability import logger
 
         _invocation_log_keys.set(dict(logger.get_current_keys()))
-        return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds, self.memory_mb))
+        stdout = whole_lines_stdout()
+        try:
+            return module.lambda_handler(event, LambdaContext(self.name, self.timeout_seconds, self.memory_mb))
+        finally:
+            stdout.end_of_invocation()
 
 
 def load_handler_module(folder: str) -> ModuleType:

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden
+from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden, WholeLines
 from vary_region_local.process import REPO_ROOT, clean_environment, read_stack_file
 
 
@@ -79,3 +79,31 @@ def test_an_idle_local_stack_prints_its_balance_once(tmp_path: Path) -> None:
     output = log_path.read_text()
     balance_lines = [line for line in output.splitlines() if '"ProviderCredits"' in line]
     assert len(balance_lines) == 1, output[-3000:]
+
+
+def test_two_functions_printing_at_once_never_share_a_line() -> None:
+    """`print` writes the text, then its newline: a second thread's whole print can fall between."""
+    shown = io.StringIO()
+    console = WholeLines(shown)
+    first_text_written, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        console.write('{"_aws": "first"}')
+        first_text_written.set()
+        second_done.wait(5)
+        console.write("\n")
+
+    def second() -> None:
+        first_text_written.wait(5)
+        print('{"level": "INFO"}', file=console)
+        console.write("a line left open")
+        console.end_of_invocation()
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert shown.getvalue().splitlines() == ['{"level": "INFO"}', "a line left open", '{"_aws": "first"}']
