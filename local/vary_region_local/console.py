@@ -99,7 +99,7 @@ def whole_lines_stdout() -> WholeLines:
     with _INSTALL_LOCK:
         if not isinstance(sys.stdout, WholeLines):
             sys.stdout = WholeLines(sys.stdout)
-        return sys.stdout  # type: ignore[return-value]
+        return sys.stdout
 
 
 _INSTALL_LOCK = threading.Lock()
