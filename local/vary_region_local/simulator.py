@@ -700,7 +700,10 @@ class ApiframeSimulator:
             if not self._stopping.is_set():
                 self._post_webhook(task.webhook_url, task.webhook_secret, body, signed)
 
-    def _post_webhook(self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None) -> None:
+    def _post_webhook(
+        self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One attempt; its log entry (with the answer: a status, or the exception's name) is returned."""
         headers = {"Content-Type": "application/json", **(signed or {})}
         if secret:
             headers["x-webhook-secret"] = secret
@@ -719,6 +722,7 @@ class ApiframeSimulator:
             entry["answer"] = type(exc).__name__  # what a test or the rehearsal reads when one failed
         # The provider's delivery guarantees are unknown: count a failure, never retry it.
         self._count("webhooks_sent" if delivered else "webhooks_failed")
+        return entry
 
     # ---- images ---------------------------------------------------------------------------------
     def _serve_image(self, path: str) -> _Response:

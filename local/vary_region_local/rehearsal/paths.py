@@ -24,6 +24,7 @@ from vary_region_local.rehearsal.stack import DeployedStack
 
 FINAL = ("COMPLETED", "FAILED", "REJECTED")
 JOB_TIMEOUT = 120.0  # a chain is three tasks; cold starts of five functions on a small machine
+OBJECT_TIMEOUT = 20.0  # an object written right after the item that names it; seconds, not minutes
 RESULT_FILES = ("result.json", "grid.png", "1.png", "2.png", "3.png", "4.png")
 STATE_CHANGE = {"source": ["vary-region"], "detail-type": ["Vary Region Job State Change"]}
 
@@ -74,6 +75,20 @@ class Pipeline:
 
     def read_json(self, key: str) -> dict[str, Any]:
         return dict(json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
+
+    def wait_for_json(self, key: str, timeout: float = OBJECT_TIMEOUT) -> dict[str, Any]:
+        """An object a function writes just after the item that announces it (error.json follows
+        REJECTED): waited for, boundedly, then read; absent by then is a failed path naming it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.read_json(key)
+            except self.s3.exceptions.NoSuchKey:
+                if self.denials.look():
+                    raise PathFailed(f"s3://{self.bucket}/{key} not written: {describe(self.denials.found)}") from None
+                if time.monotonic() >= deadline:
+                    raise PathFailed(f"s3://{self.bucket}/{key} not written within {timeout:.0f}s") from None
+            time.sleep(0.5)
 
     def example(self, name: str) -> bytes:
         return (self.repo / "examples" / name).read_bytes()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,13 @@ from vary_region_local.simulator import ApiframeSimulator
 _AWS_EXECUTE_API = re.compile(r"(?P<api>[a-z0-9]+)\.execute-api\.[a-z0-9-]+\.amazonaws\.com")
 API_KEY = "rehearsal-key"
 STEP_DELAY = 0.3  # as make local: progress at 25, 50, 75 %, a step apart
+WEBHOOK_RESEND_SECONDS = 60.0  # an unanswered webhook is resent for this long (1, 2, 4, 8, 8... s apart)
+
+
+def answered(answer: Any) -> bool:
+    """Did the API answer for itself? A status below 500 does (2xx taken, 4xx refused); a 5xx, a
+    time-out or a connection error (the exception's name) is no answer."""
+    return isinstance(answer, int) and answer < 500
 
 
 class RehearsalProvider(ApiframeSimulator):
@@ -44,10 +52,23 @@ class RehearsalProvider(ApiframeSimulator):
         os.environ["REQUESTS_CA_BUNDLE"] = str(self.certificate.cert)
         return self.base_url
 
-    def _post_webhook(self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None) -> None:
+    def _post_webhook(
+        self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Each webhook, resent while it has no answer (a time-out, a dropped connection, a 5xx) for
+        up to WEBHOOK_RESEND_SECONDS, as webhook senders do: the emulator's Lambda cold start (a local
+        worker importing the layer, seconds on this machine) can outlast one attempt. A 4xx is an
+        answer (401: refused) and is never resent. Every attempt stays in `webhook_log`, with its number."""
         target = self.gateway(url)
         self.webhook_targets.append(target)
-        super()._post_webhook(target, secret, body, signed)
+        deadline, attempt, pause = time.monotonic() + WEBHOOK_RESEND_SECONDS, 1, 1.0
+        while True:
+            entry = super()._post_webhook(target, secret, body, signed)
+            entry["attempt"] = attempt
+            if answered(entry.get("answer")) or time.monotonic() + pause > deadline or self._stopping.is_set():
+                return entry
+            time.sleep(pause)
+            attempt, pause = attempt + 1, min(pause * 2, 8.0)
 
     def gateway(self, url: str) -> str:
         """The emulator's address of a deployed API's URL; any other URL unchanged."""
