@@ -16,6 +16,7 @@ from vary_region_local.rehearsal.report import PathFailed
 
 REJECTED_JOB, PLAIN_JOB, CHAIN_JOB = "rehearsal-rejected", "rehearsal-plain", "rehearsal-chain"
 REQUESTED_JOB, LOST_JOB = "rehearsal-requested", "rehearsal-lost-webhook"
+HELD_JOB = "rehearsal-held"
 REQUESTED_DETAIL = {
     "job_id": REQUESTED_JOB,
     "parent_task_id": "demo-parent-1",
@@ -24,6 +25,11 @@ REQUESTED_DETAIL = {
 }
 # Deployed with ReconcileQuietSeconds at its minimum (30): a job quiet for that long is checked.
 QUIET_SECONDS = 30
+# Deployed with HoldDelaySeconds 5 (default 30): a held job wakes up 5-7.5 s later.
+HOLD_DELAY_SECONDS = 5
+# Every paid call answered 429 while this holds: the submit function retries within its budget
+# (SUBMIT_RETRY_BUDGET_SECONDS, 20 s), then holds the job on the submit queue (PROVIDER_UNAVAILABLE).
+RATE_LIMITED_CALLS = 1000
 
 
 # ---- the lost webhook: started first, recovered last --------------------------------------------
@@ -136,13 +142,17 @@ def check_chain(pipeline: Pipeline) -> str:
 
 
 def start_requested(pipeline: Pipeline) -> None:
+    put_request(pipeline, REQUESTED_DETAIL)
+
+
+def put_request(pipeline: Pipeline, detail: dict[str, Any]) -> None:
     answer = pipeline.events.put_events(
         Entries=[
             {
                 "Source": "com.example.rehearsal",
                 "DetailType": "Vary Region Job Requested",
                 "EventBusName": pipeline.stack.outputs["EventBusName"],
-                "Detail": json.dumps(REQUESTED_DETAIL),
+                "Detail": json.dumps(detail),
             }
         ]
     )
@@ -192,12 +202,12 @@ def _fields(item: dict[str, Any]) -> tuple[Any, ...]:
 # ---- the state changes on the bus ------------------------------------------------------------------
 def check_state_changes(pipeline: Pipeline) -> str:
     expected = {REJECTED_JOB: "REJECTED", PLAIN_JOB: "COMPLETED", CHAIN_JOB: "COMPLETED", REQUESTED_JOB: "COMPLETED"}
+    expected |= {HELD_JOB: "COMPLETED", LOST_JOB: "COMPLETED"}
     deadline = time.monotonic() + 30  # the publisher reads the stream a moment behind the table
     statuses: dict[str, set[str]] = {}
     codes: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        for event in pipeline.state_changes():
-            detail = event.get("detail", {})
+        for detail in pipeline.state_changes():
             statuses.setdefault(str(detail.get("job_id")), set()).add(str(detail.get("status")))
             codes[f"{detail.get('job_id')} {detail.get('status')}"] = (detail.get("error") or {}).get("code")
         if all(final in statuses.get(job, set()) for job, final in expected.items()):
@@ -210,3 +220,46 @@ def check_state_changes(pipeline: Pipeline) -> str:
         raise PathFailed(f"the REJECTED event of {REJECTED_JOB} names {code}, not MASK_NOT_IMAGE")
     count = sum(map(len, statuses.values()))
     return f"{count} statuses on the bus via the table's stream and the publisher; REJECTED with {code}"
+
+
+# ---- a job held on the submit queue, and its wake-up ------------------------------------------------
+def start_held(pipeline: Pipeline, job_id: str = HELD_JOB) -> None:
+    """APIFRAME answers every paid call 429 until the job is held (started when no other job is
+    paying: the fault is the provider's, for every job)."""
+    pipeline.provider.set_faults(rate_limit_next=RATE_LIMITED_CALLS)
+    pipeline.drop_job(job_id, json.loads(pipeline.example("job.json")), pipeline.example("mask.png"))
+
+
+def check_held(pipeline: Pipeline) -> str:
+    try:
+        held = pipeline.wait_for(HELD_JOB, lambda i: bool(i.get("held_reason")), "held", timeout=60)
+    finally:
+        refused = RATE_LIMITED_CALLS - pipeline.provider.faults.rate_limit_next
+        pipeline.provider.set_faults(rate_limit_next=0)
+    if held.get("held_reason") != "PROVIDER_UNAVAILABLE" or held.get("status") in ("COMPLETED", "FAILED", "REJECTED"):
+        raise PathFailed(
+            f"{HELD_JOB}: {held.get('status')} held for {held.get('held_reason')}, not PROVIDER_UNAVAILABLE"
+        )
+    pipeline.completed_with_results(HELD_JOB)
+    return (
+        f"{refused} paid calls answered 429 -> held PROVIDER_UNAVAILABLE (back on the submit queue, delayed "
+        f"{HOLD_DELAY_SECONDS}s+) -> woke up, APIFRAME answering again -> COMPLETED"
+    )
+
+
+# ---- a missing error.json repaired by the next delivery --------------------------------------------
+def start_repair(pipeline: Pipeline, job_id: str = REJECTED_JOB) -> None:
+    """error.json of a REJECTED job deleted (as if its write had failed after the item said REJECTED),
+    then the job's file delivered again: the same object put again, so S3 notifies once more."""
+    pipeline.s3.delete_object(Bucket=pipeline.bucket, Key=f"results/{job_id}/error.json")
+    pipeline.drop_job(job_id, json.loads(pipeline.example("job.json")))
+
+
+def check_repair(pipeline: Pipeline) -> str:
+    start_repair(pipeline)
+    document = pipeline.wait_for_json(f"results/{REJECTED_JOB}/error.json", timeout=60)
+    item = pipeline.job(REJECTED_JOB)
+    code = (item.get("error") or {}).get("code")
+    if item.get("status") != "REJECTED" or (document.get("error") or {}).get("code") != code:
+        raise PathFailed(f"{REJECTED_JOB} after the repair: item {item.get('status')} {code}, error.json {document}")
+    return f"error.json deleted, the job file delivered again -> already REJECTED: error.json rewritten ({code})"

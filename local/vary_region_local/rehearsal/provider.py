@@ -67,7 +67,8 @@ class RehearsalProvider(ApiframeSimulator):
             entry["attempt"] = attempt
             if answered(entry.get("answer")) or time.monotonic() + pause > deadline or self._stopping.is_set():
                 return entry
-            time.sleep(pause)
+            if self._stopping.wait(pause):  # the rehearsal is ending: nothing is waited for any more
+                return entry
             attempt, pause = attempt + 1, min(pause * 2, 8.0)
 
     def gateway(self, url: str) -> str:
