@@ -5,6 +5,7 @@ sent again while a refused one is not."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,6 +149,14 @@ def test_every_iam_mutant_names_a_statement_its_function_has_and_a_path_the_rehe
         if mutant.action:
             statement = resource[resource.index(f"- Sid: {mutant.statement}\n") :].split("- Sid:", 2)[1]
             assert mutant.action in statement, mutant.name
+
+
+def test_two_neighbouring_iam_mutants_never_look_for_the_same_denial() -> None:
+    """A call denied just before a role is restored may be logged in the next mutant's window: it
+    must not be able to pass for the next mutant's own denial."""
+    loaded = mutants.load()
+    for before, after in itertools.pairwise(loaded):
+        assert before.denied not in after.denied and after.denied not in before.denied, (before.name, after.name)
 
 
 def test_a_removal_takes_the_statement_or_only_its_action_and_leaves_the_rest() -> None:
