@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from vary_region_local.rehearsal import iam, mutants, workarounds
+from vary_region_local.rehearsal import provider as provider_module
 from vary_region_local.rehearsal.denials import found_in
 from vary_region_local.rehearsal.emulator import Certificate
 from vary_region_local.rehearsal.provider import RehearsalProvider, answered
@@ -208,7 +210,14 @@ def _post_through_provider(statuses: list[int]) -> list[dict[str, Any]]:
 
 def test_a_webhook_without_an_answer_is_sent_again_until_the_api_answers() -> None:
     attempts = _post_through_provider([503, 200])
-    assert [(a["answer"], a["attempt"]) for a in attempts] == [(503, 1), (200, 2)]
+    seen = [(a["answer"], a["attempt"], a.get("gave_up", False)) for a in attempts]
+    assert seen == [(503, 1, False), (200, 2, False)]
+
+
+def test_a_webhook_never_answered_is_marked_given_up_after_its_resends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(provider_module, "WEBHOOK_RESEND_SECONDS", 2.5)  # resends 1 s, then 2 s apart
+    attempts = _post_through_provider([503])
+    assert [(a["answer"], a["attempt"], a.get("gave_up", False)) for a in attempts] == [(503, 1, False), (503, 2, True)]
 
 
 def test_a_refused_webhook_is_never_sent_again() -> None:

@@ -58,16 +58,18 @@ class RehearsalProvider(ApiframeSimulator):
         """Each webhook, resent while it has no answer (a time-out, a dropped connection, a 5xx) for
         up to WEBHOOK_RESEND_SECONDS, as webhook senders do: the emulator's Lambda cold start (a local
         worker importing the layer, seconds on this machine) can outlast one attempt. A 4xx is an
-        answer (401: refused) and is never resent. Every attempt stays in `webhook_log`, with its number."""
+        answer (401: refused) and is never resent. Every attempt stays in `webhook_log`, with its number;
+        the last of a webhook never answered is marked `gave_up`."""
         target = self.gateway(url)
         self.webhook_targets.append(target)
         deadline, attempt, pause = time.monotonic() + WEBHOOK_RESEND_SECONDS, 1, 1.0
         while True:
             entry = super()._post_webhook(target, secret, body, signed)
             entry["attempt"] = attempt
-            if answered(entry.get("answer")) or time.monotonic() + pause > deadline or self._stopping.is_set():
+            if answered(entry.get("answer")):
                 return entry
-            if self._stopping.wait(pause):  # the rehearsal is ending: nothing is waited for any more
+            if time.monotonic() + pause > deadline or self._stopping.wait(pause):
+                entry["gave_up"] = not self._stopping.is_set()  # the rehearsal ending is not giving up
                 return entry
             attempt, pause = attempt + 1, min(pause * 2, 8.0)
 
