@@ -212,6 +212,8 @@ class _Task:
 class ApiframeSimulator:
     """An APIFRAME-compatible server on a local port; see the module docstring."""
 
+    webhook_timeout = _WEBHOOK_TIMEOUT  # seconds one webhook attempt waits for its answer
+
     def __init__(
         self,
         api_key: str = "sim-key",
@@ -713,7 +715,7 @@ class ApiframeSimulator:
                 self.webhook_log.append(entry)
         try:
             with requests.post(
-                url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT, allow_redirects=False
+                url, data=body, headers=headers, timeout=self.webhook_timeout, allow_redirects=False
             ) as response:
                 delivered = 200 <= response.status_code < 300
                 entry["answer"] = response.status_code

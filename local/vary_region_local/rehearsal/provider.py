@@ -23,7 +23,13 @@ from vary_region_local.simulator import ApiframeSimulator
 _AWS_EXECUTE_API = re.compile(r"(?P<api>[a-z0-9]+)\.execute-api\.[a-z0-9-]+\.amazonaws\.com")
 API_KEY = "rehearsal-key"
 STEP_DELAY = 0.3  # as make local: progress at 25, 50, 75 %, a step apart
-WEBHOOK_RESEND_SECONDS = 60.0  # an unanswered webhook is resent for this long (1, 2, 4, 8, 8... s apart)
+WEBHOOK_RESEND_SECONDS = 120.0  # an unanswered webhook is resent for this long (1, 2, 4, 8, 8... s apart)
+# One attempt waits this long (the simulator's default: 5 s). The emulator starts a worker per
+# concurrent invocation, and on a loaded 2-core machine a worker's cold start (importing the layer)
+# took over 5 s: each attempt given up on left its worker busy, so the resend started another cold
+# worker, and so on (seen: eight webhook workers spawned in 6 s, one webhook unanswered for 60 s).
+# Waiting out one cold start is what ends it; a webhook function's own time-out is 10 s.
+WEBHOOK_ATTEMPT_SECONDS = 30.0
 
 
 def answered(answer: Any) -> bool:
@@ -33,6 +39,8 @@ def answered(answer: Any) -> bool:
 
 
 class RehearsalProvider(ApiframeSimulator):
+    webhook_timeout = WEBHOOK_ATTEMPT_SECONDS
+
     def __init__(self, certificate: Certificate, emulator_endpoint: str, **options: Any) -> None:
         super().__init__(api_key=API_KEY, step_delay=STEP_DELAY, **options)
         self.certificate, self.emulator_endpoint = certificate, emulator_endpoint
