@@ -26,15 +26,14 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo local test unit integration area test-v2 e2e check-template rehearse rehearse-mutants lint mypy checkov mutation bench clean
+.PHONY: help venv demo local test unit integration area test-v2 e2e check-template rehearse lint mypy checkov mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
 	@echo "make test            install what the tests need, run them and the template checks"
 	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
-	@echo "make rehearse        deploy template.yaml into MiniStack (IAM enforced) and run every path through it"
-	@echo "make rehearse-mutants  remove one IAM statement at a time: the rehearsal must name the denied action"
+	@echo "make rehearse        deploy template.yaml into MiniStack (IAM enforced), run every path, doctor and the IAM mutants"
 	@echo "make lint            ruff (lint, format, complexity), the import contract, mypy and checkov"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
@@ -101,14 +100,12 @@ e2e: venv
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh
 
-# docs/deploy.md "Rehearsing a deploy": sam build + sam deploy into the emulator, then every path.
+# docs/local-stack.md "The deploy rehearsal": sam build + sam deploy into the emulator, then every path,
+# vary-region doctor (and two broken variants) and the IAM mutants (rehearsal/iam_mutants.toml), each
+# a statement taken from a deployed role. REHEARSE_ARGS="--no-iam-mutants" or "--iam-mutant NAME".
 REHEARSE_TOOLS = --ministack-python $(REHEARSE_VENV)/bin/python --sam $(SAM_VENV)/bin/sam --runtime-python $(PYTHON)
 rehearse: venv $(SAM_VENV)/.installed $(REHEARSE_VENV)/.installed
 	$(BIN)/python -m vary_region_local.rehearsal $(REHEARSE_TOOLS) $(REHEARSE_ARGS)
-
-# IAM proved by running: each mutant removes one statement; the rehearsal must fail naming the denied action.
-rehearse-mutants: venv $(SAM_VENV)/.installed $(REHEARSE_VENV)/.installed
-	$(BIN)/python -m vary_region_local.rehearsal.mutants $(REHEARSE_TOOLS) $(REHEARSE_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

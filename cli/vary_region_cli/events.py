@@ -30,7 +30,10 @@ def event_bus(target: Target, given: str | None) -> str:
 
 
 class JobEvents:
-    def __init__(self, target: Target, job_id: str, bus: str) -> None:
+    """A rule for one job's state changes (`job_id`), or for every job's (None: the deploy
+    rehearsal's), delivering to a queue of its own; `close` removes both."""
+
+    def __init__(self, target: Target, job_id: str | None, bus: str) -> None:
         self._sqs = target.client("sqs")
         self._events = target.client("events")
         self._bus = bus
@@ -45,11 +48,13 @@ class JobEvents:
             self.close()  # a refused rule (no such bus, no permission) leaves nothing behind
             raise
 
-    def _subscribe(self, job_id: str, bus: str) -> None:
+    def _subscribe(self, job_id: str | None, bus: str) -> None:
         queue_arn = self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        pattern = {"source": [SOURCE], "detail-type": [STATE_CHANGE], "detail": {"job_id": [job_id]}}
+        pattern: dict[str, Any] = {"source": [SOURCE], "detail-type": [STATE_CHANGE]}
+        if job_id is not None:
+            pattern["detail"] = {"job_id": [job_id]}
         rule_arn = self._events.put_rule(
             Name=self.name, EventBusName=bus, EventPattern=json.dumps(pattern, allow_nan=False)
         )["RuleArn"]

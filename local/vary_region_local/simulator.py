@@ -212,6 +212,8 @@ class _Task:
 class ApiframeSimulator:
     """An APIFRAME-compatible server on a local port; see the module docstring."""
 
+    webhook_timeout = _WEBHOOK_TIMEOUT  # seconds one webhook attempt waits for its answer
+
     def __init__(
         self,
         api_key: str = "sim-key",
@@ -700,7 +702,10 @@ class ApiframeSimulator:
             if not self._stopping.is_set():
                 self._post_webhook(task.webhook_url, task.webhook_secret, body, signed)
 
-    def _post_webhook(self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None) -> None:
+    def _post_webhook(
+        self, url: str, secret: str | None, body: bytes, signed: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One attempt; its log entry (with the answer: a status, or the exception's name) is returned."""
         headers = {"Content-Type": "application/json", **(signed or {})}
         if secret:
             headers["x-webhook-secret"] = secret
@@ -710,7 +715,7 @@ class ApiframeSimulator:
                 self.webhook_log.append(entry)
         try:
             with requests.post(
-                url, data=body, headers=headers, timeout=_WEBHOOK_TIMEOUT, allow_redirects=False
+                url, data=body, headers=headers, timeout=self.webhook_timeout, allow_redirects=False
             ) as response:
                 delivered = 200 <= response.status_code < 300
                 entry["answer"] = response.status_code
@@ -719,6 +724,7 @@ class ApiframeSimulator:
             entry["answer"] = type(exc).__name__  # what a test or the rehearsal reads when one failed
         # The provider's delivery guarantees are unknown: count a failure, never retry it.
         self._count("webhooks_sent" if delivered else "webhooks_failed")
+        return entry
 
     # ---- images ---------------------------------------------------------------------------------
     def _serve_image(self, path: str) -> _Response:

@@ -1,17 +1,25 @@
 """The deploy rehearsal's own pieces (`make rehearse` runs the rest): its emulator workarounds rewrite
-only what they say, the simulator's webhooks find the emulator, and the IAM mutants match the template."""
+only what they say, the simulator's webhooks find the emulator, and the IAM mutants name statements
+the template gives their functions, a removal takes only what it names, and an unanswered webhook is
+sent again while a refused one is not."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from vary_region_local.rehearsal import mutants, workarounds
+import pytest
+from vary_region_local.rehearsal import iam, mutants, workarounds
+from vary_region_local.rehearsal import provider as provider_module
 from vary_region_local.rehearsal.denials import found_in
 from vary_region_local.rehearsal.emulator import Certificate
-from vary_region_local.rehearsal.provider import RehearsalProvider
+from vary_region_local.rehearsal.provider import RehearsalProvider, answered
 
 ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = (ROOT / "template.yaml").read_text()
 
 
 def template(**resources: Any) -> dict[str, Any]:
@@ -128,9 +136,91 @@ def test_a_denial_names_the_function_and_the_action() -> None:
     assert found_in("download failed (AccessDenied)") == set()
 
 
-def test_every_iam_mutant_names_its_statement_exactly_once_in_the_template() -> None:
+def test_every_iam_mutant_names_a_statement_its_function_has_and_a_path_the_rehearsal_runs() -> None:
     loaded = mutants.load()
-    assert loaded
+    assert len(loaded) >= 10
     for mutant in loaded:
-        assert (ROOT / mutant.file).read_text().count(mutant.find) == 1, mutant.name
-        assert " denied " in mutant.denied or mutant.denied.startswith("denied "), mutant.name
+        assert mutant.path in mutants.PATHS, mutant.name
+        assert " denied " in mutant.denied, mutant.name
+        if mutant.managed_policy:
+            assert f"\n  {mutant.managed_policy}:\n    Type: AWS::IAM::ManagedPolicy" in TEMPLATE, mutant.name
+            continue
+        resource = TEMPLATE[TEMPLATE.index(f"\n  {mutant.function}:\n") :]
+        resource = resource[: resource.index("\n\n  ")]  # up to the next resource
+        assert f"- Sid: {mutant.statement}\n" in resource, mutant.name
+        if mutant.action:
+            statement = resource[resource.index(f"- Sid: {mutant.statement}\n") :].split("- Sid:", 2)[1]
+            assert mutant.action in statement, mutant.name
+
+
+def test_two_neighbouring_iam_mutants_never_look_for_the_same_denial() -> None:
+    """A call denied just before a role is restored may be logged in the next mutant's window: it
+    must not be able to pass for the next mutant's own denial."""
+    loaded = mutants.load()
+    for before, after in itertools.pairwise(loaded):
+        assert before.denied not in after.denied and after.denied not in before.denied, (before.name, after.name)
+
+
+def test_a_removal_takes_the_statement_or_only_its_action_and_leaves_the_rest() -> None:
+    document: dict[str, Any] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Keep", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+            {"Sid": "Write", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"], "Resource": "*"},
+        ],
+    }
+    gone = iam.without(document, iam.Removal("fn", statement="Write"))
+    assert [s["Sid"] for s in gone["Statement"]] == ["Keep"]
+    less = iam.without(document, iam.Removal("fn", statement="Write", action="s3:PutObject"))
+    assert less["Statement"][1]["Action"] == ["s3:AbortMultipartUpload"]
+    assert iam.without(document, iam.Removal("fn", statement="Keep", action="s3:GetObject"))["Statement"] == [
+        document["Statement"][1]
+    ]
+    assert len(document["Statement"]) == 2 and document["Statement"][1]["Action"][0] == "s3:PutObject"  # untouched
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers each POST with the next status of the server's list (the last one repeats)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        statuses: list[int] = self.server.statuses  # type: ignore[attr-defined]
+        status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _post_through_provider(statuses: list[int]) -> list[dict[str, Any]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    server.statuses = statuses  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        provider = RehearsalProvider(Certificate(Path("cert.pem"), Path("key.pem")), "https://127.0.0.1:4999")
+        provider._post_webhook(f"http://127.0.0.1:{server.server_address[1]}/webhook/j", "s", b"{}")
+        return provider.webhook_log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_webhook_without_an_answer_is_sent_again_until_the_api_answers() -> None:
+    attempts = _post_through_provider([503, 200])
+    seen = [(a["answer"], a["attempt"], a.get("gave_up", False)) for a in attempts]
+    assert seen == [(503, 1, False), (200, 2, False)]
+
+
+def test_a_webhook_never_answered_is_marked_given_up_after_its_resends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(provider_module, "WEBHOOK_RESEND_SECONDS", 2.5)  # resends 1 s, then 2 s apart
+    attempts = _post_through_provider([503])
+    assert [(a["answer"], a["attempt"], a.get("gave_up", False)) for a in attempts] == [(503, 1, False), (503, 2, True)]
+
+
+def test_a_refused_webhook_is_never_sent_again() -> None:
+    attempts = _post_through_provider([401, 200])
+    assert [(a["answer"], a["attempt"]) for a in attempts] == [(401, 1)]
+    assert not answered("ReadTimeout") and not answered(502) and answered(401) and answered(200)

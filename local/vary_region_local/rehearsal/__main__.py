@@ -22,7 +22,7 @@ from types import FrameType
 
 import boto3
 
-from vary_region_local.rehearsal import checks, workarounds
+from vary_region_local.rehearsal import checks, doctor_runs, mutants, workarounds
 from vary_region_local.rehearsal.denials import DenialWatch
 from vary_region_local.rehearsal.emulator import EmulatorError, MiniStack, client_environment, make_certificate
 from vary_region_local.rehearsal.paths import Pipeline
@@ -50,6 +50,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime-python", type=Path, required=True, help="a python3.13 (sam build needs it)")
     parser.add_argument("--template", type=Path, default=REPO_ROOT / "template.yaml")
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".local" / "rehearse")
+    parser.add_argument(
+        "--no-iam-mutants", dest="iam_mutants", action="store_false", help="skip the IAM mutants (iam_mutants.toml)"
+    )
+    parser.add_argument("--iam-mutant", action="append", metavar="NAME", help="run only this IAM mutant (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -62,8 +66,10 @@ def deploy(args: argparse.Namespace, provider: RehearsalProvider) -> DeployedSta
         # The local endpoints that replace AWS's and APIFRAME's: the simulator, over TLS.
         "ApiframeBaseUrl": provider.base_url,
         "AllowedImageHosts": provider.base_url,
-        # The one tuning: the lost-webhook path waits 30 s (the minimum) for its job to be quiet, not 5 min.
+        # Two tunings: the lost-webhook path waits 30 s (the minimum) for its job to be quiet, not 5 min.
         "ReconcileQuietSeconds": str(checks.QUIET_SECONDS),
+        # And a held job wakes up in 5 s, not 30 (the held-job path).
+        "HoldDelaySeconds": str(checks.HOLD_DELAY_SECONDS),
     }
     started = time.monotonic()
     sam.deploy(built, overrides)
@@ -92,12 +98,18 @@ def run_paths(pipeline: Pipeline, report: Report) -> None:
     report.run("plain job: webhooks, copies, results", lambda: checks.check_plain(pipeline))
     report.run("chain from a prompt with a region", lambda: checks.check_chain(pipeline))
     report.run("job requested by an event", lambda: checks.check_requested(pipeline))
+    # No other job pays from here on (the lost webhook's task exists): APIFRAME's 429s are the held job's.
+    checks.start_held(pipeline)
     report.run("forged webhooks refused", lambda: checks.check_forged_webhook(pipeline))
+    report.run("held job: APIFRAME unavailable, back on the submit queue", lambda: checks.check_held(pipeline))
+    report.run("missing error.json repaired by the next delivery", lambda: checks.check_repair(pipeline))
     report.run("lost webhook recovered by the reconciler", lambda: checks.check_lost_webhook(pipeline))
     report.run("state changes on the bus", lambda: checks.check_state_changes(pipeline))
-    # Hook for `vary-region doctor` (issue #26 item 4): once it exists, run it here against `stack`
-    # (doctor --stack-name pipeline.stack.name, with this process's AWS_ENDPOINT_URL) as one more
-    # report.run(...), and its two broken variants (placeholder secret, a removed permission).
+    # The denials so far are the paths' own: judged now, before the IAM mutants cause theirs.
+    pipeline.denials.into(report)
+    report.run("vary-region doctor on the deployed stack", lambda: doctor_runs.check_healthy(pipeline))
+    report.run("doctor: API key secret left as the placeholder", lambda: doctor_runs.check_placeholder_secret(pipeline))
+    report.run("doctor: submit function without WriteResults", lambda: doctor_runs.check_removed_permission(pipeline))
 
 
 def _started(pipeline: Pipeline) -> str:
@@ -131,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         stack = deploy(args, provider)
         paths_began = time.monotonic()
         denials = DenialWatch(emulator.log_path, stack)
-        run_paths(Pipeline(stack, provider, REPO_ROOT, denials), report)
-        denials.into(report)
+        pipeline = Pipeline(stack, provider, REPO_ROOT, denials)
+        run_paths(pipeline, report)
         print(f"==> paths: {time.monotonic() - paths_began:.0f}s", flush=True)
+        if args.iam_mutants:
+            mutants.run_all(pipeline, report, args.iam_mutant)
     except (EmulatorError, DeployError) as exc:
         error = str(exc)
     except (KeyboardInterrupt, SystemExit) as exc:

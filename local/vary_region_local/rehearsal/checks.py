@@ -11,10 +11,12 @@ import time
 from typing import Any
 
 from vary_region_local.rehearsal.paths import Pipeline
+from vary_region_local.rehearsal.provider import WEBHOOK_RESEND_SECONDS, answered
 from vary_region_local.rehearsal.report import PathFailed
 
 REJECTED_JOB, PLAIN_JOB, CHAIN_JOB = "rehearsal-rejected", "rehearsal-plain", "rehearsal-chain"
 REQUESTED_JOB, LOST_JOB = "rehearsal-requested", "rehearsal-lost-webhook"
+HELD_JOB = "rehearsal-held"
 REQUESTED_DETAIL = {
     "job_id": REQUESTED_JOB,
     "parent_task_id": "demo-parent-1",
@@ -23,6 +25,11 @@ REQUESTED_DETAIL = {
 }
 # Deployed with ReconcileQuietSeconds at its minimum (30): a job quiet for that long is checked.
 QUIET_SECONDS = 30
+# Deployed with HoldDelaySeconds 5 (default 30): a held job wakes up 5-7.5 s later.
+HOLD_DELAY_SECONDS = 5
+# Every paid call answered 429 while this holds: the submit function retries within its budget
+# (SUBMIT_RETRY_BUDGET_SECONDS, 20 s), then holds the job on the submit queue (PROVIDER_UNAVAILABLE).
+RATE_LIMITED_CALLS = 1000
 
 
 # ---- the lost webhook: started first, recovered last --------------------------------------------
@@ -78,7 +85,8 @@ def check_rejected(pipeline: Pipeline) -> str:
     code = (item.get("error") or {}).get("code")
     if item.get("status") != "REJECTED" or code != "MASK_NOT_IMAGE":
         raise PathFailed(f"{REJECTED_JOB}: {item.get('status')} {code}, not REJECTED MASK_NOT_IMAGE")
-    document = pipeline.read_json(f"results/{REJECTED_JOB}/error.json")
+    # The submit function writes error.json just after the item says REJECTED: wait for it.
+    document = pipeline.wait_for_json(f"results/{REJECTED_JOB}/error.json")
     if (document.get("error") or {}).get("code", document.get("code")) != code:
         raise PathFailed(f"results/{REJECTED_JOB}/error.json does not name {code}: {document}")
     return "inbox -> S3 notification -> submit queue -> submit function -> REJECTED MASK_NOT_IMAGE + error.json"
@@ -96,20 +104,27 @@ def check_plain(pipeline: Pipeline) -> str:
     own = [w for w in sent if json.loads(w["body"]).get("task_id") == task_id]
     if not own or own[-1].get("answer") != 200:
         raise PathFailed(f"the final webhook of {PLAIN_JOB} was not taken by the deployed API: {own[-1:]}")
-    # A progress webhook that meets a cold start can outlast the simulator's 5 s wait: the emulator
-    # starts a local worker per concurrent invocation and imports the layer in it (seconds on a small
-    # machine; about one on Lambda). The provider does not resend progress; the job goes on regardless.
-    slow = [w for w in sent if w.get("answer") == "ReadTimeout"]
-    refused = [
-        (w["url"].rsplit("/", 1)[0], w.get("answer")) for w in sent if w.get("answer") not in (200, "ReadTimeout")
-    ]
+    # A refusal is an answer (4xx); no answer (a time-out, a 5xx: the emulator cold-starting a
+    # function) is resent by the rehearsal's provider, and only one still unanswered after its
+    # resends fails here, named as such.
+    refused = [(_token_path(w), w.get("answer")) for w in sent if answered(w.get("answer")) and w["answer"] != 200]
     if refused:
         raise PathFailed(f"webhooks refused by the deployed API: {refused}")
+    # Judged once the provider gave up on one: an attempt on its way or between resends is not.
+    unanswered = [(_token_path(w), w.get("answer"), w.get("attempt")) for w in sent if w.get("gave_up")]
+    if unanswered:
+        raise PathFailed(f"webhooks still unanswered after {WEBHOOK_RESEND_SECONDS:.0f}s of resends: {unanswered}")
+    taken = sum(w.get("answer") == 200 for w in sent)
+    resent = sum(int(w.get("attempt", 1)) > 1 for w in sent)
     return (
         f"COMPLETED by its final webhook through the deployed HTTP API, {len(result.get('images', {}))} images "
-        f"copied by the completion function; {len(sent) - len(slow)} of {len(sent)} webhooks answered 200 "
-        f"({len(slow)} progress reports outlasted the simulator's 5 s wait during cold starts)"
+        f"copied by the completion function; {taken} webhooks answered 200 "
+        f"({resent} resends after no answer during cold starts)"
     )
+
+
+def _token_path(webhook: dict[str, Any]) -> str:
+    return str(webhook["url"]).rsplit("/", 1)[0]
 
 
 def start_chain(pipeline: Pipeline) -> None:
@@ -126,13 +141,17 @@ def check_chain(pipeline: Pipeline) -> str:
 
 
 def start_requested(pipeline: Pipeline) -> None:
+    put_request(pipeline, REQUESTED_DETAIL)
+
+
+def put_request(pipeline: Pipeline, detail: dict[str, Any]) -> None:
     answer = pipeline.events.put_events(
         Entries=[
             {
                 "Source": "com.example.rehearsal",
                 "DetailType": "Vary Region Job Requested",
                 "EventBusName": pipeline.stack.outputs["EventBusName"],
-                "Detail": json.dumps(REQUESTED_DETAIL),
+                "Detail": json.dumps(detail),
             }
         ]
     )
@@ -182,12 +201,12 @@ def _fields(item: dict[str, Any]) -> tuple[Any, ...]:
 # ---- the state changes on the bus ------------------------------------------------------------------
 def check_state_changes(pipeline: Pipeline) -> str:
     expected = {REJECTED_JOB: "REJECTED", PLAIN_JOB: "COMPLETED", CHAIN_JOB: "COMPLETED", REQUESTED_JOB: "COMPLETED"}
+    expected |= {HELD_JOB: "COMPLETED", LOST_JOB: "COMPLETED"}
     deadline = time.monotonic() + 30  # the publisher reads the stream a moment behind the table
     statuses: dict[str, set[str]] = {}
     codes: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        for event in pipeline.state_changes():
-            detail = event.get("detail", {})
+        for detail in pipeline.state_changes():
             statuses.setdefault(str(detail.get("job_id")), set()).add(str(detail.get("status")))
             codes[f"{detail.get('job_id')} {detail.get('status')}"] = (detail.get("error") or {}).get("code")
         if all(final in statuses.get(job, set()) for job, final in expected.items()):
@@ -200,3 +219,46 @@ def check_state_changes(pipeline: Pipeline) -> str:
         raise PathFailed(f"the REJECTED event of {REJECTED_JOB} names {code}, not MASK_NOT_IMAGE")
     count = sum(map(len, statuses.values()))
     return f"{count} statuses on the bus via the table's stream and the publisher; REJECTED with {code}"
+
+
+# ---- a job held on the submit queue, and its wake-up ------------------------------------------------
+def start_held(pipeline: Pipeline, job_id: str = HELD_JOB) -> None:
+    """APIFRAME answers every paid call 429 until the job is held (started when no other job is
+    paying: the fault is the provider's, for every job)."""
+    pipeline.provider.set_faults(rate_limit_next=RATE_LIMITED_CALLS)
+    pipeline.drop_job(job_id, json.loads(pipeline.example("job.json")), pipeline.example("mask.png"))
+
+
+def check_held(pipeline: Pipeline) -> str:
+    try:
+        held = pipeline.wait_for(HELD_JOB, lambda i: bool(i.get("held_reason")), "held", timeout=60)
+    finally:
+        refused = RATE_LIMITED_CALLS - pipeline.provider.faults.rate_limit_next
+        pipeline.provider.set_faults(rate_limit_next=0)
+    if held.get("held_reason") != "PROVIDER_UNAVAILABLE" or held.get("status") in ("COMPLETED", "FAILED", "REJECTED"):
+        raise PathFailed(
+            f"{HELD_JOB}: {held.get('status')} held for {held.get('held_reason')}, not PROVIDER_UNAVAILABLE"
+        )
+    pipeline.completed_with_results(HELD_JOB)
+    return (
+        f"{refused} paid calls answered 429 -> held PROVIDER_UNAVAILABLE (back on the submit queue, delayed "
+        f"{HOLD_DELAY_SECONDS}s+) -> woke up, APIFRAME answering again -> COMPLETED"
+    )
+
+
+# ---- a missing error.json repaired by the next delivery --------------------------------------------
+def start_repair(pipeline: Pipeline, job_id: str = REJECTED_JOB) -> None:
+    """error.json of a REJECTED job deleted (as if its write had failed after the item said REJECTED),
+    then the job's file delivered again: the same object put again, so S3 notifies once more."""
+    pipeline.s3.delete_object(Bucket=pipeline.bucket, Key=f"results/{job_id}/error.json")
+    pipeline.drop_job(job_id, json.loads(pipeline.example("job.json")))
+
+
+def check_repair(pipeline: Pipeline) -> str:
+    start_repair(pipeline)
+    document = pipeline.wait_for_json(f"results/{REJECTED_JOB}/error.json", timeout=60)
+    item = pipeline.job(REJECTED_JOB)
+    code = (item.get("error") or {}).get("code")
+    if item.get("status") != "REJECTED" or (document.get("error") or {}).get("code") != code:
+        raise PathFailed(f"{REJECTED_JOB} after the repair: item {item.get('status')} {code}, error.json {document}")
+    return f"error.json deleted, the job file delivered again -> already REJECTED: error.json rewritten ({code})"

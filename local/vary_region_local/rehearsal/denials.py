@@ -44,7 +44,13 @@ class DenialWatch:
     def __init__(self, emulator_log: Path, stack: DeployedStack) -> None:
         self.emulator_log, self.stack = emulator_log, stack
         self._offset, self._carry, self._groups_read = 0, "", 0.0
+        self._since_ms = 0  # log events before this are not looked at (an IAM mutant's own window)
         self.found: set[tuple[str, str]] = set()
+
+    def reset(self) -> None:
+        """Forget what was found: from now on only new denials count (one IAM mutant after another)."""
+        self.look(groups_now=True)
+        self.found, self._since_ms = set(), int(time.time() * 1000)
 
     def look(self, *, groups_now: bool = False) -> set[tuple[str, str]]:
         if self.emulator_log.is_file():
@@ -57,7 +63,8 @@ class DenialWatch:
             self.found |= found_in("\n".join(lines))
         if groups_now or time.monotonic() - self._groups_read >= self.GROUPS_EVERY:
             self._groups_read = time.monotonic()
-            self.found |= {denial for text in _function_logs(self.stack) for denial in found_in(text)}
+            texts = _function_logs(self.stack, self._since_ms)
+            self.found |= {denial for text in texts for denial in found_in(text)}
         return self.found
 
     def into(self, report: Report) -> None:
@@ -70,7 +77,7 @@ class DenialWatch:
             report.passed.append((name, "no AccessDenied in any function's log or the emulator's"))
 
 
-def _function_logs(stack: DeployedStack) -> list[str]:
+def _function_logs(stack: DeployedStack, since_ms: int = 0) -> list[str]:
     logs: Any = boto3.client("logs")
     texts = []
     for logical, physical in stack.resources.items():
@@ -79,7 +86,7 @@ def _function_logs(stack: DeployedStack) -> list[str]:
         group = f"/aws/lambda/{physical}"
         try:
             pages = logs.get_paginator("filter_log_events").paginate(
-                logGroupName=group, filterPattern='"not authorized"'
+                logGroupName=group, filterPattern='"not authorized"', startTime=since_ms
             )
             texts += [event["message"] for page in pages for event in page.get("events", [])]
         except logs.exceptions.ResourceNotFoundException:

@@ -9,6 +9,7 @@ schedule rule's target invoked with a scheduled event.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import boto3
 import requests
+from vary_region_cli.config import Target
+from vary_region_cli.events import JobEvents
 
 from vary_region_local.rehearsal.denials import DenialWatch, describe
 from vary_region_local.rehearsal.provider import RehearsalProvider
@@ -24,8 +27,8 @@ from vary_region_local.rehearsal.stack import DeployedStack
 
 FINAL = ("COMPLETED", "FAILED", "REJECTED")
 JOB_TIMEOUT = 120.0  # a chain is three tasks; cold starts of five functions on a small machine
+OBJECT_TIMEOUT = 20.0  # an object written right after the item that names it; seconds, not minutes
 RESULT_FILES = ("result.json", "grid.png", "1.png", "2.png", "3.png", "4.png")
-STATE_CHANGE = {"source": ["vary-region"], "detail-type": ["Vary Region Job State Change"]}
 
 
 class Pipeline:
@@ -37,7 +40,7 @@ class Pipeline:
         self.table = boto3.resource("dynamodb").Table(stack.outputs["JobsTableName"])
         self.s3, self.sqs, self.events = boto3.client("s3"), boto3.client("sqs"), boto3.client("events")
         self.lambda_ = boto3.client("lambda")
-        self.events_queue_url = ""
+        self.state_events: JobEvents | None = None
 
     # ---- helpers ------------------------------------------------------------------------------
     def job(self, job_id: str) -> dict[str, Any]:
@@ -75,6 +78,20 @@ class Pipeline:
     def read_json(self, key: str) -> dict[str, Any]:
         return dict(json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
 
+    def wait_for_json(self, key: str, timeout: float = OBJECT_TIMEOUT) -> dict[str, Any]:
+        """An object a function writes just after the item that announces it (error.json follows
+        REJECTED): waited for, boundedly, then read; absent by then is a failed path naming it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.read_json(key)
+            except self.s3.exceptions.NoSuchKey:
+                if self.denials.look():
+                    raise PathFailed(f"s3://{self.bucket}/{key} not written: {describe(self.denials.found)}") from None
+                if time.monotonic() >= deadline:
+                    raise PathFailed(f"s3://{self.bucket}/{key} not written within {timeout:.0f}s") from None
+            time.sleep(0.5)
+
     def example(self, name: str) -> bytes:
         return (self.repo / "examples" / name).read_bytes()
 
@@ -87,44 +104,28 @@ class Pipeline:
             raise PathFailed(f"job {job_id} COMPLETED without results/{job_id}/{missing}")
         return self.read_json(f"results/{job_id}/result.json")
 
-    # ---- the bus: a rule of the rehearsal's own, to a queue of its own ------------------------
+    # ---- the bus: the CLI's subscription (watch --events, doctor), for every job ------------------
     def listen_to_state_changes(self) -> None:
-        queue_url = self.sqs.create_queue(QueueName="rehearsal-state-changes")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        bus = self.stack.outputs["EventBusName"]
-        rule_arn = self.events.put_rule(
-            Name="rehearsal-state-changes", EventBusName=bus, EventPattern=json.dumps(STATE_CHANGE)
-        )["RuleArn"]
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "events.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-                }
-            ],
-        }
-        self.sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-        self.events.put_targets(
-            Rule="rehearsal-state-changes", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}]
+        target = Target(
+            bucket=self.bucket,
+            table=self.stack.outputs["JobsTableName"],
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+            region=os.environ.get("AWS_REGION"),
+            profile=None,
+            local=False,
+            stack_name=self.stack.name,
         )
-        self.events_queue_url = queue_url
+        self.state_events = JobEvents(target, None, self.stack.outputs["EventBusName"])
 
     def state_changes(self) -> list[dict[str, Any]]:
+        """The details of the state-change events delivered so far (one short poll after another)."""
+        assert self.state_events is not None, "listen_to_state_changes first"
         seen: list[dict[str, Any]] = []
         while True:
-            answer = self.sqs.receive_message(QueueUrl=self.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-            messages = answer.get("Messages", [])
-            if not messages:
+            got = list(self.state_events.wait(1))
+            if not got:
                 return seen
-            for message in messages:
-                seen.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+            seen += got
 
     # ---- the reconciler, as its schedule starts it ---------------------------------------------
     def run_reconciler_schedule(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,11 +19,12 @@ class Report:
 
     def run(self, name: str, check: Callable[[], str]) -> None:
         print(f"--> {name}", flush=True)
+        started = time.monotonic()
         try:
             detail = check()
         except Exception as exc:  # a path that breaks is a failed path; the others still run
             self.failed.append((name, f"{type(exc).__name__}: {exc}" if not isinstance(exc, PathFailed) else str(exc)))
-            print(f"    FAIL {self.failed[-1][1]}", flush=True)
+            print(f"    FAIL {self.failed[-1][1]} [{time.monotonic() - started:.0f}s]", flush=True)
         else:
             self.passed.append((name, detail))
-            print(f"    ok   {detail}", flush=True)
+            print(f"    ok   {detail} [{time.monotonic() - started:.0f}s]", flush=True)
