@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.get_host_and_port()
     # Step Functions' service integrations (sqs:sendMessage.waitForTaskToken, ...) call AWS through
     # boto3 from inside this process: pointed at moto itself, with moto's credentials, they stay here.
+    # moto 5.2.5 names its endpoint http://localhost:<MOTO_PORT> (5000 unless set), over AWS_ENDPOINT_URL.
     os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    os.environ["MOTO_PORT"] = str(port)
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     print(json.dumps({"host": host, "port": port}), flush=True)
