@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -247,3 +249,18 @@ def test_a_stuck_job_trips_heartbeat_seconds_and_its_late_answer_is_dropped(call
     # The stream goes on: the next workflow is answered.
     caller.simulator("reset", {})
     assert caller.finished(caller.start(caller.machine(), _job("sfn-after")))["status"] == "SUCCEEDED"
+
+
+def test_the_sample_workflows_map_finishes_with_every_regions_images(sfn_stack: StackProcess, caller: Caller) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "vary_region_local.example_workflow", "--stack-file", str(sfn_stack.stack_file)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr + sfn_stack.log_tail()
+    output = json.loads(ran.stdout[ran.stdout.index("{") :])
+    assert len(output["jobs"]) == len(output["images"]) == 3
+    assert all(set(images) >= IMAGES for images in output["images"])
