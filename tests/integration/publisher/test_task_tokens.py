@@ -68,6 +68,11 @@ def waiting(stack: Any) -> Iterator[WaitingTask]:
     task.close()
 
 
+def _logged(caplog: Any) -> str:
+    """Every captured record with all its fields (the JSON log line carries its extra keys too)."""
+    return "\n".join(str(vars(record)) for record in caplog.records)
+
+
 def _publisher(stack: Any, states: Any) -> StateChangePublisher:
     events = EventPublisher(boto3.client("events"), stack.info.event_bus_name)
     return StateChangePublisher(events, stack.info.bucket, TaskCallbacks(states))
@@ -94,7 +99,21 @@ def test_an_answer_closes_the_waiting_task_and_its_redelivery_is_dropped_not_fai
     output = json.loads(waiting.sfn.describe_execution(executionArn=waiting.execution)["output"])
     assert output["results"]["images"] == {"1": "results/x/1.png"}
     assert any(r.getMessage() == "the waiting task is closed: answer dropped" for r in caplog.records)
-    assert waiting.token not in caplog.text
+    assert waiting.token not in _logged(caplog)
+
+
+def test_a_rejected_job_fails_the_waiting_task_with_its_code(stack, waiting):
+    job = {"job_id": new_job_id("refused"), "task_token": waiting.token, "updated_at": "2026-12-01T12:00:00.000Z"}
+    error = {"code": "MASK_LOCATION_INVALID", "message": "an s3:// mask must be under ...", "stage": "intake"}
+    rejected = record(job | {"status": "REJECTED", "error": error}, job | {"status": "RECEIVED"})
+
+    answer = _publisher(stack, boto3.client("stepfunctions")).handle_stream_batch([rejected])
+
+    assert answer == {"batchItemFailures": []}
+    wait_until(lambda: waiting.status() == "FAILED", 20, message="the execution to fail")
+    events = waiting.sfn.get_execution_history(executionArn=waiting.execution)["events"]
+    failed = [e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed"]
+    assert failed[-1]["error"] == "MASK_LOCATION_INVALID"
 
 
 def test_an_answer_for_a_timed_out_task_is_logged_without_the_token_and_dropped(stack, caplog):
@@ -107,7 +126,7 @@ def test_an_answer_for_a_timed_out_task_is_logged_without_the_token_and_dropped(
     assert answer == {"batchItemFailures": []}
     dropped = [r for r in caplog.records if r.getMessage() == "the waiting task is closed: answer dropped"]
     assert dropped and dropped[0].error_code in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
-    assert waiting.token not in caplog.text
+    assert waiting.token not in _logged(caplog)
     waiting.close()
 
 
@@ -123,7 +142,7 @@ def test_an_unreachable_step_functions_gives_the_record_back(stack, waiting, cap
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": "777"}]}
     assert waiting.status() == "RUNNING"
-    assert waiting.token not in caplog.text
+    assert waiting.token not in _logged(caplog)
 
 
 def test_with_no_caller_state_machines_a_job_with_a_token_is_refused_and_nothing_paid(
