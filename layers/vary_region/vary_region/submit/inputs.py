@@ -116,7 +116,8 @@ class JobInputs:
         try:
             stored = self._files.in_bucket(mask.bucket).read(mask.key, max_mask)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "403"):
+            denied = exc.response.get("Error", {}).get("Code") in ("AccessDenied", "403")
+            if not denied or mask.bucket == self._files.bucket:  # the inbox unreadable: the stack's fault
                 raise
             # An allowed place this function still cannot read (a bucket policy, a KMS key): retrying
             # would not help, and the job's owner is the one to fix it.
