@@ -24,6 +24,7 @@ from vary_region.settings import GENERATIONS
 
 from tests.e2e.conftest import API_VERSION, StackProcess, user_env
 from tests.support.builders import mask_png
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 ACCOUNT = "123456789012"  # moto's account
@@ -213,10 +214,9 @@ def test_a_duplicate_delivery_of_the_same_request_is_one_paid_task_and_one_answe
     caller.simulator("faults", {"inpaint_response_delay": 1.0})  # the copy arrives while the first is under way
     job = _job("sfn-dup")
     execution = caller.start(caller.machine(), job)
-    caller.wait_for_status(job["job_id"], {"RECEIVED", "SUBMITTED", "PROCESSING"})
-    body = {k: job[k] for k in ("job_id", "parent_task_id", "mask")} | {
-        "task_token": caller.item(job["job_id"])["task_token"]
-    }
+    # The token is kept by the write after the job's first (RECEIVED): wait for it, not for the status.
+    token = wait_until(lambda: caller.item(job["job_id"]).get("task_token"), 30, message="the job's token kept")
+    body = {k: job[k] for k in ("job_id", "parent_task_id", "mask")} | {"task_token": token}
     caller.sqs.send_message(QueueUrl=caller.info["queue_url"], MessageBody=json.dumps(body))
 
     assert caller.finished(execution)["status"] == "SUCCEEDED"
