@@ -26,7 +26,7 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo local test unit integration area test-v2 e2e check-template rehearse lint mypy checkov mutation bench clean
+.PHONY: help venv demo example-workflow local test unit integration area test-v2 e2e check-template rehearse lint mypy checkov mutation bench clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
@@ -34,6 +34,7 @@ help:
 	@echo "make area AREA=name  one area's unit and integration tests ($(AREAS))"
 	@echo "make local           start the local stack in the foreground (Ctrl-C stops it)"
 	@echo "make rehearse        deploy template.yaml into MiniStack (IAM enforced), run every path, doctor and the IAM mutants"
+	@echo "make example-workflow  the Step Functions example (examples/stepfunctions/) on a running make local"
 	@echo "make lint            ruff (lint, format, complexity), the import contract, mypy and checkov"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
@@ -64,6 +65,11 @@ $(REHEARSE_VENV)/.installed:
 
 demo: venv
 	$(BIN)/python -m vary_region_local.demo
+
+# examples/stepfunctions/ on a running `make local` started with CALLER_STATE_MACHINE_ARNS
+# (docs/step-functions.md): a Map of callback tasks, one job per region, then their images listed.
+example-workflow: venv
+	$(BIN)/python -m vary_region_local.example_workflow
 
 local: venv
 	$(BIN)/vary-region-local

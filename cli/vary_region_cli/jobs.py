@@ -29,7 +29,8 @@ INBOX = "inbox/"
 RESULTS = "results/"
 FINAL = frozenset(status for status in JobStatus if status.is_final)
 # The pipeline's bookkeeping on a job's item (claims, leases, slots, index keys, TTL, the webhook
-# secret's hash): nothing a user acts on, and nothing a shared screenshot should show. `status --raw` has it.
+# secret's hash, a caller's task token): nothing a user acts on, and nothing a shared screenshot
+# should show. `status --raw` has it.
 INTERNAL_FIELDS = frozenset(
     {
         "active",
@@ -40,6 +41,7 @@ INTERNAL_FIELDS = frozenset(
         "holds_slot",
         "submit_claim",
         "submit_claimed_at",
+        "task_token",
         "webhook_secret_hash",
         "write_id",
     }

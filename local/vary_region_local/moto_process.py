@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
 from vary_region_local.moto_fixes import serialise_dynamodb_requests
+
+# moto's own account's keys (any pair does): what the service integrations sign their calls with.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # Step Functions' service integrations (sqs:sendMessage.waitForTaskToken, ...) call AWS through
+    # boto3 from inside this process: pointed at moto itself, with moto's credentials, they stay here.
+    # moto 5.2.5 names its endpoint http://localhost:<MOTO_PORT> (5000 unless set), over AWS_ENDPOINT_URL.
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    os.environ["MOTO_PORT"] = str(port)
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
     print(json.dumps({"host": host, "port": port}), flush=True)
     sys.stdin.buffer.read()  # EOF: the stack closed our stdin, or is gone
     server.stop()

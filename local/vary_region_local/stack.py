@@ -27,11 +27,11 @@ from vary_region_local import template
 from vary_region_local.console import RECONCILER_THREAD, RepeatedScheduledMetricsHidden
 from vary_region_local.http_api import HttpApiServer
 from vary_region_local.lambda_runtime import REPO_ROOT, LocalFunction
+from vary_region_local.moto_process import LOCAL_CREDENTIALS
 from vary_region_local.process import requested_api_version
 from vary_region_local.sqs_poller import SqsPoller
 from vary_region_local.stream_poller import StreamPoller
 
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto accepts any
 SIMULATOR_API_KEY = "sim-local-api-key"
 MOTO_START_TIMEOUT_SECONDS = 30
 # Settings template.yaml leaves at their defaults (so not among its variables), shortened here for
@@ -138,6 +138,7 @@ class LocalStack:
         )
         host, port = _listening_address(self._moto, MOTO_START_TIMEOUT_SECONDS)
         endpoint = f"http://{host}:{port}"
+        _run_state_machines(endpoint)
         os.environ.update(
             LOCAL_CREDENTIALS
             | {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": opts.region, "AWS_REGION": opts.region}
@@ -517,6 +518,17 @@ def _budget() -> dict[str, Any]:
     }
 
 
+def _run_state_machines(endpoint: str) -> None:
+    """moto's Step Functions runs the executions a workflow starts (off by default: it only records
+    them), so a caller's callback task really waits for a job here as it does in AWS."""
+    import urllib.request
+
+    body = json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()
+    request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+
+
 def _stop_unstarted(stack: LocalStack) -> None:
     """Stop whatever a failed start() left running, without touching the state dir (its stack.json,
     if any, belongs to another stack: start() writes ours last) and without waiting for ever."""
@@ -528,6 +540,8 @@ def _stop_unstarted(stack: LocalStack) -> None:
 
 # The stack parameters `make local` takes from its own environment, as the stack sets them in AWS.
 PARAMETER_VARIABLES = (
+    "CALLER_STATE_MACHINE_ARNS",
+    "MASK_SOURCES",
     "MAX_ACTIVE_TASKS",
     "DAILY_CREDIT_LIMIT",
     "MONTHLY_CREDIT_LIMIT",

@@ -67,6 +67,31 @@ def _is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
+class MaskSource:
+    """One MASK_SOURCES entry: a bucket, or `bucket/prefix`, read as a folder (keys under `prefix/`),
+    exactly as the submit function's IAM grants it (`arn:...:s3:::<entry>/*`)."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, entry: str) -> MaskSource:
+        bucket, _, prefix = entry.strip().removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
+        if not bucket or "*" in entry or ".." in prefix.split("/"):
+            raise SettingsError(f"MASK_SOURCES entry {entry!r} is not a bucket or bucket/prefix")
+        return cls(bucket, prefix)
+
+    def holds(self, bucket: str, key: str) -> bool:
+        if bucket != self.bucket or ".." in key.split("/"):
+            return False
+        return not self.prefix or key.startswith(self.prefix + "/")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The deployment's settings (defaults are the documented ones; see Settings.from_env)."""
 
@@ -123,6 +148,16 @@ class Settings:
     balance_cache_seconds: int = 60
     # Where job state changes are published (EventBridge bus name or ARN).
     event_bus_name: str = "default"
+    # The state machines whose callback tasks a job may answer (CallerStateMachineArns): none, and a
+    # job carrying a `task_token` is refused, since the publisher has no permission to answer it.
+    caller_state_machine_arns: tuple[str, ...] = ()
+    # Where else an `s3://` mask may be read (MaskSources), beside the jobs bucket's inbox.
+    mask_sources: tuple[MaskSource, ...] = ()
+
+    @property
+    def mask_locations(self) -> tuple[MaskSource, ...]:
+        """The places an `s3://` mask may come from: the jobs bucket's inbox, and MASK_SOURCES."""
+        return (MaskSource(self.jobs_bucket, self.inbox_prefix.rstrip("/")), *self.mask_sources)
 
     @property
     def seconds_for_paid_call(self) -> float:
@@ -222,12 +257,19 @@ class Settings:
             return_failed_credits=choice("RETURN_FAILED_CREDITS", "true", ("true", "false")) == "true",
             balance_cache_seconds=count("BALANCE_CACHE_SECONDS", defaults.balance_cache_seconds),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or defaults.event_bus_name,
+            caller_state_machine_arns=tuple(_entries(env.get("CALLER_STATE_MACHINE_ARNS", ""))),
+            mask_sources=tuple(MaskSource.parse(entry) for entry in _entries(env.get("MASK_SOURCES", ""))),
             submit_retry_budget_seconds=float(
                 number("SUBMIT_RETRY_BUDGET_SECONDS", defaults.submit_retry_budget_seconds, float)
             ),
             image_timeout_seconds=float(number("IMAGE_TIMEOUT_SECONDS", defaults.image_timeout_seconds, float)),
             apiframe_read_timeout=float(number("APIFRAME_READ_TIMEOUT_SECONDS", defaults.apiframe_read_timeout, float)),
         )
+
+
+def _entries(raw: str) -> list[str]:
+    """A comma-separated list (CloudFormation joins a CommaDelimitedList so), blanks left out."""
+    return [entry.strip() for entry in raw.split(",") if entry.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -226,9 +226,13 @@ def job_endings(
 
 def state_change_publisher(settings: Settings) -> StateChangePublisher:
     from vary_region.publisher.publisher import EventPublisher, StateChangePublisher
+    from vary_region.publisher.task_callbacks import TaskCallbacks
 
     events = LazyClient(lambda: boto3.client("events", config=_AWS_CONFIG))
-    return StateChangePublisher(EventPublisher(events, settings.event_bus_name), settings.jobs_bucket)
+    callbacks = None
+    if settings.caller_state_machine_arns:  # else the publisher may answer nobody (template.yaml's IAM)
+        callbacks = TaskCallbacks(LazyClient(lambda: boto3.client("stepfunctions", config=_AWS_CONFIG)))
+    return StateChangePublisher(EventPublisher(events, settings.event_bus_name), settings.jobs_bucket, callbacks)
 
 
 def webhook_receiver(settings: Settings) -> WebhookReceiver:

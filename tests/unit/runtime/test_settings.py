@@ -186,3 +186,30 @@ def test_given_a_number_that_is_not_a_positive_number_when_loaded_then_the_error
 def test_given_nan_for_a_float_setting_when_loaded_then_it_is_refused(name):
     with pytest.raises(SettingsError, match=name):
         settings(**{name: "nan"})
+
+
+def test_caller_state_machines_default_to_none_and_read_as_a_list() -> None:
+    assert settings().caller_state_machine_arns == ()
+    arns = "arn:aws:states:eu-west-1:123456789012:stateMachine:a,arn:aws:states:eu-west-1:123456789012:stateMachine:b"
+    assert settings(CALLER_STATE_MACHINE_ARNS=arns).caller_state_machine_arns == tuple(arns.split(","))
+
+
+def test_masks_come_from_the_inbox_and_the_mask_sources_only() -> None:
+    plain = settings()
+    assert [str(place) for place in plain.mask_locations] == ["s3://vary-region-jobs-123/inbox/"]
+    wider = settings(MASK_SOURCES="masks, shared/approved/")
+    assert [str(place) for place in wider.mask_locations] == [
+        "s3://vary-region-jobs-123/inbox/",
+        "s3://masks/",
+        "s3://shared/approved/",
+    ]
+    assert wider.mask_locations[2].holds("shared", "approved/m.png")
+    assert not wider.mask_locations[2].holds("shared", "approved/../other/m.png")
+
+
+@pytest.mark.parametrize(
+    "entry", ["masks/*", "/prefix-only", "masks/../other"], ids=["wildcard", "no-bucket", "dot-dot"]
+)
+def test_a_mask_source_that_is_no_bucket_or_prefix_is_a_settings_error(entry: str) -> None:
+    with pytest.raises(SettingsError, match="MASK_SOURCES"):
+        settings(MASK_SOURCES=entry)

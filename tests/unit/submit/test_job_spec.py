@@ -85,7 +85,7 @@ def test_given_every_documented_key_when_parsed_then_none_is_refused():
         (doc(parent_task_id="p1", mask_fitt="resize"), "'mask_fitt' (did you mean 'mask_fit'?)"),
         (doc(parent_task_id="p1", colour="blue", n=None), "unknown keys 'colour', 'n' in the job file"),
         (doc(imagine={"prompt": "x", "aspect": "16:9"}), "'aspect' (did you mean 'aspect_ratio'?) in `imagine`"),
-        (doc(parent_task_id="p1", task_token="AAAA"), "unknown key 'task_token'"),  # not built yet
+        (doc(parent_task_id="p1", callback_url="https://x"), "unknown key 'callback_url'"),
     ],
 )
 def test_given_an_unknown_key_when_parsed_then_spec_unknown_key_names_it_and_the_near_miss(raw, words):

@@ -35,6 +35,10 @@ class JobFiles:
     def bucket(self) -> str:
         return self._bucket
 
+    def in_bucket(self, bucket: str) -> JobFiles:
+        """The same client on another bucket: a mask read from one of MASK_SOURCES."""
+        return self if bucket == self._bucket else JobFiles(self._s3, bucket, self._inbox)
+
     def list_job_folder(self, job_id: str) -> list[InboxObject]:
         """The job's files under inbox/<job-id>/ that the pipeline understands."""
         found: list[InboxObject] = []

@@ -1,1 +1,2 @@
-"""The publisher function's use case: a state-change event for every job transition, from the table's stream."""
+"""The publisher function's use case: a state-change event for every job transition, and the answer a
+waiting Step Functions task is owed, from the table's stream."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from vary_region.observability import logger
 from vary_region.publisher.state_change import StateChange
+from vary_region.publisher.task_answer import TaskAnswer
+from vary_region.publisher.task_callbacks import TaskCallbacks
 
 PUT_EVENTS_LIMIT = 10
 
@@ -62,33 +64,52 @@ class StateChangePublisher:
     """A batch of the job table's stream records -> their state-change events, and the records to
     give back (their sequence numbers) when some could not be put."""
 
-    def __init__(self, events: EventPublisher, bucket: str) -> None:
+    def __init__(self, events: EventPublisher, bucket: str, callbacks: TaskCallbacks | None = None) -> None:
         self._events = events
         self._bucket = bucket
+        self._callbacks = callbacks  # None: no CallerStateMachineArns, so no token can be answered
 
     def handle_stream_batch(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         from vary_region.publisher.state_change import state_change
+        from vary_region.publisher.task_answer import task_answer
 
         changes: list[StateChange] = []
+        answers: list[TaskAnswer] = []
         broken: list[str] = []
         for record in records:
             sequence = str((record.get("dynamodb") or {}).get("SequenceNumber", ""))
             try:
                 change = state_change(record, self._bucket)
+                answer = task_answer(record, self._bucket)
             except Exception:  # a record this code cannot read: bisection isolates it for the destination
                 logger.exception("stream record not understood", extra={"sequence": sequence})
                 broken.append(sequence)
                 continue
             if change is not None:
                 changes.append(change)
+            if answer is not None:
+                answers.append(answer)
         left = self._events.publish(changes)
+        unanswered = self._answer(answers)
         published = len(changes) - len(left)
         if published:
             _count("EventsPublished", published)
         if left or broken:
             _count("EventsNotPublished", len(left) + len(broken))
-        failed = sorted({*broken, *(change.sequence for change in left)}, key=lambda s: (len(s), s))
+        failed = sorted(
+            {*broken, *(change.sequence for change in left), *(answer.sequence for answer in unanswered)},
+            key=lambda s: (len(s), s),
+        )
         return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+    def _answer(self, answers: list[TaskAnswer]) -> list[TaskAnswer]:
+        """The waiting tasks' answers; those to send again."""
+        if not answers:
+            return []
+        if self._callbacks is None:
+            logger.warning("jobs carry task tokens but no caller may be answered (CallerStateMachineArns is empty)")
+            return []
+        return self._callbacks.send(answers)
 
 
 def _count(name: str, value: int) -> None:

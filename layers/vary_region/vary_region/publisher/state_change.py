@@ -46,6 +46,24 @@ class StateChange(NamedTuple):
 def state_change(record: dict[str, Any], bucket: str) -> StateChange | None:
     """The event one stream record calls for, or None: not a job's item (the slot counter, the credit
     ledger), a removal (TTL), or a write that changed neither `status` nor `stage`."""
+    images = job_images(record)
+    if images is None or not _transition(images.old, images.new):
+        return None
+    return StateChange(images.job_id, images.sequence, _detail(images.new, images.old, bucket, images.sequence))
+
+
+class JobImages(NamedTuple):
+    """A job item's write as the stream tells it: the item before and after, and the write's place."""
+
+    job_id: str
+    sequence: str
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+def job_images(record: dict[str, Any]) -> JobImages | None:
+    """A stream record's job item before and after, or None: not a job's item (the slot counter, the
+    credit ledger), a removal (TTL)."""
     from boto3.dynamodb.types import TypeDeserializer
 
     if record.get("eventName") not in ("INSERT", "MODIFY"):
@@ -57,10 +75,7 @@ def state_change(record: dict[str, Any], bucket: str) -> StateChange | None:
     job_id = new.get("job_id")
     if not isinstance(job_id, str) or job_id.startswith("/") or "status" not in new:
         return None  # not a job, or (moto) the key-only first half of the item's creation
-    if not _transition(old, new):
-        return None
-    sequence = str(change.get("SequenceNumber", ""))
-    return StateChange(job_id, sequence, _detail(new, old, bucket, sequence))
+    return JobImages(job_id, str(change.get("SequenceNumber", "")), old, new)
 
 
 def _transition(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -82,11 +97,11 @@ def _detail(item: dict[str, Any], old: dict[str, Any], bucket: str, sequence: st
         "previous_status": old.get("status"),
         "stage": item.get("stage"),  # none until the first claim (a plain job's is "inpaint")
         "task_id": item.get("task_id"),
-        "percentage": _number(item.get("percentage")),
+        "percentage": number(item.get("percentage")),
         "updated_at": item.get("updated_at"),
         "sequence": sequence,
         "bucket": bucket,
-        "metadata": _metadata(item.get("metadata_json")),
+        "metadata": metadata(item.get("metadata_json")),
     }
     if item.get("held_reason") and status == "RECEIVED" and item.get("held_at"):
         detail["held_reason"] = item["held_reason"]
@@ -100,13 +115,13 @@ def _detail(item: dict[str, Any], old: dict[str, Any], bucket: str, sequence: st
         detail["results"] = {"result_json": result.get("result_json"), "images": result.get("images") or {}}
     if status in _FINAL and item.get("credits_reserved") is not None:
         detail["credits"] = {
-            "reserved": _numbers(item.get("credits_reserved")),
-            "spent": _numbers(item.get("credits_spent")),
+            "reserved": numbers(item.get("credits_reserved")),
+            "spent": numbers(item.get("credits_spent")),
         }
     return detail
 
 
-def _metadata(raw: Any) -> Any:
+def metadata(raw: Any) -> Any:
     if not isinstance(raw, str) or not raw:
         return {}
     try:
@@ -115,15 +130,15 @@ def _metadata(raw: Any) -> Any:
         return {}
 
 
-def _number(value: Any) -> int | float | None:
+def number(value: Any) -> int | float | None:
     if value is None:
         return None
-    number = float(value)
-    return int(number) if number.is_integer() else number
+    as_float = float(value)
+    return int(as_float) if as_float.is_integer() else as_float
 
 
-def _numbers(value: Any) -> dict[str, Any]:
-    return {str(k): _number(v) for k, v in value.items()} if isinstance(value, dict) else {}
+def numbers(value: Any) -> dict[str, Any]:
+    return {str(k): number(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _entry_bytes(detail: str) -> int:

@@ -93,6 +93,13 @@ class JobTable(ClaimTransitions, ProgressTransitions, FinalTransitions):
             },
         )
 
+    def set_task_token(self, job_id: str, token: str) -> bool:
+        """Keep the caller's callback token on the job (the first one it was given: a job file
+        changed since names no other caller); the publisher answers it when the job ends."""
+        return self._update(
+            job_id, "SET task_token = if_not_exists(task_token, :token)", "attribute_exists(job_id)", {":token": token}
+        )
+
     def record_waiting_for(self, job_id: str, what: str, now: datetime) -> bool:
         """A received job misses one of its files: `waiting_for` names it until the job moves on."""
         return self._update(

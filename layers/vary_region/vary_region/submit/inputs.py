@@ -1,9 +1,13 @@
 """A job's inputs, read and checked before anything is paid: job.json paired with its mask file (in
 either upload order), or an inline job file alone (its mask inline, as regions, or named by an
-s3:// URI inside the jobs bucket's inbox).
+s3:// URI inside the jobs bucket's inbox or one of MASK_SOURCES).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from botocore.exceptions import ClientError
 
 from vary_region.aws.job_files import JobFiles, job_file_kinds
 from vary_region.core.errors import JobRejected
@@ -26,9 +30,10 @@ class WaitingForFiles(Exception):
 
 
 class JobInputs:
-    def __init__(self, settings: Settings, files: JobFiles) -> None:
+    def __init__(self, settings: Settings, files: JobFiles, on_token: Callable[[str, str], None] | None = None) -> None:
         self._settings = settings
         self._files = files
+        self._on_token = on_token  # (job id, task token): see task_token.py
         self._limits = Limits(settings.max_spec_bytes, settings.max_prompt_chars, settings.max_metadata_bytes)
 
     def load(self, uploaded: InboxObject) -> Inputs | None:
@@ -38,6 +43,10 @@ class JobInputs:
             return self._load_inline(uploaded)
         return self._load_folder(uploaded)
 
+    def _token_of(self, uploaded: InboxObject) -> Callable[[str], None] | None:
+        on_token = self._on_token
+        return None if on_token is None else lambda token: on_token(uploaded.job_id, token)
+
     def _load_inline(self, uploaded: InboxObject) -> Inputs | None:
         max_mask = self._settings.max_mask_bytes
         stored = self._files.read(uploaded.key, self._limits.max_spec_bytes + max_mask * 2)
@@ -45,7 +54,7 @@ class JobInputs:
             return None
         if stored.data is None:
             raise JobRejected("SPEC_TOO_LARGE", "the inline job file is too large")
-        spec, inline_mask = parse_inline_job(stored.data, self._limits, max_mask)
+        spec, inline_mask = parse_inline_job(stored.data, self._limits, max_mask, self._token_of(uploaded))
         if inline_mask is None:
             return spec, None
         if isinstance(inline_mask, MaskObject):
@@ -65,7 +74,7 @@ class JobInputs:
             return None
         if spec_file.data is None:
             raise JobRejected("SPEC_TOO_LARGE", f"job.json is larger than {self._limits.max_spec_bytes} bytes")
-        spec = parse_job_spec(spec_file.data, self._limits)
+        spec = parse_job_spec(spec_file.data, self._limits, self._token_of(uploaded))
         if spec.mask_regions is not None:
             if masks:
                 raise JobRejected(
@@ -95,16 +104,24 @@ class JobInputs:
         return mask
 
     def _read_mask_object(self, mask: MaskObject) -> Mask:
-        """A mask the job names by URI: only inside the jobs bucket's inbox, read under this function's
-        own policy (which reads nothing else)."""
-        inbox = self._settings.inbox_prefix
-        if mask.bucket != self._settings.jobs_bucket or not mask.key.startswith(inbox) or ".." in mask.key:
+        """A mask the job names by URI: only inside the jobs bucket's inbox or MASK_SOURCES, which is
+        exactly what this function's policy lets it read."""
+        allowed = self._settings.mask_locations
+        if not any(place.holds(mask.bucket, mask.key) for place in allowed):
             raise JobRejected(
                 "MASK_LOCATION_INVALID",
-                f"an s3:// mask must be under s3://{self._settings.jobs_bucket}/{inbox} (the jobs bucket's inbox)",
+                f"an s3:// mask must be under {' or '.join(str(place) for place in allowed)}",
             )
         max_mask = self._settings.max_mask_bytes
-        stored = self._files.read(mask.key, max_mask)
+        try:
+            stored = self._files.in_bucket(mask.bucket).read(mask.key, max_mask)
+        except ClientError as exc:
+            denied = exc.response.get("Error", {}).get("Code") in ("AccessDenied", "403")
+            if not denied or mask.bucket == self._files.bucket:  # the inbox unreadable: the stack's fault
+                raise
+            # An allowed place this function still cannot read (a bucket policy, a KMS key): retrying
+            # would not help, and the job's owner is the one to fix it.
+            raise JobRejected("MASK_UNREADABLE", f"the mask s3://{mask.bucket}/{mask.key} cannot be read") from None
         if stored is None:
             raise JobRejected("MASK_MISSING", f"the mask s3://{mask.bucket}/{mask.key} does not exist")
         if stored.data is None:

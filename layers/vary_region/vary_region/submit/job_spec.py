@@ -7,6 +7,7 @@ import binascii
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from vary_region.core.strict_json import JsonRefused, loads
 from vary_region.submit.mask import MaskFit
 from vary_region.submit.mask_regions import MaskRegions, Units, parse_mask_regions
 from vary_region.submit.spec_keys import IMAGINE_KEYS, JOB_KEYS, refuse_unknown_keys
+from vary_region.submit.task_token import read_task_token
 
 # APIFRAME task ids are UUIDs; accept any short id of that alphabet so other compatible servers work too.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -86,15 +88,24 @@ class Limits:
     max_metadata_bytes: int = 4096
 
 
-def parse_job_spec(raw: bytes, limits: Limits = Limits()) -> JobSpec:
+# Told a job file's `task_token` as soon as the file is read, before any other check of it.
+OnTaskToken = Callable[[str], None]
+
+
+def parse_job_spec(raw: bytes, limits: Limits = Limits(), on_token: OnTaskToken | None = None) -> JobSpec:
     """Parse job.json; raise JobRejected with a specific code for every way it can be unusable."""
-    return _spec_from_document(_load_document(raw, limits), limits)
+    document = _load_document(raw, limits)
+    _tell_token(document, on_token)
+    return _spec_from_document(document, limits)
 
 
-def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[JobSpec, InlineMask | MaskObject | None]:
+def parse_inline_job(
+    raw: bytes, limits: Limits, max_mask_bytes: int, on_token: OnTaskToken | None = None
+) -> tuple[JobSpec, InlineMask | MaskObject | None]:
     """Parse inbox/<job-id>.json: a job spec plus `mask` as a data URL, an `s3://` URI, or regions
     (then no mask comes back)."""
     document = _load_document(raw, limits, max_size=limits.max_spec_bytes + max_mask_bytes * 4 // 3 + 1024)
+    _tell_token(document, on_token)
     spec = _spec_from_document(document, limits)
     if spec.mask_regions is not None:
         return spec, None
@@ -106,6 +117,13 @@ def parse_inline_job(raw: bytes, limits: Limits, max_mask_bytes: int) -> tuple[J
     if isinstance(mask, str) and mask.strip().startswith("s3://"):
         return spec, parse_mask_object(mask.strip())
     return spec, parse_mask_data_url(mask, max_mask_bytes)
+
+
+def _tell_token(document: dict[str, Any], on_token: OnTaskToken | None) -> None:
+    """A workflow waiting for this job learns how it ends, a refusal of the rest of its file too."""
+    token = read_task_token(document)
+    if token is not None and on_token is not None:
+        on_token(token)
 
 
 def parse_mask_object(uri: str) -> MaskObject:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from vary_region.aws.job_files import JobFiles
 from vary_region.aws.submit_queue import HELD_JOB_FIELD
-from vary_region.core.errors import ErrorStage, JobError
+from vary_region.core.errors import ErrorStage, JobError, JobRejected
 from vary_region.core.event_types import JOB_REQUESTED
 from vary_region.core.keys import InboxObjectKind, ResultKeys, parse_inbox_key
 from vary_region.endings import ensure_error_document
@@ -29,6 +29,7 @@ from vary_region.observability import logger
 from vary_region.settings import Settings
 from vary_region.store.job_table import JobTable
 from vary_region.submit.outcome import SubmitOutcome, SubmitResult
+from vary_region.submit.task_token import read_task_token
 
 
 class RequestedJob(NamedTuple):
@@ -109,8 +110,19 @@ class JobRequests:
         first_seen = self._store.record_received(job_id, self._clock())
         if not first_seen:
             raise JobRequestInvalid(f"the job id {job_id!r} was taken meanwhile, and this request is not valid JSON")
+        self._keep_token(job_id, requested.document)
         error = JobError("SPEC_INVALID_JSON", f"the requested job is not valid JSON ({reason})", ErrorStage.INTAKE)
         return replace(self._reject(job_id, error), first_seen=True)
+
+    def _keep_token(self, job_id: str, document: dict[str, Any]) -> None:
+        """A workflow waiting on a request that is not strict JSON learns of its refusal too, when this
+        stack may answer it (task_token.py); a token that cannot be one, or none, changes nothing."""
+        try:
+            token = read_task_token(document)
+        except JobRejected:
+            return  # the request is refused for its JSON already
+        if token is not None and self._settings.caller_state_machine_arns:
+            self._store.set_task_token(job_id, token)
 
     def _request_key(self, requested: RequestedJob) -> str:
         """inbox/<job_id>.json, where a requested job's file is written; JobRequestInvalid when the id

@@ -14,7 +14,7 @@ from vary_region.core.errors import JobRejected
 
 UNKNOWN_KEY = "SPEC_UNKNOWN_KEY"
 
-JOB_KEYS = frozenset({"parent_task_id", "prompt", "metadata", "mask", "mask_fit", "index", "imagine"})
+JOB_KEYS = frozenset({"parent_task_id", "prompt", "metadata", "mask", "mask_fit", "index", "imagine", "task_token"})
 IMAGINE_KEYS = frozenset({"prompt", "index", "aspect_ratio"})
 MASK_KEYS = frozenset({"regions", "units"})
 _SHOWN = 5  # unknown keys named in one message

@@ -44,6 +44,7 @@ from vary_region.submit.parent import ParentNotReady, ParentReader
 from vary_region.submit.plan import StagePlan, StagePlanner
 from vary_region.submit.requested import JobRequests, RequestedJob
 from vary_region.submit.setbacks import Setbacks
+from vary_region.submit.task_token import TaskTokens
 
 # The seconds left in the Lambda invocation (LambdaContext.get_remaining_time_in_millis, in seconds).
 TimeLeft = Callable[[], float]
@@ -69,7 +70,7 @@ class JobSubmitter:
         self._files = files
         self._clock = clock
         self._ends = JobEndings(store, files, settings.results_prefix, clock)
-        self._inputs = JobInputs(settings, files)
+        self._inputs = JobInputs(settings, files, TaskTokens(settings.caller_state_machine_arns, store).record)
         self._planner = StagePlanner(parents)
         self._holds = HoldPolicy(settings, store, clock, balance)
         self._holder = Holder(hold, store, self._holds, clock) if hold is not None else None
