@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
+from vary_region.core import strict_json
 from vary_region.core.job import JobStatus
 from vary_region.core.keys import MASK_EXTENSIONS, MAX_JOB_ID_CHARS, is_valid_job_id
 from vary_region.store.schema import JOBS_BY_DAY_INDEX, plain
@@ -91,6 +92,19 @@ def job_document(parent_task_id: str | None, prompt: str | None, metadata: dict[
     if metadata:
         document["metadata"] = metadata
     return document
+
+
+def parse_metadata(text: str | None, name: str = "--metadata") -> dict[str, Any] | None:
+    """A job's metadata as the pipeline will read it, or CliError for what it would reject."""
+    if text is None:
+        return None
+    try:
+        value = strict_json.loads(text)
+    except strict_json.JsonRefused as exc:  # the pipeline would reject the job for it (SPEC_INVALID_JSON)
+        raise CliError(f"{name} is not valid JSON ({exc.reason})") from None
+    if not isinstance(value, dict):
+        raise CliError(f'{name} must be a JSON object, like \'{{"customer": "acme"}}\'')
+    return value
 
 
 def submit_job(

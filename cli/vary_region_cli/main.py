@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vary_region.core import strict_json
 from vary_region.core.job import JobStatus
 
 from vary_region_cli import jobs
@@ -212,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         "whose HTTP APIs answer at another address)",
     )
     doctor.set_defaults(handler=cmd_doctor, command_parser=doctor)
+
+    from vary_region_cli.editor.command import add_parser as add_editor
+
+    editor = add_editor(commands, common)
+    editor.set_defaults(handler=cmd_editor, command_parser=editor)
     return parser
 
 
@@ -244,7 +248,7 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
         except OSError as exc:
             raise CliError(f"cannot read the mask {args.mask}: {exc.strerror or exc}") from None
         mask_type = check_mask_file(mask, str(args.mask))
-    metadata = _metadata(args.metadata)
+    metadata = jobs.parse_metadata(args.metadata)
     if args.aspect_ratio and not args.imagine:
         raise CliError("--aspect-ratio only goes with --imagine")
     if args.parent_task_id is not None and not args.parent_task_id.strip():
@@ -266,18 +270,6 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
         _note(f"uploaded s3://{target.bucket}/{upload.key} ({upload.content_type}, {upload.size} bytes)")
     print(job_id, flush=True)
     return EXIT_OK
-
-
-def _metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = strict_json.loads(text)
-    except strict_json.JsonRefused as exc:  # the pipeline would reject the job for it (SPEC_INVALID_JSON)
-        raise CliError(f"--metadata is not valid JSON ({exc.reason})") from None
-    if not isinstance(value, dict):
-        raise CliError('--metadata must be a JSON object, like \'{"customer": "acme"}\'')
-    return value
 
 
 def cmd_watch(args: argparse.Namespace, target: Target) -> int:
@@ -374,6 +366,12 @@ def cmd_doctor(args: argparse.Namespace, target: Target) -> int:
     if not target.local and not target.stack_name:
         target.stack_name = doctor.DEFAULT_STACK_NAME
     return EXIT_OK if doctor.run(target, args.timeout, webhook_url=args.webhook_url) else EXIT_JOB_FAILED
+
+
+def cmd_editor(args: argparse.Namespace, target: Target) -> int:
+    from vary_region_cli.editor.command import run
+
+    return run(args, target)
 
 
 def cmd_status(args: argparse.Namespace, target: Target) -> int:
