@@ -1,0 +1,191 @@
+"""`vary-region editor` in a real browser: Debian's chromium, headless, driven by Playwright (the
+system browser, never a downloaded one), against the local stack started as a user starts it.
+
+The user loads a parent task, paints a stroke, draws a rectangle, erases two bites out of it, undoes
+the last one, and submits: the job's mask.png in the bucket must be those shapes at the parent's
+natural size, strictly black and white, and the job must complete with its four variants shown.
+
+A missing chromium FAILS this test (CI installs it: .ci/run). Only VARY_REGION_NO_BROWSER=1 skips
+it, for a machine that says so.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageChops, ImageDraw
+
+from tests.e2e.conftest import Aws, StackProcess, user_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+URL_LINE = re.compile(r"(http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+/)")
+PARENT = "e2e-editor-parent"
+BRUSH = 40
+# Image coordinates (the simulator's parents are 512x512): what the user does, and the mask it makes.
+STROKE = ((60, 80), (220, 100))
+RECT = ((250, 250), (450, 400))
+ERASE_KEPT = ((270, 300), (340, 300))  # erased, and stays erased
+ERASE_UNDONE = ((400, 370), (440, 370))  # erased, then undone
+
+
+def browser_path() -> str:
+    if os.environ.get("VARY_REGION_NO_BROWSER") == "1":
+        pytest.skip("VARY_REGION_NO_BROWSER=1: this machine has no browser for the editor's test")
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed (apt-get install -y chromium); set VARY_REGION_NO_BROWSER=1 to skip")
+    return path
+
+
+@dataclass
+class Editor:
+    process: subprocess.Popen[str]
+    url: str
+    stdout: list[str]
+
+
+@pytest.fixture()
+def editor(local_stack: StackProcess, tmp_path: Path) -> Iterator[Editor]:
+    home = tmp_path / "home"
+    home.mkdir()
+    command = [sys.executable, "-m", "vary_region_cli.main", "--stack-file", str(local_stack.stack_file)]
+    process = subprocess.Popen(
+        [*command, "editor", "--parent", PARENT, "--no-browser", "--out", str(tmp_path / "saved")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=user_env(home),
+        cwd=tmp_path,
+    )
+    assert process.stderr is not None and process.stdout is not None
+    found: list[str] = []
+    stdout: list[str] = []
+    threading.Thread(target=lambda: stdout.extend(process.stdout or []), daemon=True).start()
+
+    def read_url() -> None:
+        for line in process.stderr or []:
+            match = URL_LINE.search(line)
+            if match:
+                found.append(match.group(1))
+                return
+
+    reader = threading.Thread(target=read_url, daemon=True)
+    reader.start()
+    reader.join(30)
+    if not found:
+        process.kill()
+        pytest.fail(f"the editor printed no URL (exit {process.poll()})")
+    yield Editor(process, found[0], stdout)
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+
+
+def drag(page: Any, points: tuple[tuple[int, int], ...]) -> None:
+    first, *rest = [page.evaluate(f"vrEditor.screenPoint({x}, {y})") for x, y in points]
+    page.mouse.move(first["x"], first["y"])
+    page.mouse.down()
+    for point in rest:
+        page.mouse.move(point["x"], point["y"], steps=12)
+    page.mouse.up()
+
+
+def expected_mask(size: tuple[int, int]) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+
+    def capsule(points: tuple[tuple[int, int], ...], fill: int) -> None:
+        draw.line(points, fill=fill, width=BRUSH)
+        for x, y in points:
+            draw.ellipse((x - BRUSH / 2, y - BRUSH / 2, x + BRUSH / 2, y + BRUSH / 2), fill=fill)
+
+    capsule(STROKE, 255)
+    draw.rectangle((*RECT[0], RECT[1][0] - 1, RECT[1][1] - 1), fill=255)
+    capsule(ERASE_KEPT, 0)
+    return mask
+
+
+def test_paint_erase_undo_submit_in_chromium(editor: Editor, aws: Aws, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path())
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(editor.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        assert page.input_value("#parent_task_id") == PARENT
+
+        page.keyboard.press("b")
+        drag(page, STROKE)
+        page.keyboard.press("r")
+        drag(page, RECT)
+        page.keyboard.press("e")
+        drag(page, ERASE_KEPT)
+        drag(page, ERASE_UNDONE)
+        page.keyboard.press("Control+z")
+        page.fill("#prompt", "a hot air balloon")
+
+        page.click("#submit")
+        page.wait_for_selector("#progress:not([hidden]) #job-name:not(:empty)", timeout=15_000)
+        job_id = page.inner_text("#job-name")
+        mask_png = aws.s3.get_object(Bucket=aws.bucket, Key=f"inbox/{job_id}/mask.png")["Body"].read()
+        page.wait_for_selector("body[data-job-status=COMPLETED]", timeout=60_000)
+        page.wait_for_function(
+            "[...document.querySelectorAll('[data-variant]')].every(img => img.complete && img.naturalWidth > 0)",
+            timeout=15_000,
+        )
+        assert errors == []
+        page.click("#done")  # the page says done: the server stops, the command exits 0
+        assert editor.process.wait(10) == 0
+        browser.close()
+    took = time.monotonic() - started
+    print(f"browser test: {took:.1f}s")
+
+    mask = Image.open(io.BytesIO(mask_png))
+    assert mask.size == (512, 512)  # the parent's natural size, whatever the page's zoom
+    assert set(mask.convert("L").getdata()) == {0, 255}  # strictly black and white
+    expected = expected_mask(mask.size)
+    differing = sum(1 for value in ImageChops.difference(mask.convert("L"), expected).getdata() if value)
+    white = sum(1 for value in expected.getdata() if value)
+    # Only the shapes' edges may differ (the brush's round ends, a pixel's rounding of the pointer).
+    assert differing < white * 0.03, f"{differing} pixels differ from the expected shapes ({white} white)"
+    for point, value in (
+        ((140, 90), 255),  # the stroke
+        ((420, 280), 255),  # the rectangle
+        ((305, 300), 0),  # the bite that stayed erased
+        ((420, 370), 255),  # the bite that was undone
+        ((100, 400), 0),  # never painted
+    ):
+        assert mask.getpixel(point) == value, point
+
+    item = aws.table.get_item(Key={"job_id": job_id}, ConsistentRead=True)["Item"]
+    assert item["status"] == "COMPLETED"
+    assert item["parent_task_id"] == PARENT
+    spec = aws.s3.get_object(Bucket=aws.bucket, Key=f"inbox/{job_id}/job.json")["Body"].read()
+    assert b'"prompt": "a hot air balloon"' in spec
+    assert _printed(editor, job_id)  # the job id on the command's stdout, as `submit` prints it
+
+
+def _printed(editor: Editor, job_id: str) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if job_id in "".join(editor.stdout):
+            return True
+        time.sleep(0.1)
+    return False
