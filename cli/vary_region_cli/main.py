@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--index", choices=("1", "2", "3", "4"), help="which image of the imagine grid to upscale")
     submit.add_argument("--aspect-ratio", metavar="W:H", help="with --imagine: the grid's aspect ratio (default 1:1)")
     submit.add_argument("--prompt", help="what to draw in the selected region")
-    mask = submit.add_mutually_exclusive_group(required=True)
+    # A mask file, or shapes of any kinds mixed (checked in cmd_submit: argparse groups cannot say
+    # "--mask, or any of the three shape options together").
+    mask = submit.add_argument_group("the region to redraw: --mask, or any mix of --rect, --ellipse and --polygon")
     mask.add_argument(
         "--mask",
         type=Path,
@@ -114,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="region coordinates in pixels of the parent (default) or fractions 0..1 of its width and height",
     )
     submit.add_argument("--size", metavar="W,H", help="with --rect: draw a mask file of this size here instead")
+    submit.add_argument(
+        "--mask-fit",
+        choices=("exact", "resize"),
+        help="a mask file of another size than the parent: rejected (exact, the default) or scaled to it (resize)",
+    )
     submit.add_argument("--metadata", metavar="JSON", help="a small JSON object echoed into result.json")
     submit.add_argument("--job-id", help="default: a new id like job-20261126-120501-ab12cd")
     submit.add_argument(
@@ -232,7 +239,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 # --- commands ----------------------------------------------------------------------------------
 
 
+def _check_region_options(args: argparse.Namespace) -> None:
+    parser: argparse.ArgumentParser = args.command_parser
+    shapes = bool(args.rect or args.ellipse or args.polygon)
+    if args.mask is not None and shapes:
+        parser.error("argument --mask: not allowed with --rect, --ellipse or --polygon")
+    if args.mask is None and not shapes:
+        parser.error("one of the arguments --mask --rect --ellipse --polygon is required")
+    if args.size and (args.ellipse or args.polygon):
+        raise CliError("--size draws rectangles only: drop it, and the pipeline draws every shape at the parent's size")
+    if args.mask_fit and shapes and not args.size:
+        raise CliError(
+            "--mask-fit is about a mask file (--mask, or --rect with --size): shapes are drawn at the parent's size"
+        )
+
+
 def cmd_submit(args: argparse.Namespace, target: Target) -> int:
+    _check_region_options(args)
     mask: bytes | None = None
     mask_type = "image/png"
     regions: dict[str, Any] | None = None
@@ -265,6 +288,8 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
             document["index"] = args.index
     if regions is not None:
         document["mask"] = regions
+    if args.mask_fit:
+        document["mask_fit"] = args.mask_fit
     uploads = jobs.submit_job(target, job_id, document, mask, mask_type, inline=args.inline)
     for upload in uploads:
         _note(f"uploaded s3://{target.bucket}/{upload.key} ({upload.content_type}, {upload.size} bytes)")

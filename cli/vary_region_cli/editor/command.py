@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import webbrowser
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vary_region_cli.config import CliError, Target
 from vary_region_cli.editor import sources
@@ -13,10 +15,10 @@ from vary_region_cli.editor.server import EditorServer
 from vary_region_cli.editor.session import EditorSession
 
 
-def add_parser(commands: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def add_parser(commands: Any, common: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     editor = commands.add_parser(
         "editor",
-        parents=common,
+        parents=list(common),
         help="paint the mask on the parent image in your browser, then submit or save the job",
         description="Serve a mask editor on 127.0.0.1 (a random token in its URL) and open it in the browser. "
         "Submit uploads the job as `submit` does and prints its id; Save writes mask.png and job.json into "
