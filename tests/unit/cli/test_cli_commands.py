@@ -470,6 +470,14 @@ def test_an_items_numbers_sets_and_bytes_are_printed_as_json() -> None:
 # --- the CLI says everything a job file can (issue #28, item 5) ------------------------------------
 
 
+def exit_code(argv: list[str]) -> int:
+    """main's exit code, also when argparse ends the program itself (a refused option, with the usage)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exited:
+        return int(exited.code or 0)
+
+
 def _sent_documents(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(cli, "resolve", lambda settings: fake_target())
@@ -487,7 +495,7 @@ def test_submit_mixes_shapes_of_every_kind_in_one_job(monkeypatch: pytest.Monkey
     argv = ["--rect", "0.1,0.1,0.2,0.2", "--ellipse", "0.6,0.3,0.1,0.15", "--rect", "0.5,0.6,0.3,0.2"]
     argv += ["--polygon", "0.1,0.9,0.3,0.6,0.4,0.95", "--units", "fraction"]
 
-    assert cli.main(["submit", "--parent-task-id", "p", *argv]) == 0
+    assert exit_code(["submit", "--parent-task-id", "p", *argv]) == 0
 
     assert sent[0]["mask"] == {
         "regions": [
@@ -526,10 +534,6 @@ def test_submit_region_options_that_do_not_go_together(
 ) -> None:
     target = fake_target()
     monkeypatch.setattr(cli, "resolve", lambda settings: target)
-    try:
-        code = cli.main(["submit", "--parent-task-id", "p", *argv])
-    except SystemExit as exited:  # argparse's own refusals end the program with the usage
-        code = int(exited.code or 0)
-    assert code == cli.EXIT_ERROR
+    assert exit_code(["submit", "--parent-task-id", "p", *argv]) == cli.EXIT_ERROR
     assert words in capsys.readouterr().err
     assert target.s3.listings == 0
