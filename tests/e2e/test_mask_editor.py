@@ -11,7 +11,9 @@ it, for a machine that says so.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -19,13 +21,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image, ImageChops, ImageDraw
+from vary_region_local.stack import SIMULATOR_API_KEY
 
 from tests.e2e.conftest import Aws, StackProcess, user_env
 
@@ -57,20 +63,20 @@ class Editor:
     stdout: list[str]
 
 
-@pytest.fixture()
-def editor(local_stack: StackProcess, tmp_path: Path) -> Iterator[Editor]:
+@contextmanager
+def running_editor(local_stack: StackProcess, tmp_path: Path, *source: str) -> Iterator[Editor]:
+    """`vary-region editor SOURCE --no-browser` as a user runs it; its URL read from its stderr."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "vary_region_cli.main", "--stack-file", str(local_stack.stack_file)]
     process = subprocess.Popen(
-        [*command, "editor", "--parent", PARENT, "--no-browser", "--out", str(tmp_path / "saved")],
+        [*command, "editor", *source, "--no-browser", "--out", str(tmp_path / "saved")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=user_env(home),
         cwd=tmp_path,
     )
-    assert process.stderr is not None and process.stdout is not None
     found: list[str] = []
     stdout: list[str] = []
     threading.Thread(target=lambda: stdout.extend(process.stdout or []), daemon=True).start()
@@ -85,13 +91,20 @@ def editor(local_stack: StackProcess, tmp_path: Path) -> Iterator[Editor]:
     reader = threading.Thread(target=read_url, daemon=True)
     reader.start()
     reader.join(30)
-    if not found:
-        process.kill()
-        pytest.fail(f"the editor printed no URL (exit {process.poll()})")
-    yield Editor(process, found[0], stdout)
-    if process.poll() is None:
-        process.kill()
-    process.wait(10)
+    try:
+        if not found:
+            pytest.fail(f"the editor printed no URL (exit {process.poll()})")
+        yield Editor(process, found[0], stdout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+@pytest.fixture()
+def editor(local_stack: StackProcess, tmp_path: Path) -> Iterator[Editor]:
+    with running_editor(local_stack, tmp_path, "--parent", PARENT) as started:
+        yield started
 
 
 def drag(page: Any, points: tuple[tuple[int, int], ...]) -> None:
@@ -189,3 +202,62 @@ def _printed(editor: Editor, job_id: str) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def call(editor: Editor, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(editor.url + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_a_finished_jobs_variant_is_edited_and_chained(
+    editor: Editor, local_stack: StackProcess, aws: Aws, tmp_path: Path
+) -> None:
+    """--job ID --image N: the page shows variant N; the next job upscales it (index N of the
+    job's task) and inpaints the upscale. The page is told no secret of the stack."""
+    first = _submit_through(editor, {"prompt": "a kite"})
+    finished = _wait_final(aws, first)
+    assert finished["status"] == "COMPLETED"
+    variant = aws.s3.get_object(Bucket=aws.bucket, Key=f"results/{first}/2.png")["Body"].read()
+
+    with running_editor(local_stack, tmp_path / "next", "--job", first, "--image", "2") as chained:
+        status, session = call(chained, "GET", "api/session")
+        described = json.loads(session)
+        assert status == 200
+        assert (described["parent_task_id"], described["index"]) == (finished["task_id"], "2")
+        assert call(chained, "GET", "api/parent") == (200, variant)
+        pages = b"".join(call(chained, "GET", name)[1] for name in ("", "editor.js", "api/session"))
+        assert SIMULATOR_API_KEY.encode() not in pages and b"testing" not in pages  # the key, the AWS keys
+        second = _submit_through(chained, {"prompt": "a second kite"})
+
+    spec = json.loads(aws.s3.get_object(Bucket=aws.bucket, Key=f"inbox/{second}/job.json")["Body"].read())
+    assert spec == {"parent_task_id": finished["task_id"], "prompt": "a second kite", "index": "2"}
+    ended = _wait_final(aws, second)
+    assert ended["status"] == "COMPLETED" and ended.get("upscale_task_id"), ended.get("error")
+
+
+def _submit_through(editor: Editor, fields: dict[str, str]) -> str:
+    status, session = call(editor, "GET", "api/session")
+    size = tuple(json.loads(session)[side] for side in ("width", "height"))
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle((size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2), fill=255)
+    out = io.BytesIO()
+    mask.save(out, "PNG")
+    body = fields | {"mask": "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()}
+    status, answer = call(editor, "POST", "api/submit", body)
+    assert status == 200, answer
+    return str(json.loads(answer)["job_id"])
+
+
+def _wait_final(aws: Aws, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = aws.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        if item and item["status"] in ("COMPLETED", "FAILED", "REJECTED"):
+            return dict(item)
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} did not end within {timeout}s")
