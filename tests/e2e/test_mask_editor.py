@@ -37,6 +37,7 @@ from tests.e2e.conftest import Aws, StackProcess, user_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+SCREENSHOT_VARIABLE = "VARY_REGION_EDITOR_SCREENSHOT"
 URL_LINE = re.compile(r"(http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+/)")
 PARENT = "e2e-editor-parent"
 BRUSH = 40
@@ -164,6 +165,8 @@ def test_paint_erase_undo_submit_in_chromium(editor: Editor, aws: Aws, tmp_path:
             timeout=15_000,
         )
         assert errors == []
+        if os.environ.get(SCREENSHOT_VARIABLE):  # `make editor-screenshot`: the docs' picture of the page
+            page.screenshot(path=os.environ[SCREENSHOT_VARIABLE])
         page.click("#done")  # the page says done: the server stops, the command exits 0
         assert editor.process.wait(10) == 0
         browser.close()
