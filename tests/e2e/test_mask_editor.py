@@ -65,11 +65,13 @@ class Editor:
 
 
 @contextmanager
-def running_editor(local_stack: StackProcess, tmp_path: Path, *source: str) -> Iterator[Editor]:
+def running_editor(local_stack: StackProcess | None, tmp_path: Path, *source: str) -> Iterator[Editor]:
     """`vary-region editor SOURCE --no-browser` as a user runs it; its URL read from its stderr."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "vary_region_cli.main", "--stack-file", str(local_stack.stack_file)]
+    command = [sys.executable, "-m", "vary_region_cli.main"]
+    if local_stack is not None:
+        command += ["--stack-file", str(local_stack.stack_file)]
     process = subprocess.Popen(
         [*command, "editor", *source, "--no-browser", "--out", str(tmp_path / "saved")],
         stdout=subprocess.PIPE,
@@ -264,3 +266,95 @@ def _wait_final(aws: Aws, job_id: str, timeout: float = 60) -> dict[str, Any]:
             return dict(item)
         time.sleep(0.3)
     pytest.fail(f"job {job_id} did not end within {timeout}s")
+
+
+# --- every other tool, on a local file (no stack: Save only) ----------------------------------------
+
+
+def test_every_tool_and_the_refusals_in_chromium(tmp_path: Path) -> None:
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (640, 480), (40, 90, 160)).save(picture)
+    from playwright.sync_api import sync_playwright
+
+    with running_editor(None, tmp_path, "--file", str(picture)) as editor, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path())
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(editor.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        assert page.is_disabled("#submit") and page.is_enabled("#save")  # no stack: Save only
+
+        def painted(x: int, y: int) -> bool:
+            alpha = page.evaluate(f"vrEditor.state.mask.getContext('2d').getImageData({x}, {y}, 1, 1).data[3]")
+            return bool(alpha >= 128)
+
+        def click(x: int, y: int) -> None:
+            point = page.evaluate(f"vrEditor.screenPoint({x}, {y})")
+            page.mouse.click(point["x"], point["y"])
+
+        page.keyboard.press("o")
+        drag(page, ((50, 50), (150, 130)))
+        assert painted(100, 90) and not painted(52, 52)  # inside the ellipse; its bounding box's corner is not
+        page.keyboard.press("l")
+        drag(page, ((300, 50), (400, 50), (350, 150)))  # freehand lasso
+        assert painted(350, 80) and not painted(310, 140)
+        for corner in ((450, 300), (550, 300), (550, 400), (450, 400)):
+            click(*corner)  # polygon, one corner per click
+        page.keyboard.press("Enter")
+        assert painted(500, 350) and not painted(440, 350)
+
+        box = page.locator("#view").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -300)  # zoom in at the pointer
+        assert page.inner_text("#zoom") != "100%"
+        page.keyboard.down(" ")
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 40, steps=5)
+        page.mouse.up()
+        page.keyboard.up(" ")
+        page.keyboard.press("r")
+        drag(page, ((200, 250), (260, 290)))  # drawn zoomed and panned: still lands where the picture is
+        assert painted(230, 270) and not painted(270, 270)
+        page.keyboard.press("0")
+
+        page.keyboard.press("i")
+        assert not painted(230, 270) and painted(10, 470)  # inverted
+        page.keyboard.press("Control+z")
+        assert painted(230, 270) and not painted(10, 470)
+        page.keyboard.press("Control+Shift+z")
+        assert not painted(230, 270)  # redone
+        page.keyboard.press("i")
+        assert painted(230, 270) and not painted(10, 470)
+
+        size = int(page.inner_text("#size-out"))
+        page.keyboard.press("]")
+        assert int(page.inner_text("#size-out")) > size
+        page.keyboard.press("[")
+        page.keyboard.press("[")
+        assert int(page.inner_text("#size-out")) < size
+
+        page.click("#save")  # a local file: its upscale task must be named first
+        page.wait_for_selector(".error[data-field=parent_task_id]:has-text('PARENT_MISSING')")
+        page.fill("#parent_task_id", "task-from-a-file")
+        page.click("#clear")
+        page.click("#save")
+        page.wait_for_selector(".error[data-field=mask]:has-text('MASK_BLANK')")
+        assert "paint the region" in page.inner_text(".error[data-field=mask]")
+        page.keyboard.press("Control+z")  # the shapes are back
+        page.fill("#metadata", "{")
+        page.click("#save")
+        page.wait_for_selector(".error[data-field=metadata]:has-text('METADATA_INVALID')")
+        page.fill("#metadata", '{"customer": "acme"}')
+        page.click("#save")
+        page.wait_for_selector("#message:has-text('saved')")
+        assert errors == []
+        browser.close()
+
+    saved = tmp_path / "saved"
+    job = json.loads((saved / "job.json").read_text())
+    assert job == {"parent_task_id": "task-from-a-file", "metadata": {"customer": "acme"}}
+    mask = Image.open(saved / "mask.png")
+    assert mask.size == (640, 480) and set(mask.histogram()[1:255]) == {0}
+    assert [mask.getpixel(p) for p in ((100, 90), (350, 80), (500, 350), (230, 270), (10, 470))] == [255] * 4 + [0]
