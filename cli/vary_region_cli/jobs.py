@@ -126,14 +126,18 @@ def submit_job(
         raise CliError(f"job id {job_id!r} is already used (s3://{bucket}/{existing[0]} exists); choose another")
     if mask is None:
         key = f"{INBOX}{job_id}.json" if inline else f"{INBOX}{job_id}/job.json"
-        files = [(key, _json_bytes(document), "application/json")]
+        files = [(key, job_file_bytes(document), "application/json")]
     elif inline:
         files = [
-            (f"{INBOX}{job_id}.json", _json_bytes(document | {"mask": data_url(mask_type, mask)}), "application/json")
+            (
+                f"{INBOX}{job_id}.json",
+                job_file_bytes(document | {"mask": data_url(mask_type, mask)}),
+                "application/json",
+            )
         ]
     else:
         files = [
-            (f"{INBOX}{job_id}/job.json", _json_bytes(document), "application/json"),
+            (f"{INBOX}{job_id}/job.json", job_file_bytes(document), "application/json"),
             (f"{INBOX}{job_id}/mask.{EXTENSIONS[mask_type]}", mask, mask_type),
         ]
     uploads = []
@@ -157,7 +161,8 @@ def existing_job_keys(target: Target, job_id: str) -> list[str]:
     return found
 
 
-def _json_bytes(document: dict[str, Any]) -> bytes:
+def job_file_bytes(document: dict[str, Any]) -> bytes:
+    """job.json as `submit` uploads it (and the editor's Save writes it)."""
     return (json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 

@@ -4,7 +4,6 @@ the field and the pipeline's error code, rather than REJECTED after upload."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +67,7 @@ def job_from_form(form: dict[str, Any], parent: ParentImage, *, new_id: bool = T
     if mask_fit == "resize":
         document["mask_fit"] = mask_fit
     try:
-        parse_job_spec(json.dumps(document).encode("utf-8"))
+        parse_job_spec(jobs.job_file_bytes(document))
     except JobRejected as exc:
         code = exc.error.code
         field = next((name for prefix, name in _FIELD_OF_CODE.items() if code.startswith(prefix)), "job")

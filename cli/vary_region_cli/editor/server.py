@@ -116,4 +116,4 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _json(status: int, value: Any) -> tuple[int, bytes, str]:
-    return status, json.dumps(value).encode("utf-8"), "application/json"
+    return status, json.dumps(value, allow_nan=False).encode("utf-8"), "application/json"

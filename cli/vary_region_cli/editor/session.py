@@ -96,7 +96,7 @@ class EditorSession:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         mask_path, job_path = self.out_dir / "mask.png", self.out_dir / "job.json"
         mask_path.write_bytes(mask)
-        job_path.write_text(json.dumps(job.document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        job_path.write_bytes(jobs.job_file_bytes(job.document))
         return [str(job_path), str(mask_path)]
 
     def _job(self, job_id: str, image: str | None) -> Answer:
@@ -133,4 +133,4 @@ def _form(body: bytes) -> dict[str, Any]:
 
 
 def _json(status: int, value: Any) -> Answer:
-    return status, json.dumps(value, default=str).encode("utf-8"), "application/json"
+    return status, json.dumps(value, default=str, allow_nan=False).encode("utf-8"), "application/json"
