@@ -338,6 +338,12 @@ def test_every_tool_and_the_refusals_in_chromium(tmp_path: Path) -> None:
         page.click("#save")  # a local file: its upscale task must be named first
         page.wait_for_selector(".error[data-field=parent_task_id]:has-text('PARENT_MISSING')")
         page.fill("#parent_task_id", "task-from-a-file")
+        page.fill("#prompt", "a\u0007kite")
+        page.press("#prompt", "Tab")  # a changed field is checked at once, before any Save
+        page.wait_for_selector(".error[data-field=prompt]:has-text('PROMPT_CONTROL_CHARACTERS')")
+        page.fill("#prompt", "")
+        page.press("#prompt", "Tab")
+        page.wait_for_selector(".error[data-field=prompt]", state="hidden")
         page.click("#clear")
         page.click("#save")
         page.wait_for_selector(".error[data-field=mask]:has-text('MASK_BLANK')")

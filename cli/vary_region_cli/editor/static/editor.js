@@ -402,6 +402,10 @@ function showVariants(jobId) {
     img.src = api(`jobs/${encodeURIComponent(jobId)}/${img.dataset.variant}.png`);
   });
 }
+// Each field is checked by the server as it changes, with the CLI's and the pipeline's own rules.
+for (const name of ["parent_task_id", "prompt", "metadata", "job_id", "mask_fit"]) {
+  $(name).addEventListener("change", () => post("check", formFields()));
+}
 $("submit").addEventListener("click", () => send("submit"));
 $("save").addEventListener("click", () => send("save"));
 $("again").addEventListener("click", () => {
