@@ -364,3 +364,18 @@ def test_every_tool_and_the_refusals_in_chromium(tmp_path: Path) -> None:
     mask = Image.open(saved / "mask.png")
     assert mask.size == (640, 480) and set(mask.histogram()[1:255]) == {0}
     assert [mask.getpixel(p) for p in ((100, 90), (350, 80), (500, 350), (230, 270), (10, 470))] == [255] * 4 + [0]
+
+
+def test_a_parent_image_off_the_allowed_hosts_is_never_read(
+    local_stack: StackProcess, run_cli: Any, tmp_path: Path
+) -> None:
+    """The allowlist is the stack's own: its APIFRAME origin. Reached as localhost, Fetch answers
+    image URLs on 127.0.0.1, another origin: the editor refuses them as the pipeline would."""
+    info = json.loads(local_stack.stack_file.read_text())
+    info["apiframe_base_url"] = info["apiframe_base_url"].replace("127.0.0.1", "localhost")
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(info))
+    refused = run_cli("--stack-file", str(stack_file), "editor", "--parent", PARENT, "--no-browser", local=False)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "not in the allowed list" in refused.stderr and "PARENT_IMAGE_UNREADABLE" in refused.stderr
+    assert "mask editor for" not in refused.stderr  # no page was served
