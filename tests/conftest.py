@@ -47,7 +47,7 @@ def worker_group(item: pytest.Item) -> str | None:
 # tryfirst: xdist's worker reads the groups in its own pytest_collection_modifyitems.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.originalname in ENDS_SHARED)  # stable: the others keep their order
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) in ENDS_SHARED)  # stable: the rest keep order
     for item in items:
         group = worker_group(item)
         if group is not None:
