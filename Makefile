@@ -26,7 +26,7 @@ MUTATION_ARGS ?=
 # check's baseline with --suite-passed (scripts/mutation_check.py), so CI runs the suite once.
 TEST_RESULTS := .local/test-results.xml
 
-.PHONY: help venv demo example-workflow local test unit integration area test-v2 e2e check-template rehearse lint mypy checkov mutation bench clean
+.PHONY: help venv demo example-workflow local test unit integration area test-v2 e2e check-template rehearse lint mypy checkov mutation bench editor-screenshot clean
 
 help:
 	@echo "make demo            run one job through the local stack and show the result images"
@@ -38,6 +38,7 @@ help:
 	@echo "make lint            ruff (lint, format, complexity), the import contract, mypy and checkov"
 	@echo "make mutation        break each guarantee's mechanism on purpose; a test must fail for each"
 	@echo "make bench           performance benchmarks (not part of make test)"
+	@echo "make editor-screenshot  docs/images/editor.png, taken by the mask editor's browser test"
 
 $(BIN)/.installed: requirements-dev.txt layers/vary_region/requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,6 +103,12 @@ test-v2: venv
 
 e2e: venv
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
+
+# docs/images/editor.png: the mask editor's browser test, which takes it once the variants are shown.
+editor-screenshot: venv
+	mkdir -p docs/images
+	VARY_REGION_EDITOR_SCREENSHOT=$(CURDIR)/docs/images/editor.png $(BIN)/python -m pytest -n0 \
+		"tests/e2e/test_mask_editor.py::test_paint_erase_undo_submit_in_chromium"
 
 check-template: venv $(SAM_VENV)/.installed
 	CFN_LINT=$(BIN)/cfn-lint SAM=$(SAM_VENV)/bin/sam scripts/check_template.sh

@@ -26,6 +26,9 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 # - SHARED_IN_ORDER: a session fixture that its tests share in collection order, because one of them
 #   ends it (tests/e2e: the user's stack, which test_stack_stops_cleanly_on_sigint stops, last).
 SHARED_IN_ORDER = ("local_stack",)
+# The tests that end a SHARED_IN_ORDER fixture: moved after every other test, so a later module that
+# shares it (the mask editor's, the CLI's job options) never finds it stopped.
+ENDS_SHARED = ("test_stack_stops_cleanly_on_sigint",)
 
 
 def worker_group(item: pytest.Item) -> str | None:
@@ -44,6 +47,7 @@ def worker_group(item: pytest.Item) -> str | None:
 # tryfirst: xdist's worker reads the groups in its own pytest_collection_modifyitems.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) in ENDS_SHARED)  # stable: the rest keep order
     for item in items:
         group = worker_group(item)
         if group is not None:

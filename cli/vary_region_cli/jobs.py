@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
+from vary_region.core import strict_json
 from vary_region.core.job import JobStatus
 from vary_region.core.keys import MASK_EXTENSIONS, MAX_JOB_ID_CHARS, is_valid_job_id
 from vary_region.store.schema import JOBS_BY_DAY_INDEX, plain
@@ -95,6 +96,19 @@ def job_document(parent_task_id: str | None, prompt: str | None, metadata: dict[
     return document
 
 
+def parse_metadata(text: str | None, name: str = "--metadata") -> dict[str, Any] | None:
+    """A job's metadata as the pipeline will read it, or CliError for what it would reject."""
+    if text is None:
+        return None
+    try:
+        value = strict_json.loads(text)
+    except strict_json.JsonRefused as exc:  # the pipeline would reject the job for it (SPEC_INVALID_JSON)
+        raise CliError(f"{name} is not valid JSON ({exc.reason})") from None
+    if not isinstance(value, dict):
+        raise CliError(f'{name} must be a JSON object, like \'{{"customer": "acme"}}\'')
+    return value
+
+
 def submit_job(
     target: Target,
     job_id: str,
@@ -114,14 +128,18 @@ def submit_job(
         raise CliError(f"job id {job_id!r} is already used (s3://{bucket}/{existing[0]} exists); choose another")
     if mask is None:
         key = f"{INBOX}{job_id}.json" if inline else f"{INBOX}{job_id}/job.json"
-        files = [(key, _json_bytes(document), "application/json")]
+        files = [(key, job_file_bytes(document), "application/json")]
     elif inline:
         files = [
-            (f"{INBOX}{job_id}.json", _json_bytes(document | {"mask": data_url(mask_type, mask)}), "application/json")
+            (
+                f"{INBOX}{job_id}.json",
+                job_file_bytes(document | {"mask": data_url(mask_type, mask)}),
+                "application/json",
+            )
         ]
     else:
         files = [
-            (f"{INBOX}{job_id}/job.json", _json_bytes(document), "application/json"),
+            (f"{INBOX}{job_id}/job.json", job_file_bytes(document), "application/json"),
             (f"{INBOX}{job_id}/mask.{EXTENSIONS[mask_type]}", mask, mask_type),
         ]
     uploads = []
@@ -145,7 +163,8 @@ def existing_job_keys(target: Target, job_id: str) -> list[str]:
     return found
 
 
-def _json_bytes(document: dict[str, Any]) -> bytes:
+def job_file_bytes(document: dict[str, Any]) -> bytes:
+    """job.json as `submit` uploads it (and the editor's Save writes it)."""
     return (json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vary_region.core import strict_json
 from vary_region.core.job import JobStatus
 
 from vary_region_cli import jobs
@@ -90,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--index", choices=("1", "2", "3", "4"), help="which image of the imagine grid to upscale")
     submit.add_argument("--aspect-ratio", metavar="W:H", help="with --imagine: the grid's aspect ratio (default 1:1)")
     submit.add_argument("--prompt", help="what to draw in the selected region")
-    mask = submit.add_mutually_exclusive_group(required=True)
+    # A mask file, or shapes of any kinds mixed (checked in cmd_submit: argparse groups cannot say
+    # "--mask, or any of the three shape options together").
+    mask = submit.add_argument_group("the region to redraw: --mask, or any mix of --rect, --ellipse and --polygon")
     mask.add_argument(
         "--mask",
         type=Path,
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="region coordinates in pixels of the parent (default) or fractions 0..1 of its width and height",
     )
     submit.add_argument("--size", metavar="W,H", help="with --rect: draw a mask file of this size here instead")
+    submit.add_argument(
+        "--mask-fit",
+        choices=("exact", "resize"),
+        help="a mask file of another size than the parent: rejected (exact, the default) or scaled to it (resize)",
+    )
     submit.add_argument("--metadata", metavar="JSON", help="a small JSON object echoed into result.json")
     submit.add_argument("--job-id", help="default: a new id like job-20261126-120501-ab12cd")
     submit.add_argument(
@@ -212,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "whose HTTP APIs answer at another address)",
     )
     doctor.set_defaults(handler=cmd_doctor, command_parser=doctor)
+
+    from vary_region_cli.editor.command import add_parser as add_editor
+
+    editor = add_editor(commands, common)
+    editor.set_defaults(handler=cmd_editor, command_parser=editor)
     return parser
 
 
@@ -228,7 +239,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 # --- commands ----------------------------------------------------------------------------------
 
 
+def _check_region_options(args: argparse.Namespace) -> None:
+    parser: argparse.ArgumentParser = args.command_parser
+    shapes = bool(args.rect or args.ellipse or args.polygon)
+    if args.mask is not None and shapes:
+        parser.error("argument --mask: not allowed with --rect, --ellipse or --polygon")
+    if args.mask is None and not shapes:
+        parser.error("one of the arguments --mask --rect --ellipse --polygon is required")
+    if args.size and (args.ellipse or args.polygon):
+        raise CliError("--size draws rectangles only: drop it, and the pipeline draws every shape at the parent's size")
+    if args.mask_fit and shapes and not args.size:
+        raise CliError(
+            "--mask-fit is about a mask file (--mask, or --rect with --size): shapes are drawn at the parent's size"
+        )
+
+
 def cmd_submit(args: argparse.Namespace, target: Target) -> int:
+    _check_region_options(args)
     mask: bytes | None = None
     mask_type = "image/png"
     regions: dict[str, Any] | None = None
@@ -244,7 +271,7 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
         except OSError as exc:
             raise CliError(f"cannot read the mask {args.mask}: {exc.strerror or exc}") from None
         mask_type = check_mask_file(mask, str(args.mask))
-    metadata = _metadata(args.metadata)
+    metadata = jobs.parse_metadata(args.metadata)
     if args.aspect_ratio and not args.imagine:
         raise CliError("--aspect-ratio only goes with --imagine")
     if args.parent_task_id is not None and not args.parent_task_id.strip():
@@ -261,23 +288,13 @@ def cmd_submit(args: argparse.Namespace, target: Target) -> int:
             document["index"] = args.index
     if regions is not None:
         document["mask"] = regions
+    if args.mask_fit:
+        document["mask_fit"] = args.mask_fit
     uploads = jobs.submit_job(target, job_id, document, mask, mask_type, inline=args.inline)
     for upload in uploads:
         _note(f"uploaded s3://{target.bucket}/{upload.key} ({upload.content_type}, {upload.size} bytes)")
     print(job_id, flush=True)
     return EXIT_OK
-
-
-def _metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = strict_json.loads(text)
-    except strict_json.JsonRefused as exc:  # the pipeline would reject the job for it (SPEC_INVALID_JSON)
-        raise CliError(f"--metadata is not valid JSON ({exc.reason})") from None
-    if not isinstance(value, dict):
-        raise CliError('--metadata must be a JSON object, like \'{"customer": "acme"}\'')
-    return value
 
 
 def cmd_watch(args: argparse.Namespace, target: Target) -> int:
@@ -374,6 +391,12 @@ def cmd_doctor(args: argparse.Namespace, target: Target) -> int:
     if not target.local and not target.stack_name:
         target.stack_name = doctor.DEFAULT_STACK_NAME
     return EXIT_OK if doctor.run(target, args.timeout, webhook_url=args.webhook_url) else EXIT_JOB_FAILED
+
+
+def cmd_editor(args: argparse.Namespace, target: Target) -> int:
+    from vary_region_cli.editor.command import run
+
+    return run(args, target)
 
 
 def cmd_status(args: argparse.Namespace, target: Target) -> int:

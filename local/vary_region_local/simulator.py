@@ -52,6 +52,7 @@ _WEBHOOK_TIMEOUT = 5.0
 _INITIAL_CREDITS = 1_000_000  # a long `make local` session never runs dry (account_credits sets it)
 # APIFRAME's fast-mode prices: the account's balance falls by these as tasks are accepted.
 _TASK_CREDITS = {"imagine": 4, "upscale": 2, "inpaint": 4}
+_GRID_TASKS = ("imagine", "inpaint")  # the tasks whose result is a 2x2 grid an upscale picks from
 _DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL | re.IGNORECASE)
 _RESULT_NAMES = ("grid", "1", "2", "3", "4")
 # Ids no parent is made up for: Fetch answers 404, as the provider does for a task it never had.
@@ -331,7 +332,7 @@ class ApiframeSimulator:
             cached = self._parents.get(parent_task_id)
             task = self._tasks.get(parent_task_id)
             grid_task = self._tasks.get(task.parent_task_id or "") if task is not None else None
-        if cached is None and task is not None and grid_task is not None and grid_task.task_type == "imagine":
+        if cached is None and task is not None and grid_task is not None and grid_task.task_type in _GRID_TASKS:
             cached = self._task_images(grid_task)[str(task.index)]
             with self._lock:
                 cached = self._parents.setdefault(parent_task_id, cached)
@@ -522,8 +523,10 @@ class ApiframeSimulator:
             parent = self._tasks.get(parent_id) or self._implicit_parent(parent_id)
         if parent is None:
             raise _BadRequest("parent task not found")
-        if parent.task_type != "imagine" or parent.status != "finished":
-            raise _BadRequest("parent_task_id must be a finished imagine task")
+        # [assume] Midjourney upscales any grid, a Vary Region's too (its U1-U4 buttons); APIFRAME's page
+        # names only imagine. `vary-region editor --job ID --image N` chains on an inpaint's grid so.
+        if parent.task_type not in _GRID_TASKS or parent.status != "finished":
+            raise _BadRequest("parent_task_id must be a finished imagine or inpaint task")
         task = self._create_task(
             f"upscale#{index}",
             parent_task_id=parent_id,

@@ -465,3 +465,75 @@ def test_an_items_numbers_sets_and_bytes_are_printed_as_json() -> None:
         "blob": "x",
         "nested": [2],
     }
+
+
+# --- the CLI says everything a job file can (issue #28, item 5) ------------------------------------
+
+
+def exit_code(argv: list[str]) -> int:
+    """main's exit code, also when argparse ends the program itself (a refused option, with the usage)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exited:
+        return int(exited.code or 0)
+
+
+def _sent_documents(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "resolve", lambda settings: fake_target())
+
+    def recording_submit(target: Target, job_id: str, document: dict[str, Any], *a: Any, **k: Any) -> list[jobs.Upload]:
+        sent.append(document)
+        return []
+
+    monkeypatch.setattr(cli.jobs, "submit_job", recording_submit)
+    return sent
+
+
+def test_submit_mixes_shapes_of_every_kind_in_one_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _sent_documents(monkeypatch)
+    argv = ["--rect", "0.1,0.1,0.2,0.2", "--ellipse", "0.6,0.3,0.1,0.15", "--rect", "0.5,0.6,0.3,0.2"]
+    argv += ["--polygon", "0.1,0.9,0.3,0.6,0.4,0.95", "--units", "fraction"]
+
+    assert exit_code(["submit", "--parent-task-id", "p", *argv]) == 0
+
+    assert sent[0]["mask"] == {
+        "regions": [
+            {"rect": [0.1, 0.1, 0.2, 0.2]},
+            {"rect": [0.5, 0.6, 0.3, 0.2]},
+            {"ellipse": [0.6, 0.3, 0.1, 0.15]},
+            {"polygon": [[0.1, 0.9], [0.3, 0.6], [0.4, 0.95]]},
+        ],
+        "units": "fraction",
+    }
+
+
+def test_submit_mask_fit_resize_is_written_into_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "small.png").write_bytes(png(white=(10, 10, 30, 30)))
+    sent = _sent_documents(monkeypatch)
+
+    argv = ["submit", "--parent-task-id", "p", "--mask", str(tmp_path / "small.png"), "--mask-fit", "resize"]
+    assert cli.main(argv) == 0
+
+    assert sent[0] == {"parent_task_id": "p", "mask_fit": "resize"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--mask", "m.png", "--rect", "1,1,20,20"], "argument --mask: not allowed with --rect"),
+        ([], "one of the arguments --mask --rect --ellipse --polygon is required"),
+        (["--rect", "1,1,20,20", "--ellipse", "30,30,5,5", "--size", "64,64"], "--size draws rectangles only"),
+        (["--ellipse", "300,300,50,50", "--mask-fit", "resize"], "--mask-fit is about a mask file"),
+        (["--rect", "1,1,20,20", "--mask-fit", "stretch"], "invalid choice: 'stretch'"),
+    ],
+    ids=["mask-and-shapes", "no-region", "size-with-ellipse", "fit-with-shapes", "fit-unknown"],
+)
+def test_submit_region_options_that_do_not_go_together(
+    argv: list[str], words: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = fake_target()
+    monkeypatch.setattr(cli, "resolve", lambda settings: target)
+    assert exit_code(["submit", "--parent-task-id", "p", *argv]) == cli.EXIT_ERROR
+    assert words in capsys.readouterr().err
+    assert target.s3.listings == 0
