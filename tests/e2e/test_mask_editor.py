@@ -168,6 +168,17 @@ def test_paint_erase_undo_submit_in_chromium(editor: Editor, aws: Aws, tmp_path:
         while not page.evaluate(shown):
             assert time.monotonic() < deadline, "the four variants are not shown"
             page.wait_for_timeout(100)
+        # The variants strip took height from the stage: its canvas must be redrawn at its new size,
+        # not its old bitmap stretched into the new box (the parent would look distorted).
+        redrawn = (
+            "(() => { const v = document.getElementById('view'); const b = v.getBoundingClientRect();"
+            " const r = window.devicePixelRatio || 1;"
+            " return [v.width, v.height, Math.round(b.width * r), Math.round(b.height * r)]; })()"
+        )
+        deadline = time.monotonic() + 5
+        while (sizes := page.evaluate(redrawn))[:2] != sizes[2:] and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert sizes[:2] == sizes[2:], f"the canvas's bitmap {sizes[:2]} is stretched into its box {sizes[2:]}"
         assert errors == []
         if os.environ.get(SCREENSHOT_VARIABLE):  # `make editor-screenshot`: the docs' picture of the page
             page.screenshot(path=os.environ[SCREENSHOT_VARIABLE])

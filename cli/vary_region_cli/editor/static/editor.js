@@ -50,6 +50,7 @@ function fit() {
   const { width, height } = state.info;
   state.scale = Math.min((box.width - 20) / width, (box.height - 20) / height);
   state.offset = { x: (box.width - width * state.scale) / 2, y: (box.height - height * state.scale) / 2 };
+  state.fitted = true;
   render();
 }
 function zoomAt(factor, cx, cy) {
@@ -57,6 +58,7 @@ function zoomAt(factor, cx, cy) {
   state.offset.x = cx - ((cx - state.offset.x) * next) / state.scale;
   state.offset.y = cy - ((cy - state.offset.y) * next) / state.scale;
   state.scale = next;
+  state.fitted = false;
   render();
 }
 function zoomCentre(factor) {
@@ -242,6 +244,7 @@ view.addEventListener("pointermove", (event) => {
   state.pointer = toImage(event);
   const drag = state.drag;
   if (drag && drag.kind === "pan") {
+    state.fitted = false;
     state.offset.x += event.clientX - drag.last.x;
     state.offset.y += event.clientY - drag.last.y;
     drag.last = { x: event.clientX, y: event.clientY };
@@ -312,7 +315,10 @@ $("invert").addEventListener("click", invertMask);
 $("zoom-in").addEventListener("click", () => zoomCentre(1.25));
 $("zoom-out").addEventListener("click", () => zoomCentre(1 / 1.25));
 $("fit").addEventListener("click", fit);
-window.addEventListener("resize", render);
+// The stage changes size without the window doing so (the variants strip appears under it): a canvas
+// whose bitmap kept its old size would be drawn stretched, so every change of its box redraws it.
+// A picture the user has not zoomed or panned is fitted again to the new box.
+new ResizeObserver(() => (state.fitted && state.info ? fit() : render())).observe(view);
 document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, textarea, select")) return;
   const key = event.key.toLowerCase();
