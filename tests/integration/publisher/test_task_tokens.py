@@ -26,6 +26,24 @@ from tests.unit.publisher.test_state_change import record
 ACCOUNT = "123456789012"
 
 
+class CallsRecorded:
+    """A real Step Functions client whose calls are also noted, so a test can assert the answer the
+    publisher sent at once, before moto's execution acts on it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            return method(**kwargs)
+
+        return call
+
+
 class WaitingTask:
     """A workflow of the test's own whose callback task sends its token to a queue and waits."""
 
@@ -107,9 +125,12 @@ def test_a_rejected_job_fails_the_waiting_task_with_its_code(stack, waiting):
     error = {"code": "MASK_LOCATION_INVALID", "message": "an s3:// mask must be under ...", "stage": "intake"}
     rejected = record(job | {"status": "REJECTED", "error": error}, job | {"status": "RECEIVED"})
 
-    answer = _publisher(stack, boto3.client("stepfunctions")).handle_stream_batch([rejected])
+    states = CallsRecorded(boto3.client("stepfunctions"))
+    answer = _publisher(stack, states).handle_stream_batch([rejected])
 
     assert answer == {"batchItemFailures": []}
+    sent = [(name, call.get("error")) for name, call in states.calls]
+    assert sent == [("send_task_failure", "MASK_LOCATION_INVALID")]
     wait_until(lambda: waiting.status() == "FAILED", 20, message="the execution to fail")
     events = waiting.sfn.get_execution_history(executionArn=waiting.execution)["events"]
     failed = [e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed"]

@@ -205,6 +205,9 @@ def test_masks_come_from_the_inbox_and_the_mask_sources_only() -> None:
     ]
     assert wider.mask_locations[2].holds("shared", "approved/m.png")
     assert not wider.mask_locations[2].holds("shared", "approved/../other/m.png")
+    assert not wider.mask_locations[2].holds("shared", "other/m.png")
+    assert not plain.mask_locations[0].holds("another-bucket", "inbox/m.png")
+    assert not plain.mask_locations[0].holds("vary-region-jobs-123", "results/m.png")
 
 
 @pytest.mark.parametrize(
