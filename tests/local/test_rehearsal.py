@@ -1,7 +1,7 @@
 """The deploy rehearsal's own pieces (`make rehearse` runs the rest): its emulator workarounds rewrite
 only what they say, the simulator's webhooks find the emulator, and the IAM mutants name statements
-the template gives their functions, a removal takes only what it names, and an unanswered webhook is
-sent again while a refused one is not."""
+the template gives their functions, a removal takes only what it names, an unanswered webhook is
+sent again while a refused one is not, and a path an emulator gap blocks is reported SKIPPED."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from vary_region_local.rehearsal import iam, mutants, workarounds
 from vary_region_local.rehearsal import provider as provider_module
+from vary_region_local.rehearsal.__main__ import summarize
 from vary_region_local.rehearsal.denials import found_in
 from vary_region_local.rehearsal.emulator import Certificate
 from vary_region_local.rehearsal.provider import RehearsalProvider, answered
+from vary_region_local.rehearsal.report import Report
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = (ROOT / "template.yaml").read_text()
@@ -134,6 +136,21 @@ def test_a_denial_names_the_function_and_the_action() -> None:
     )
     assert found_in(line) == {("vary-region-completion", "s3:PutObject")}
     assert found_in("download failed (AccessDenied)") == set()
+
+
+def test_a_path_a_gap_blocks_is_summed_up_skipped_with_its_reason_never_passed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    report = Report()
+    report.run("plain job", lambda: "COMPLETED")
+    gap = workarounds.CALLBACK_TASK_IAM
+    report.skip("sample workflow", f"MiniStack {gap.seen_in} ({gap.name}): {gap.reason}")
+    assert report.passed == [("plain job", "COMPLETED")]
+    assert summarize(report, "", 1.0, tmp_path) == 0
+    summary = capsys.readouterr().out
+    assert "SKIPPED  sample workflow: MiniStack 1.5.33 (callback-task-iam): Step Functions runs" in summary
+    assert "1 passed, 0 failed, 1 skipped" in summary
+    assert "PASS     sample workflow" not in summary
 
 
 def test_every_iam_mutant_names_a_statement_its_function_has_and_a_path_the_rehearsal_runs() -> None:

@@ -105,6 +105,11 @@ def run_paths(pipeline: Pipeline, report: Report) -> None:
     report.run("missing error.json repaired by the next delivery", lambda: checks.check_repair(pipeline))
     report.run("lost webhook recovered by the reconciler", lambda: checks.check_lost_webhook(pipeline))
     report.run("state changes on the bus", lambda: checks.check_state_changes(pipeline))
+    gap = workarounds.CALLBACK_TASK_IAM
+    report.skip(
+        "Step Functions sample workflow (examples/stepfunctions/) answered by the publisher",
+        f"MiniStack {gap.seen_in} ({gap.name}): {gap.reason}",
+    )
     # The denials so far are the paths' own: judged now, before the IAM mutants cause theirs.
     pipeline.denials.into(report)
     report.run("vary-region doctor on the deployed stack", lambda: doctor_runs.check_healthy(pipeline))

@@ -28,3 +28,8 @@ class Report:
         else:
             self.passed.append((name, detail))
             print(f"    ok   {detail} [{time.monotonic() - started:.0f}s]", flush=True)
+
+    def skip(self, name: str, why: str) -> None:
+        """A path an emulator gap blocks: printed and summed up as SKIPPED with its reason, never passed."""
+        print(f"--> {name}\n    SKIPPED {why}", flush=True)
+        self.skipped.append((name, why))
