@@ -82,9 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, content_type = self.server.session.handle(method, route, body)
         except Exception as exc:  # one readable answer, never a traceback to the page
             status, payload, content_type = _json(500, {"error": {"code": "EDITOR_ERROR", "message": str(exc)}})
-        self._send(HTTPStatus(status), payload, content_type)
-        if route == "api/done" and status == 200:
+        if route == "api/done" and status == 200:  # before the answer: whoever reads it finds the editor done
             self.server.done.set()
+        self._send(HTTPStatus(status), payload, content_type)
 
     def _route(self) -> str | None:
         """The path after /<token>/, or None when the token is wrong or missing."""
