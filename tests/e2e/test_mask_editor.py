@@ -134,17 +134,23 @@ def expected_mask(size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+def open_editor_page(playwright: Any, url: str) -> tuple[Any, Any, list[str]]:
+    """Chromium on the editor's page once it is ready, and the page's uncaught errors as they come."""
+    browser = playwright.chromium.launch(executable_path=browser_path())
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    return browser, page, errors
+
+
 def test_paint_erase_undo_submit_in_chromium(editor: Editor, aws: Aws, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     started = time.monotonic()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path())
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(editor.url)
-        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        browser, page, errors = open_editor_page(playwright, editor.url)
         assert page.input_value("#parent_task_id") == PARENT
 
         page.keyboard.press("b")
@@ -291,12 +297,7 @@ def test_every_tool_and_the_refusals_in_chromium(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with running_editor(None, tmp_path, "--file", str(picture)) as editor, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path())
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(editor.url)
-        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        browser, page, errors = open_editor_page(playwright, editor.url)
         assert page.is_disabled("#submit") and page.is_enabled("#save")  # no stack: Save only
 
         def painted(x: int, y: int) -> bool:

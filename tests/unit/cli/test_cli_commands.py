@@ -415,14 +415,7 @@ def test_submit_refuses_what_the_pipeline_would_reject_and_uploads_nothing(
 
 
 def test_submit_with_units_fraction_sends_the_regions_in_fractions(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli, "resolve", lambda settings: fake_target())
-
-    def recording_submit(target: Target, job_id: str, document: dict[str, Any], *a: Any, **k: Any) -> list[jobs.Upload]:
-        sent.append(document)
-        return []
-
-    monkeypatch.setattr(cli.jobs, "submit_job", recording_submit)
+    sent = _sent_documents(monkeypatch)
 
     assert cli.main(["submit", "--parent-task-id", "p", "--rect", "0.3,0.1,0.4,0.5", "--units", "fraction"]) == 0
 
